@@ -1,0 +1,170 @@
+//! Types shared by the kernel programs (agent-ebpf) and the userspace agent.
+//!
+//! Every struct here is `#[repr(C)]` plain data: the kernel writes it into BPF maps and
+//! userspace reads the same bytes back.
+#![no_std]
+
+/// Target index used for whole-host tracing (`--all`): its series are labelled `target="host"`.
+pub const HOST_TARGET: u32 = 0;
+
+/// Slots in the TGID filter array; a process sits in slot `tgid & TARGET_SLOT_MASK`.
+pub const TARGET_SLOTS: u32 = 1 << 16;
+pub const TARGET_SLOT_MASK: u32 = TARGET_SLOTS - 1;
+/// Set on a slot's `target` when some other target TGID with the same slot lives in the
+/// overflow hash map, so only processes landing on such a slot pay for a hash lookup.
+pub const SLOT_OVERFLOW: u32 = 1 << 31;
+
+/// Slots in the per-thread in-flight syscall array (indexed by `tid & INFLIGHT_SLOT_MASK`).
+pub const INFLIGHT_SLOTS: u32 = 1 << 16;
+pub const INFLIGHT_SLOT_MASK: u32 = INFLIGHT_SLOTS - 1;
+
+/// log2 latency buckets: bucket `i` counts durations in `[2^i, 2^(i+1))` ns (bucket 0 also
+/// holds 0 ns); the last bucket is open-ended (≥ 2^(HIST_BUCKETS-1) ns ≈ 17 s).
+pub const HIST_BUCKETS: usize = 36;
+
+/// Syscall numbers are folded into 16 bits of the stats key.
+pub const MAX_SYSCALL_NR: u32 = 1 << 16;
+
+/// Index of the mode word in the CONFIG array, and of the first cgroup level.
+pub const CONFIG_MODE: u32 = 0;
+pub const CONFIG_CGROUP_LEVELS: u32 = 1;
+/// How many distinct cgroup depths the kernel checks (one helper call each).
+pub const MAX_CGROUP_LEVELS: u32 = 4;
+pub const CONFIG_ENTRIES: u32 = CONFIG_CGROUP_LEVELS + MAX_CGROUP_LEVELS;
+
+/// Mode bits in `CONFIG[CONFIG_MODE]`.
+pub const MODE_ALL: u32 = 1;
+pub const MODE_CGROUP: u32 = 2;
+
+/// One slot of the TGID filter array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetSlot {
+    pub tgid: u32,
+    /// Target index (never `HOST_TARGET`) in the low bits, 0 when empty, plus `SLOT_OVERFLOW`.
+    pub target: u32,
+}
+
+impl TargetSlot {
+    pub const fn target_index(&self) -> u32 {
+        self.target & !SLOT_OVERFLOW
+    }
+    pub const fn has_overflow(&self) -> bool {
+        self.target & SLOT_OVERFLOW != 0
+    }
+}
+
+/// A syscall in progress on a targeted thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Inflight {
+    pub tid: u32,
+    pub target: u32,
+    pub nr: u32,
+    pub _pad: u32,
+    pub start_ns: u64,
+}
+
+/// Per-(target, syscall) aggregate, one copy per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallStats {
+    pub count: u64,
+    pub errors: u64,
+    /// Sum of the measured durations (only calls with a measured duration are in the
+    /// histogram; see `hist_count`).
+    pub sum_ns: u64,
+    pub buckets: [u64; HIST_BUCKETS],
+}
+
+impl SyscallStats {
+    pub const ZERO: SyscallStats = SyscallStats {
+        count: 0,
+        errors: 0,
+        sum_ns: 0,
+        buckets: [0; HIST_BUCKETS],
+    };
+}
+
+/// Key of the stats map: target index in the high half, syscall number in the low half.
+#[inline(always)]
+pub const fn stats_key(target: u32, nr: u32) -> u32 {
+    (target << 16) | (nr & (MAX_SYSCALL_NR - 1))
+}
+
+#[inline(always)]
+pub const fn stats_key_parts(key: u32) -> (u32, u32) {
+    (key >> 16, key & (MAX_SYSCALL_NR - 1))
+}
+
+/// Bucket index for a duration: floor(log2(ns)), clamped to the last bucket. Branch-only
+/// (no loops) so the verifier sees a short straight-line program.
+#[inline(always)]
+pub const fn log2_bucket(ns: u64) -> usize {
+    let mut v = ns;
+    let mut r = 0usize;
+    if v >= 1 << 32 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >= 1 << 1 {
+        r += 1;
+    }
+    if r >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        r
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: each type is #[repr(C)], Copy, made only of integers, and has no padding the
+    // kernel could leave uninitialised (Inflight carries an explicit pad field).
+    unsafe impl aya::Pod for super::TargetSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Inflight {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SyscallStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log2_buckets() {
+        assert_eq!(log2_bucket(0), 0);
+        assert_eq!(log2_bucket(1), 0);
+        assert_eq!(log2_bucket(2), 1);
+        assert_eq!(log2_bucket(3), 1);
+        assert_eq!(log2_bucket(1023), 9);
+        assert_eq!(log2_bucket(1024), 10);
+        assert_eq!(log2_bucket(3_000_000), 21);
+        assert_eq!(log2_bucket((1 << 35) - 1), 34);
+        assert_eq!(log2_bucket(1 << 35), 35);
+        assert_eq!(log2_bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn key_round_trip() {
+        assert_eq!(stats_key_parts(stats_key(7, 230)), (7, 230));
+        assert_eq!(stats_key_parts(stats_key(0, 0)), (0, 0));
+    }
+}

@@ -1,0 +1,429 @@
+//! Loads the embedded kernel object, fills the target maps, attaches each program on its
+//! own and keeps its status, and reads the per-CPU maps back.
+//!
+//! Loading never stops the agent: whatever cannot be done is recorded as the program's or
+//! the collector's health (unsupported without privileges, failed otherwise).
+mod sys;
+
+use std::os::fd::OwnedFd;
+
+use agent_common::{
+    stats_key_parts, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS, CONFIG_MODE,
+    MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP, SLOT_OVERFLOW, TARGET_SLOT_MASK,
+};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuHashMap},
+    programs::{Program, RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+
+use crate::{
+    snapshot::{Health, ProgramStatus, State},
+    targets::{descendants, TargetKind, Targets},
+};
+
+/// The kernel object built by agent/build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/infersight-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("eBPF is not loaded")]
+    NotLoaded,
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("cgroup targets span more than {MAX_CGROUP_LEVELS} distinct depths")]
+    TooManyCgroupLevels,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    Raw(&'static str),
+    Tracepoint(&'static str, &'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramSpec {
+    pub name: &'static str,
+    hook: Hook,
+    /// Needed for the collector to be active (others only add fork following).
+    essential: bool,
+}
+
+/// The syscall collector's programs.
+pub const SYSCALL_PROGRAMS: &[ProgramSpec] = &[
+    ProgramSpec {
+        name: "sys_enter",
+        hook: Hook::Raw("sys_enter"),
+        essential: true,
+    },
+    ProgramSpec {
+        name: "sys_exit",
+        hook: Hook::Raw("sys_exit"),
+        essential: true,
+    },
+    ProgramSpec {
+        name: "task_newtask",
+        hook: Hook::Tracepoint("task", "task_newtask"),
+        essential: false,
+    },
+    ProgramSpec {
+        name: "sched_process_exit",
+        hook: Hook::Tracepoint("sched", "sched_process_exit"),
+        essential: false,
+    },
+];
+
+/// Empty programs on the syscall hooks: the benchmark's cost floor.
+pub const FLOOR_PROGRAMS: &[ProgramSpec] = &[
+    ProgramSpec {
+        name: "noop_sys_enter",
+        hook: Hook::Raw("sys_enter"),
+        essential: true,
+    },
+    ProgramSpec {
+        name: "noop_sys_exit",
+        hook: Hook::Raw("sys_exit"),
+        essential: true,
+    },
+];
+
+/// One (target, syscall) aggregate summed over CPUs.
+#[derive(Debug, Clone, Copy)]
+pub struct SyscallSample {
+    pub target: u32,
+    pub nr: u32,
+    pub stats: SyscallStats,
+}
+
+struct Loaded {
+    bpf: Ebpf,
+    config: Array<MapData, u32>,
+    targets: Array<MapData, TargetSlot>,
+    overflow: HashMap<MapData, u32, u32>,
+    cgroups: HashMap<MapData, u64, u32>,
+    stats: PerCpuHashMap<MapData, u32, SyscallStats>,
+    /// Keeps BPF run-time statistics on while the agent runs.
+    _stats_fd: Option<OwnedFd>,
+}
+
+pub struct Probes {
+    loaded: Option<Loaded>,
+    programs: Vec<(ProgramSpec, Health)>,
+    collector: Health,
+    stats_note: Option<String>,
+}
+
+fn take<T>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, EbpfError> {
+    let map = bpf.take_map(name).ok_or(EbpfError::MissingMap(name))?;
+    convert(map).map_err(|source| EbpfError::Map { name, source })
+}
+
+impl Probes {
+    /// Load and attach `specs` for `targets`. Never fails: problems become health states.
+    pub fn start(targets: &Targets, specs: &[ProgramSpec]) -> Probes {
+        let unsupported = |reason: String| Probes {
+            loaded: None,
+            programs: specs
+                .iter()
+                .map(|s| (*s, Health::unsupported(reason.clone())))
+                .collect(),
+            collector: Health::unsupported(reason.clone()),
+            stats_note: None,
+        };
+        if let Some(reason) = sys::missing_bpf_privileges() {
+            return unsupported(reason);
+        }
+        // Classic tracepoints need tracefs; raw tracepoints do not, so a failure here only
+        // costs fork following (reported on those programs).
+        let tracefs = sys::ensure_mounted(sys::TRACEFS, "tracefs");
+        if let Err(e) = sys::ensure_mounted(sys::BPFFS, "bpf") {
+            tracing::debug!("{e}");
+        }
+
+        let mut loader = EbpfLoader::new();
+        let offsets = [
+            (
+                "NEWTASK_PID_OFFSET",
+                sys::field_offset("task", "task_newtask", "pid"),
+            ),
+            (
+                "NEWTASK_FLAGS_OFFSET",
+                sys::field_offset("task", "task_newtask", "clone_flags"),
+            ),
+            (
+                "EXIT_GROUP_DEAD_OFFSET",
+                Some(sys::field_offset("sched", "sched_process_exit", "group_dead").unwrap_or(0)),
+            ),
+        ];
+        let offsets: Vec<(&'static str, u32)> = offsets
+            .iter()
+            .filter_map(|(n, v)| v.map(|v| (*n, v)))
+            .collect();
+        for (name, value) in &offsets {
+            loader.override_global(name, value, true);
+        }
+        let mut bpf = match loader.load(OBJECT) {
+            Ok(b) => b,
+            Err(e) => {
+                let reason = format!("loading the eBPF object failed: {e}");
+                return Probes {
+                    loaded: None,
+                    programs: specs
+                        .iter()
+                        .map(|s| (*s, Health::failed(reason.clone())))
+                        .collect(),
+                    collector: Health::failed(reason),
+                    stats_note: None,
+                };
+            }
+        };
+        let maps = (|| -> Result<_, EbpfError> {
+            Ok((
+                take(&mut bpf, "CONFIG", Array::try_from)?,
+                take(&mut bpf, "TARGETS", Array::try_from)?,
+                take(&mut bpf, "TARGETS_OVERFLOW", HashMap::try_from)?,
+                take(&mut bpf, "CGROUP_TARGETS", HashMap::try_from)?,
+                take(&mut bpf, "SYSCALL_STATS", PerCpuHashMap::try_from)?,
+            ))
+        })();
+        let (config, targets_map, overflow, cgroups, stats) = match maps {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = e.to_string();
+                return Probes {
+                    loaded: None,
+                    programs: specs
+                        .iter()
+                        .map(|s| (*s, Health::failed(reason.clone())))
+                        .collect(),
+                    collector: Health::failed(reason),
+                    stats_note: None,
+                };
+            }
+        };
+        let (stats_fd, stats_note) = if sys::can_enable_stats() {
+            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                Ok(fd) => (Some(fd), None),
+                Err(e) => (None, Some(format!("BPF_ENABLE_STATS failed: {e}"))),
+            }
+        } else {
+            (
+                None,
+                Some("BPF run-time statistics need CAP_SYS_ADMIN".to_string()),
+            )
+        };
+        let mut loaded = Loaded {
+            bpf,
+            config,
+            targets: targets_map,
+            overflow,
+            cgroups,
+            stats,
+            _stats_fd: stats_fd,
+        };
+        // Fill the target maps before attaching, so the first events are already right.
+        let mut collector = match loaded.register(targets) {
+            Ok(()) => Health::active(),
+            Err(e) => Health::failed(e.to_string()),
+        };
+
+        let programs: Vec<(ProgramSpec, Health)> = specs
+            .iter()
+            .map(|spec| {
+                let health = match (spec.hook, &tracefs) {
+                    (Hook::Tracepoint(..), Err(e)) => Health::failed(e.clone()),
+                    _ => match attach(&mut loaded.bpf, spec) {
+                        Ok(()) => Health::active(),
+                        Err(e) => Health::failed(e),
+                    },
+                };
+                (*spec, health)
+            })
+            .collect();
+        if let Some((spec, h)) = programs
+            .iter()
+            .find(|(s, h)| s.essential && h.state != State::Active)
+        {
+            collector = Health::failed(format!(
+                "program {} not attached: {}",
+                spec.name,
+                h.reason.clone().unwrap_or_default()
+            ));
+        }
+        Probes {
+            loaded: Some(loaded),
+            programs,
+            collector,
+            stats_note,
+        }
+    }
+
+    pub fn collector_health(&self) -> Health {
+        self.collector.clone()
+    }
+
+    /// Why run-time statistics are absent, if they are.
+    pub fn stats_note(&self) -> Option<&str> {
+        self.stats_note.as_deref()
+    }
+
+    pub fn program_statuses(&self) -> Vec<ProgramStatus> {
+        self.programs
+            .iter()
+            .map(|(spec, health)| {
+                let info = self
+                    .loaded
+                    .as_ref()
+                    .filter(|l| l._stats_fd.is_some() && health.state == State::Active)
+                    .and_then(|l| l.bpf.program(spec.name))
+                    .and_then(|p: &Program| p.info().ok());
+                ProgramStatus {
+                    name: spec.name.to_string(),
+                    health: health.clone(),
+                    run_time_ns: info
+                        .as_ref()
+                        .map(|i| u64::try_from(i.run_time().as_nanos()).unwrap_or(u64::MAX)),
+                    run_count: info.as_ref().map(|i| i.run_count()),
+                }
+            })
+            .collect()
+    }
+
+    /// Every (target, syscall) aggregate, summed over CPUs.
+    pub fn read_syscalls(&self) -> Result<Vec<SyscallSample>, EbpfError> {
+        let loaded = self.loaded.as_ref().ok_or(EbpfError::NotLoaded)?;
+        let mut out = Vec::new();
+        for item in loaded.stats.iter() {
+            let (key, per_cpu) = item.map_err(|source| EbpfError::Map {
+                name: "SYSCALL_STATS",
+                source,
+            })?;
+            let (target, nr) = stats_key_parts(key);
+            let mut sum = SyscallStats::ZERO;
+            for v in per_cpu.iter() {
+                sum.count += v.count;
+                sum.errors += v.errors;
+                sum.sum_ns += v.sum_ns;
+                for (s, b) in sum.buckets.iter_mut().zip(v.buckets.iter()) {
+                    *s += b;
+                }
+            }
+            out.push(SyscallSample {
+                target,
+                nr,
+                stats: sum,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Register one more process under an existing target index (used by the benchmark
+    /// and by live target changes).
+    pub fn add_pid(&mut self, pid: u32, target: u32) -> Result<(), EbpfError> {
+        self.loaded
+            .as_mut()
+            .ok_or(EbpfError::NotLoaded)?
+            .add_pid(pid, target)
+    }
+}
+
+fn attach(bpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), String> {
+    let prog = bpf
+        .program_mut(spec.name)
+        .ok_or_else(|| format!("program {} is missing from the eBPF object", spec.name))?;
+    match spec.hook {
+        Hook::Raw(tp) => {
+            let p: &mut RawTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            p.load().map_err(|e| format!("load: {e}"))?;
+            p.attach(tp).map_err(|e| format!("attach raw_tp/{tp}: {e}"))?;
+        }
+        Hook::Tracepoint(cat, name) => {
+            let p: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            p.load().map_err(|e| format!("load: {e}"))?;
+            p.attach(cat, name)
+                .map_err(|e| format!("attach tracepoint/{cat}/{name}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+impl Loaded {
+    fn register(&mut self, targets: &Targets) -> Result<(), EbpfError> {
+        let map_err = |name| move |source| EbpfError::Map { name, source };
+        let mut mode = 0;
+        let mut levels: Vec<u32> = Vec::new();
+        for t in targets.iter() {
+            match &t.kind {
+                TargetKind::Host => mode |= MODE_ALL,
+                TargetKind::Pid { pid } => {
+                    // The root first: from here on the kernel follows its forks, then the
+                    // workers it started before we came.
+                    self.add_pid(*pid, t.index)?;
+                    for child in descendants(*pid) {
+                        self.add_pid(child, t.index)?;
+                    }
+                }
+                TargetKind::Cgroup { id, level, .. } => {
+                    mode |= MODE_CGROUP;
+                    self.cgroups
+                        .insert(id, t.index, 0)
+                        .map_err(map_err("CGROUP_TARGETS"))?;
+                    if !levels.contains(level) {
+                        levels.push(*level);
+                    }
+                }
+            }
+        }
+        if levels.len() > MAX_CGROUP_LEVELS as usize {
+            return Err(EbpfError::TooManyCgroupLevels);
+        }
+        for (i, level) in (0u32..).zip(levels.iter()) {
+            self.config
+                .set(CONFIG_CGROUP_LEVELS + i, level, 0)
+                .map_err(map_err("CONFIG"))?;
+        }
+        self.config
+            .set(CONFIG_MODE, mode, 0)
+            .map_err(map_err("CONFIG"))
+    }
+
+    /// Same placement rule as the kernel's fork handler: the slot if free, else the
+    /// overflow map with the slot flagged.
+    fn add_pid(&mut self, pid: u32, target: u32) -> Result<(), EbpfError> {
+        let map_err = |name| move |source| EbpfError::Map { name, source };
+        let index = pid & TARGET_SLOT_MASK;
+        let cur = self
+            .targets
+            .get(&index, 0)
+            .map_err(map_err("TARGETS"))?;
+        if cur.target_index() == 0 || cur.tgid == pid {
+            let slot = TargetSlot {
+                tgid: pid,
+                target: target | (cur.target & SLOT_OVERFLOW),
+            };
+            self.targets
+                .set(index, slot, 0)
+                .map_err(map_err("TARGETS"))
+        } else {
+            self.overflow
+                .insert(pid, target, 0)
+                .map_err(map_err("TARGETS_OVERFLOW"))?;
+            let slot = TargetSlot {
+                tgid: cur.tgid,
+                target: cur.target | SLOT_OVERFLOW,
+            };
+            self.targets
+                .set(index, slot, 0)
+                .map_err(map_err("TARGETS"))
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! infersight: eBPF-backed observability agent for ML inference hosts.
+//!
+//! Data flows one way: collectors (eBPF maps, /proc, NVML) → one `Snapshot` per tick →
+//! consumers (`/metrics`, `/health`, …). See DESIGN.md for the module owners.
+pub mod agent;
+pub mod collect;
+pub mod config;
+pub mod ebpf;
+pub mod metrics;
+pub mod server;
+pub mod snapshot;
+pub mod syscall_names;
+pub mod targets;

@@ -1,0 +1,75 @@
+//! The `infersight` binary: command line in, agent run, one-line errors out.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use infersight::{
+    agent,
+    config::{Config, Overrides},
+};
+
+/// eBPF-backed, low-overhead observability agent for ML inference hosts.
+#[derive(Debug, Parser)]
+#[command(name = "infersight", version, about)]
+struct Cli {
+    /// Configuration file (TOML). Default: /etc/infersight/infersight.toml when present.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address for /metrics and /health [default: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Trace this process and its children; repeatable. NAME labels its series.
+    #[arg(long = "pid", value_name = "PID[=NAME]")]
+    pids: Vec<String>,
+    /// Trace every process in this cgroup v2 (and below it); repeatable.
+    #[arg(long = "cgroup", value_name = "PATH[=NAME]")]
+    cgroups: Vec<String>,
+    /// Trace the whole host as one target named "host" (the default with no target).
+    #[arg(long)]
+    all: bool,
+    /// How often collectors are read and a snapshot is published [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    tick: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("INFERSIGHT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let over = Overrides {
+        config: cli.config,
+        listen: cli.listen,
+        tick: cli.tick,
+        pids: cli.pids,
+        cgroups: cli.cgroups,
+        all: cli.all,
+    };
+    let config = match Config::load(&over) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("infersight: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("infersight: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(agent::run(config))?;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The per-tick data model. Built once per tick by the collectors, then shared read-only
+//! (`Arc`) with every consumer, so `/metrics`, `/health` and later the alert engine, history
+//! and stream all see the same values.
+use agent_common::HIST_BUCKETS;
+use serde::Serialize;
+
+use crate::targets::Target;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Working.
+    Active,
+    /// Not available on this host or with these privileges; by design, not an error.
+    Unsupported,
+    /// Expected to work but broken.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    pub state: State,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Health {
+    pub fn active() -> Health {
+        Health {
+            state: State::Active,
+            reason: None,
+        }
+    }
+    pub fn unsupported(reason: impl Into<String>) -> Health {
+        Health {
+            state: State::Unsupported,
+            reason: Some(reason.into()),
+        }
+    }
+    pub fn failed(reason: impl Into<String>) -> Health {
+        Health {
+            state: State::Failed,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgramStatus {
+    pub name: String,
+    #[serde(flatten)]
+    pub health: Health,
+    /// Cumulative run time from BPF_ENABLE_STATS; absent when stats are not enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_time_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_count: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CollectorStatus {
+    pub name: String,
+    #[serde(flatten)]
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetStatus {
+    #[serde(flatten)]
+    pub target: Target,
+    /// For a PID target: whether the process still exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alive: Option<bool>,
+}
+
+/// Cumulative syscall figures of one target, since the agent started.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyscallSeries {
+    pub target: String,
+    pub syscall: String,
+    pub count: u64,
+    pub errors: u64,
+    /// Sum of measured durations, in seconds.
+    pub duration_sum_seconds: f64,
+    /// Non-cumulative log2 buckets: `buckets[i]` counts durations in [2^i, 2^(i+1)) ns.
+    #[serde(serialize_with = "serialize_buckets")]
+    pub buckets: [u64; HIST_BUCKETS],
+}
+
+fn serialize_buckets<S: serde::Serializer>(b: &[u64; HIST_BUCKETS], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(b.iter())
+}
+
+impl SyscallSeries {
+    /// Upper bound of bucket `i` in seconds (`None` for the open-ended last bucket).
+    pub fn bucket_upper_seconds(i: usize) -> Option<f64> {
+        (i + 1 < HIST_BUCKETS).then(|| (1u64 << (i + 1)) as f64 / 1e9)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub timestamp_ms: u64,
+    pub tick: u64,
+    pub targets: Vec<TargetStatus>,
+    pub collectors: Vec<CollectorStatus>,
+    pub programs: Vec<ProgramStatus>,
+    pub syscalls: Vec<SyscallSeries>,
+}
+
+impl Snapshot {
+    /// Overall state for `/health`: failed when any collector or program failed.
+    pub fn overall(&self) -> State {
+        let failed = self
+            .collectors
+            .iter()
+            .map(|c| c.health.state)
+            .chain(self.programs.iter().map(|p| p.health.state))
+            .any(|s| s == State::Failed);
+        if failed {
+            State::Failed
+        } else {
+            State::Active
+        }
+    }
+}
