@@ -218,14 +218,14 @@ mod tests {
             "infersight_ebpf_program_attached{program=\"sys_exit\"} 0",
             "infersight_ebpf_program_run_time_seconds_total{program=\"sys_enter\"} 1.5",
             "infersight_ebpf_program_run_count_total{program=\"sys_enter\"} 10",
-            "infersight_syscalls_total{syscall=\"nanosleep\",target=\"vllm\"} 5",
-            "infersight_syscall_errors_total{syscall=\"nanosleep\",target=\"vllm\"} 1",
-            "infersight_syscall_duration_seconds_bucket{syscall=\"nanosleep\",target=\"vllm\",le=\"0.002097152\"} 0",
-            "infersight_syscall_duration_seconds_bucket{syscall=\"nanosleep\",target=\"vllm\",le=\"0.004194304\"} 3",
-            "infersight_syscall_duration_seconds_bucket{syscall=\"nanosleep\",target=\"vllm\",le=\"0.008388608\"} 4",
-            "infersight_syscall_duration_seconds_bucket{syscall=\"nanosleep\",target=\"vllm\",le=\"+Inf\"} 4",
-            "infersight_syscall_duration_seconds_sum{syscall=\"nanosleep\",target=\"vllm\"} 0.012",
-            "infersight_syscall_duration_seconds_count{syscall=\"nanosleep\",target=\"vllm\"} 4",
+            "infersight_syscalls_total{target=\"vllm\",syscall=\"nanosleep\"} 5",
+            "infersight_syscall_errors_total{target=\"vllm\",syscall=\"nanosleep\"} 1",
+            "infersight_syscall_duration_seconds_bucket{target=\"vllm\",syscall=\"nanosleep\",le=\"0.002097152\"} 0",
+            "infersight_syscall_duration_seconds_bucket{target=\"vllm\",syscall=\"nanosleep\",le=\"0.004194304\"} 3",
+            "infersight_syscall_duration_seconds_bucket{target=\"vllm\",syscall=\"nanosleep\",le=\"0.008388608\"} 4",
+            "infersight_syscall_duration_seconds_bucket{target=\"vllm\",syscall=\"nanosleep\",le=\"+Inf\"} 4",
+            "infersight_syscall_duration_seconds_sum{target=\"vllm\",syscall=\"nanosleep\"} 0.012",
+            "infersight_syscall_duration_seconds_count{target=\"vllm\",syscall=\"nanosleep\"} 4",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -1,0 +1,211 @@
+//! Syscall tracing end to end: real processes, real kernel programs, the agent's /metrics.
+//! Needs root (eBPF); see `common::bpf_or_skip`.
+mod common;
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use common::{bpf_or_skip, Agent, Workload};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn calls(m: &common::Metrics, target: &str, syscall: &str) -> Option<f64> {
+    m.get(
+        "infersight_syscalls_total",
+        &[("target", target), ("syscall", syscall)],
+    )
+}
+
+fn bucket(m: &common::Metrics, target: &str, syscall: &str, le: &str) -> Option<f64> {
+    m.get(
+        "infersight_syscall_duration_seconds_bucket",
+        &[("target", target), ("syscall", syscall), ("le", le)],
+    )
+}
+
+#[test]
+fn pid_target_counts_exactly_and_ignores_other_processes() {
+    if !bpf_or_skip("pid_target_counts_exactly_and_ignores_other_processes") {
+        return;
+    }
+    let mut traced = Workload::spawn(1000, 50, 3000, false);
+    let mut other = Workload::spawn(1000, 50, 3000, false);
+    let arg = format!("{}=loop", traced.pid());
+    let agent = Agent::start(&["--pid", &arg]);
+    traced.release();
+    other.release();
+    traced.finish(LIMIT);
+    other.finish(LIMIT);
+    agent.settle();
+    let m = agent.metrics();
+
+    assert_eq!(calls(&m, "loop", "getppid"), Some(1000.0));
+    assert_eq!(calls(&m, "loop", "nanosleep"), Some(50.0));
+    assert_eq!(
+        m.get(
+            "infersight_syscall_errors_total",
+            &[("target", "loop"), ("syscall", "nanosleep")]
+        ),
+        Some(0.0)
+    );
+    // 3 ms sleeps: none can finish under 2^21 ns (2.1 ms); all finish under 2^22 ns
+    // (4.2 ms) unless a wake-up is over 1.2 ms late.
+    assert_eq!(bucket(&m, "loop", "nanosleep", "0.002097152"), Some(0.0));
+    assert_eq!(bucket(&m, "loop", "nanosleep", "0.004194304"), Some(50.0));
+    assert_eq!(bucket(&m, "loop", "nanosleep", "+Inf"), Some(50.0));
+    let sum = m
+        .get(
+            "infersight_syscall_duration_seconds_sum",
+            &[("target", "loop"), ("syscall", "nanosleep")],
+        )
+        .expect("sum");
+    assert!((0.150..0.210).contains(&sum), "sum of 50 x 3 ms sleeps: {sum}");
+    // getppid returns at once: every call lands in a bucket below 1 ms.
+    assert_eq!(bucket(&m, "loop", "getppid", "0.001048576"), Some(1000.0));
+    // Exactly one target is reported: the other process's calls are nowhere.
+    let targets: std::collections::BTreeSet<String> = m
+        .matching("infersight_syscalls_total", &[])
+        .into_iter()
+        .map(|(l, _)| l["target"].clone())
+        .collect();
+    assert_eq!(targets.into_iter().collect::<Vec<_>>(), vec!["loop".to_string()]);
+}
+
+#[test]
+fn forked_children_of_a_target_are_followed() {
+    if !bpf_or_skip("forked_children_of_a_target_are_followed") {
+        return;
+    }
+    let mut parent = Workload::spawn(700, 5, 1000, true);
+    let arg = format!("{}=parent", parent.pid());
+    let agent = Agent::start(&["--pid", &arg]);
+    parent.release();
+    parent.finish(LIMIT);
+    agent.settle();
+    let m = agent.metrics();
+    // All of these calls were made by the forked child, under the parent's target name.
+    assert_eq!(calls(&m, "parent", "getppid"), Some(700.0));
+    assert_eq!(calls(&m, "parent", "nanosleep"), Some(5.0));
+    // The parent waited for the child, and the child's exit_group was counted at entry.
+    assert_eq!(calls(&m, "parent", "wait4"), Some(1.0));
+    assert_eq!(calls(&m, "parent", "exit_group"), Some(2.0));
+}
+
+/// A fresh cgroup v2 child, removed on drop.
+struct TestCgroup {
+    path: PathBuf,
+}
+
+impl TestCgroup {
+    fn create() -> TestCgroup {
+        let mount = infersight::targets::cgroup2_mount().expect("a cgroup v2 hierarchy");
+        let path = mount.join(format!("infersight-test-{}", std::process::id()));
+        std::fs::create_dir(&path).expect("create cgroup");
+        TestCgroup { path }
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string()).expect("move process");
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[test]
+fn cgroup_target_counts_members_only() {
+    if !bpf_or_skip("cgroup_target_counts_members_only") {
+        return;
+    }
+    let cg = TestCgroup::create();
+    let mut inside = Workload::spawn(300, 0, 0, false);
+    let mut outside = Workload::spawn(300, 0, 0, false);
+    cg.add(inside.pid());
+    let arg = format!("{}=cg", cg.path.display());
+    let agent = Agent::start(&["--cgroup", &arg]);
+    inside.release();
+    outside.release();
+    inside.finish(LIMIT);
+    outside.finish(LIMIT);
+    agent.settle();
+    let m = agent.metrics();
+    assert_eq!(calls(&m, "cg", "getppid"), Some(300.0));
+    let targets: Vec<String> = m
+        .matching("infersight_syscalls_total", &[("syscall", "getppid")])
+        .into_iter()
+        .map(|(l, _)| l["target"].clone())
+        .collect();
+    assert_eq!(targets, vec!["cg".to_string()]);
+}
+
+#[test]
+fn host_mode_metrics_parse_and_report_programs() {
+    if !bpf_or_skip("host_mode_metrics_parse_and_report_programs") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let mut w = Workload::spawn(200, 0, 0, false);
+    w.release();
+    w.finish(LIMIT);
+    agent.settle();
+    let (status, text) = agent.get("/metrics");
+    assert_eq!(status, 200);
+    let m = common::Metrics::parse(&text);
+    // The whole host: at least the workload's 200 calls.
+    let n = calls(&m, "host", "getppid").expect("host getppid");
+    assert!(n >= 200.0, "{n}");
+    for p in ["sys_enter", "sys_exit", "task_newtask", "sched_process_exit"] {
+        assert_eq!(
+            m.get("infersight_ebpf_program_attached", &[("program", p)]),
+            Some(1.0),
+            "{p}"
+        );
+        let runs = m
+            .get("infersight_ebpf_program_run_count_total", &[("program", p)])
+            .expect("run count");
+        if p.starts_with("sys_") {
+            assert!(runs > 0.0, "{p} ran");
+            let t = m
+                .get("infersight_ebpf_program_run_time_seconds_total", &[("program", p)])
+                .expect("run time");
+            assert!(t > 0.0, "{p} run time");
+        }
+    }
+    assert_eq!(
+        m.get("infersight_collector_up", &[("collector", "syscalls")]),
+        Some(1.0)
+    );
+    assert_eq!(m.get("infersight_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+
+    // promtool is the reference checker; the test command installs it.
+    let dir = std::env::temp_dir().join(format!("infersight-metrics-{}", std::process::id()));
+    std::fs::write(&dir, &text).unwrap();
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&dir).unwrap())
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if std::env::var("INFERSIGHT_REQUIRE_BPF").as_deref() == Ok("1") => {
+            panic!("promtool not runnable ({e}); the test command installs the prometheus package")
+        }
+        Err(e) => eprintln!("promtool not run: {e}"),
+    }
+    let _ = std::fs::remove_file(&dir);
+
+    let (status, health) = agent.get("/health");
+    assert_eq!(status, 200, "{health}");
+    let v: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["collectors"][0]["name"], "syscalls");
+    assert_eq!(v["collectors"][0]["state"], "active");
+    assert_eq!(v["programs"].as_array().map(Vec::len), Some(4));
+    assert_eq!(v["targets"][0]["name"], "host");
+}
