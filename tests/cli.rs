@@ -35,7 +35,9 @@ fn listen_address_in_use() {
     let addr = taken.local_addr().unwrap().to_string();
     let err = fails(&["--listen", &addr]);
     assert!(
-        err.starts_with(&format!("infersight: error: --listen {addr}: cannot listen: ")),
+        err.starts_with(&format!(
+            "infersight: error: --listen {addr}: cannot listen: "
+        )),
         "{err}"
     );
 }
@@ -55,7 +57,12 @@ fn missing_pid() {
 
 #[test]
 fn missing_cgroup() {
-    let err = fails(&["--listen", "127.0.0.1:0", "--cgroup", "/infersight-no-such-cgroup"]);
+    let err = fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--cgroup",
+        "/infersight-no-such-cgroup",
+    ]);
     assert!(
         err.starts_with("infersight: error: --cgroup /infersight-no-such-cgroup: no such cgroup (looked for ")
             || err.starts_with("infersight: error: --cgroup /infersight-no-such-cgroup: no cgroup v2 hierarchy is mounted"),
@@ -134,7 +141,10 @@ fn check_unprivileged(cmd: Command) {
         Some(0.0)
     );
     assert_eq!(
-        m.get("infersight_ebpf_program_attached", &[("program", "sys_enter")]),
+        m.get(
+            "infersight_ebpf_program_attached",
+            &[("program", "sys_enter")]
+        ),
         Some(0.0)
     );
     // Unknown is absent, never a confident 0.

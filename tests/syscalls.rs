@@ -58,7 +58,10 @@ fn pid_target_counts_exactly_and_ignores_other_processes() {
             &[("target", "loop"), ("syscall", "nanosleep")],
         )
         .expect("sum");
-    assert!((0.150..0.210).contains(&sum), "sum of 50 x 3 ms sleeps: {sum}");
+    assert!(
+        (0.150..0.210).contains(&sum),
+        "sum of 50 x 3 ms sleeps: {sum}"
+    );
     // getppid returns at once: every call lands in a bucket below 1 ms.
     assert_eq!(bucket(&m, "loop", "getppid", "0.001048576"), Some(1000.0));
     // Exactly one target is reported: the other process's calls are nowhere.
@@ -67,7 +70,10 @@ fn pid_target_counts_exactly_and_ignores_other_processes() {
         .into_iter()
         .map(|(l, _)| l["target"].clone())
         .collect();
-    assert_eq!(targets.into_iter().collect::<Vec<_>>(), vec!["loop".to_string()]);
+    assert_eq!(
+        targets.into_iter().collect::<Vec<_>>(),
+        vec!["loop".to_string()]
+    );
 }
 
 #[test]
@@ -156,7 +162,12 @@ fn host_mode_metrics_parse_and_report_programs() {
     // The whole host: at least the workload's 200 calls.
     let n = calls(&m, "host", "getppid").expect("host getppid");
     assert!(n >= 200.0, "{n}");
-    for p in ["sys_enter", "sys_exit", "task_newtask", "sched_process_exit"] {
+    for p in [
+        "sys_enter",
+        "sys_exit",
+        "task_newtask",
+        "sched_process_exit",
+    ] {
         assert_eq!(
             m.get("infersight_ebpf_program_attached", &[("program", p)]),
             Some(1.0),
@@ -168,7 +179,10 @@ fn host_mode_metrics_parse_and_report_programs() {
         if p.starts_with("sys_") {
             assert!(runs > 0.0, "{p} ran");
             let t = m
-                .get("infersight_ebpf_program_run_time_seconds_total", &[("program", p)])
+                .get(
+                    "infersight_ebpf_program_run_time_seconds_total",
+                    &[("program", p)],
+                )
                 .expect("run time");
             assert!(t > 0.0, "{p} run time");
         }
@@ -177,7 +191,13 @@ fn host_mode_metrics_parse_and_report_programs() {
         m.get("infersight_collector_up", &[("collector", "syscalls")]),
         Some(1.0)
     );
-    assert_eq!(m.get("infersight_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    assert_eq!(
+        m.get(
+            "infersight_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
 
     // promtool is the reference checker; the test command installs it.
     let dir = std::env::temp_dir().join(format!("infersight-metrics-{}", std::process::id()));

@@ -19,9 +19,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-    },
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuHashMap},
     programs::{RawTracePointContext, TracePointContext},

@@ -1,10 +1,5 @@
 //! Turns what the kernel maps hold into Snapshot series (names instead of numbers).
-use crate::{
-    ebpf::SyscallSample,
-    snapshot::SyscallSeries,
-    syscall_names,
-    targets::Targets,
-};
+use crate::{ebpf::SyscallSample, snapshot::SyscallSeries, syscall_names, targets::Targets};
 
 pub fn syscall_series(samples: &[SyscallSample], targets: &Targets) -> Vec<SyscallSeries> {
     let mut out: Vec<SyscallSeries> = samples

@@ -177,7 +177,11 @@ fn build(
         for c in &over.cgroups {
             list.push(parse_cgroup_arg(c)?);
         }
-        spec(over.all, list, "--all cannot be combined with --pid or --cgroup")?
+        spec(
+            over.all,
+            list,
+            "--all cannot be combined with --pid or --cgroup",
+        )?
     } else {
         let mut list = Vec::new();
         for (i, p) in file.targets.pid.iter().enumerate() {
@@ -354,26 +358,46 @@ path = "/system.slice/x.service"
         );
         let e = from_text("[agent]\nlisten = 5\n", &Overrides::default()).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("test.toml: TOML parse error at line 2, column 10"), "{msg}");
+        assert!(
+            msg.starts_with("test.toml: TOML parse error at line 2, column 10"),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'));
         let e = from_text("[agent]\nbogus = 1\n", &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("unknown field `bogus`"), "{e}");
         let e = from_text("[agent]\ntick = \"1 parsec\"\n", &Overrides::default()).unwrap_err();
-        assert!(e.to_string().starts_with("test.toml: agent.tick: invalid value \"1 parsec\""), "{e}");
-        let e = from_text("[targets]\nall = true\n[[targets.pid]]\npid = 3\n", &Overrides::default())
-            .unwrap_err();
-        assert!(e.to_string().contains("targets.all = true cannot be combined"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("test.toml: agent.tick: invalid value \"1 parsec\""),
+            "{e}"
+        );
+        let e = from_text(
+            "[targets]\nall = true\n[[targets.pid]]\npid = 3\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("targets.all = true cannot be combined"),
+            "{e}"
+        );
     }
 
     #[test]
     fn cli_values() {
         assert_eq!(
             parse_pid_arg("12").unwrap(),
-            TargetRequest::Pid { pid: 12, name: None }
+            TargetRequest::Pid {
+                pid: 12,
+                name: None
+            }
         );
         assert_eq!(
             parse_pid_arg("12=").unwrap(),
-            TargetRequest::Pid { pid: 12, name: None }
+            TargetRequest::Pid {
+                pid: 12,
+                name: None
+            }
         );
         assert_eq!(
             parse_pid_arg("x").unwrap_err().to_string(),

@@ -83,7 +83,11 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
         snap.collectors
             .iter()
             .map(|c| {
-                let up = if c.health.state == State::Active { 1.0 } else { 0.0 };
+                let up = if c.health.state == State::Active {
+                    1.0
+                } else {
+                    0.0
+                };
                 gauge(&[("collector", &c.name)], up)
             })
             .collect(),
@@ -95,7 +99,11 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
         snap.programs
             .iter()
             .map(|p| {
-                let up = if p.health.state == State::Active { 1.0 } else { 0.0 };
+                let up = if p.health.state == State::Active {
+                    1.0
+                } else {
+                    0.0
+                };
                 gauge(&[("program", &p.name)], up)
             })
             .collect(),
@@ -112,7 +120,10 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
     let run_count: Vec<Metric> = snap
         .programs
         .iter()
-        .filter_map(|p| p.run_count.map(|n| counter(&[("program", &p.name)], n as f64)))
+        .filter_map(|p| {
+            p.run_count
+                .map(|n| counter(&[("program", &p.name)], n as f64))
+        })
         .collect();
     out.push(family(
         "infersight_ebpf_program_run_time_seconds_total",
@@ -131,7 +142,10 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
     let mut errors = Vec::with_capacity(snap.syscalls.len());
     let mut durations = Vec::with_capacity(snap.syscalls.len());
     for s in &snap.syscalls {
-        let l = [("target", s.target.as_str()), ("syscall", s.syscall.as_str())];
+        let l = [
+            ("target", s.target.as_str()),
+            ("syscall", s.syscall.as_str()),
+        ];
         calls.push(counter(&l, s.count as f64));
         errors.push(counter(&l, s.errors as f64));
         durations.push(histogram(&l, s));

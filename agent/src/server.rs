@@ -52,7 +52,11 @@ pub async fn serve(listener: TcpListener, snapshots: Snapshots) {
     }
 }
 
-fn response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
@@ -94,7 +98,11 @@ fn route(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
         "/health" => {
             let overall = snap.overall();
             let body = HealthBody {
-                status: if overall == State::Failed { "failing" } else { "ok" },
+                status: if overall == State::Failed {
+                    "failing"
+                } else {
+                    "ok"
+                },
                 timestamp_ms: snap.timestamp_ms,
                 collectors: &snap.collectors,
                 programs: &snap.programs,

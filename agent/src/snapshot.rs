@@ -87,7 +87,10 @@ pub struct SyscallSeries {
     pub buckets: [u64; HIST_BUCKETS],
 }
 
-fn serialize_buckets<S: serde::Serializer>(b: &[u64; HIST_BUCKETS], s: S) -> Result<S::Ok, S::Error> {
+fn serialize_buckets<S: serde::Serializer>(
+    b: &[u64; HIST_BUCKETS],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_seq(b.iter())
 }
 

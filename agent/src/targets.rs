@@ -134,7 +134,7 @@ fn resolve_cgroup(index: u32, path: &Path, name: Option<&str>) -> Result<Target,
     let level = u32::try_from(rel.components().count()).unwrap_or(u32::MAX);
     if level == 0 {
         return Err(err(
-            "is the root cgroup: use --all to trace the whole host".into(),
+            "is the root cgroup: use --all to trace the whole host".into()
         ));
     }
     let default_name = rel
@@ -172,7 +172,10 @@ pub fn descendants(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -231,11 +234,20 @@ mod tests {
             name: None,
         }]))
         .unwrap_err();
-        assert_eq!(e.to_string(), format!("--pid {}: no such process", u32::MAX - 1));
+        assert_eq!(
+            e.to_string(),
+            format!("--pid {}: no such process", u32::MAX - 1)
+        );
         let me = std::process::id();
         let two = TargetSpec::List(vec![
-            TargetRequest::Pid { pid: me, name: Some("a".into()) },
-            TargetRequest::Pid { pid: me, name: Some("a".into()) },
+            TargetRequest::Pid {
+                pid: me,
+                name: Some("a".into()),
+            },
+            TargetRequest::Pid {
+                pid: me,
+                name: Some("a".into()),
+            },
         ]);
         assert!(matches!(Targets::resolve(&two), Err(TargetError::DuplicateName(n)) if n == "a"));
     }
@@ -248,12 +260,18 @@ mod tests {
         }]))
         .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("--cgroup /no/such/cgroup-infersight: "), "{msg}");
+        assert!(
+            msg.starts_with("--cgroup /no/such/cgroup-infersight: "),
+            "{msg}"
+        );
     }
 
     #[test]
     fn descendants_finds_a_child() {
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let d = descendants(std::process::id());
         let _ = child.kill();
         let _ = child.wait();

@@ -67,7 +67,10 @@ impl Agent {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!("agent did not start; log:\n{}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "agent did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             }
         };
         Agent { child, addr, log }
@@ -128,8 +131,11 @@ impl Metrics {
         let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
         let mut samples = BTreeMap::new();
         for s in scrape.samples {
-            let labels: BTreeMap<String, String> =
-                s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let labels: BTreeMap<String, String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             match s.value {
                 prometheus_parse::Value::Counter(v)
                 | prometheus_parse::Value::Gauge(v)
@@ -158,11 +164,18 @@ impl Metrics {
     }
 
     /// Every sample of `name` whose labels include `labels`.
-    pub fn matching(&self, name: &str, labels: &[(&str, &str)]) -> Vec<(BTreeMap<String, String>, f64)> {
+    pub fn matching(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Vec<(BTreeMap<String, String>, f64)> {
         self.samples
             .iter()
             .filter(|((n, l), _)| {
-                n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|((_, l), v)| (l.clone(), *v))
             .collect()
@@ -181,10 +194,8 @@ fn format_le(v: f64) -> String {
 pub fn workload_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "infersight-workload-{}",
-            std::process::id()
-        ));
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("infersight-workload-{}", std::process::id()));
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workload.c");
         let status = Command::new("cc")
             .args(["-O1", "-o"])
@@ -207,7 +218,11 @@ pub struct Workload {
 impl Workload {
     pub fn spawn(getppid: u32, nanosleep: u32, sleep_us: u32, fork: bool) -> Workload {
         let mut cmd = Command::new(workload_bin());
-        cmd.args([getppid.to_string(), nanosleep.to_string(), sleep_us.to_string()]);
+        cmd.args([
+            getppid.to_string(),
+            nanosleep.to_string(),
+            sleep_us.to_string(),
+        ]);
         if fork {
             cmd.arg("fork");
         }
@@ -221,7 +236,11 @@ impl Workload {
         let mut line = String::new();
         stdout.read_line(&mut line).expect("workload ready");
         assert_eq!(line.trim(), "ready");
-        Workload { child, stdin, stdout }
+        Workload {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,1 +1,125 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup | run | test | bench`.
+//!
+//! `run` and `test` first install whatever is missing on a Debian/Ubuntu host (run as
+//! root): Debian packages, the nightly toolchain with rust-src, and bpf-linker built
+//! against Debian's LLVM 22. Each check is quick when everything is present.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent).
+    Setup,
+    /// Build the release agent and run it on config/infersight.toml (extra args follow --).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Formatting, lints (host and eBPF crates) and the whole test suite.
+    Test,
+    /// Benchmarks, printed as ratios measured side by side in one run.
+    Bench {
+        /// Which benchmark: syscalls.
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match cli.task {
+        Task::Setup => setup::ensure(),
+        Task::Run { args } => {
+            setup::ensure()?;
+            cargo(&["build", "--release", "-p", "infersight"])?;
+            let bin = root.join("target/release/infersight");
+            let mut cmd = Command::new(&bin);
+            cmd.arg("--config").arg(root.join("config/infersight.toml"));
+            cmd.args(&args);
+            exec(cmd)
+        }
+        Task::Test => {
+            setup::ensure()?;
+            cargo(&["fmt", "--all", "--", "--check"])?;
+            cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+            // The eBPF crate only builds for the BPF target (see TOOLCHAIN.md).
+            cargo(&[
+                "+nightly",
+                "clippy",
+                "-p",
+                "agent-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+            cargo(&["test", "--workspace", "--no-fail-fast"])
+        }
+        Task::Bench { name, args } => {
+            setup::ensure()?;
+            match name.as_str() {
+                "syscalls" => {
+                    let mut a = vec!["bench", "-p", "infersight", "--bench", "syscalls", "--"];
+                    a.extend(args.iter().map(String::as_str));
+                    cargo(&a)
+                }
+                other => bail!("unknown benchmark {other:?} (known: syscalls)"),
+            }
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").context("run through `cargo xtask`")?;
+    Path::new(&dir)
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+/// Run cargo (through rustup's proxy, so `+nightly` works) with ~/.cargo/bin on PATH.
+fn cargo(args: &[&str]) -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.args(args).env("PATH", setup::path_with_cargo_bin());
+    // A toolchain chosen for the xtask itself must not leak into `cargo +nightly`.
+    cmd.env_remove("RUSTUP_TOOLCHAIN");
+    cmd.env_remove("CARGO");
+    cmd.env_remove("RUSTC");
+    status(cmd)
+}
+
+fn status(mut cmd: Command) -> Result<()> {
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+fn exec(mut cmd: Command) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("cannot exec {cmd:?}"))
+}

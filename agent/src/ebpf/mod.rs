@@ -344,7 +344,8 @@ fn attach(bpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), String> {
         Hook::Raw(tp) => {
             let p: &mut RawTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
             p.load().map_err(|e| format!("load: {e}"))?;
-            p.attach(tp).map_err(|e| format!("attach raw_tp/{tp}: {e}"))?;
+            p.attach(tp)
+                .map_err(|e| format!("attach raw_tp/{tp}: {e}"))?;
         }
         Hook::Tracepoint(cat, name) => {
             let p: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
@@ -401,18 +402,13 @@ impl Loaded {
     fn add_pid(&mut self, pid: u32, target: u32) -> Result<(), EbpfError> {
         let map_err = |name| move |source| EbpfError::Map { name, source };
         let index = pid & TARGET_SLOT_MASK;
-        let cur = self
-            .targets
-            .get(&index, 0)
-            .map_err(map_err("TARGETS"))?;
+        let cur = self.targets.get(&index, 0).map_err(map_err("TARGETS"))?;
         if cur.target_index() == 0 || cur.tgid == pid {
             let slot = TargetSlot {
                 tgid: pid,
                 target: target | (cur.target & SLOT_OVERFLOW),
             };
-            self.targets
-                .set(index, slot, 0)
-                .map_err(map_err("TARGETS"))
+            self.targets.set(index, slot, 0).map_err(map_err("TARGETS"))
         } else {
             self.overflow
                 .insert(pid, target, 0)
@@ -421,9 +417,7 @@ impl Loaded {
                 tgid: cur.tgid,
                 target: cur.target | SLOT_OVERFLOW,
             };
-            self.targets
-                .set(index, slot, 0)
-                .map_err(map_err("TARGETS"))
+            self.targets.set(index, slot, 0).map_err(map_err("TARGETS"))
         }
     }
 }
