@@ -25,7 +25,10 @@ use infersight::{
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("loop") {
-        let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1_000_000u64);
+        let n = args
+            .get(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000u64);
         return child_loop(n);
     }
     let flag = |name: &str, default: u64| {
@@ -141,14 +144,20 @@ fn run(calls: u64, rounds: usize) {
         check_attached(&probes);
         let before = probes.program_statuses();
         floor.push(LoopChild::spawn(calls).run());
-        add(&mut floor_cost, program_cost(&before, &probes.program_statuses()));
+        add(
+            &mut floor_cost,
+            program_cost(&before, &probes.program_statuses()),
+        );
         drop(probes);
 
         let probes = Probes::start(&bystander_targets, SYSCALL_PROGRAMS);
         check_attached(&probes);
         let before = probes.program_statuses();
         other.push(LoopChild::spawn(calls).run());
-        add(&mut other_cost, program_cost(&before, &probes.program_statuses()));
+        add(
+            &mut other_cost,
+            program_cost(&before, &probes.program_statuses()),
+        );
         drop(probes);
 
         let child = LoopChild::spawn(calls);
@@ -156,7 +165,10 @@ fn run(calls: u64, rounds: usize) {
         check_attached(&probes);
         let before = probes.program_statuses();
         traced.push(child.run());
-        add(&mut traced_cost, program_cost(&before, &probes.program_statuses()));
+        add(
+            &mut traced_cost,
+            program_cost(&before, &probes.program_statuses()),
+        );
         let counted: u64 = probes
             .read_syscalls()
             .expect("read stats")
@@ -194,10 +206,16 @@ fn run(calls: u64, rounds: usize) {
     println!(
         "\nsyscalls benchmark: {calls} getppid calls per run, median of {rounds} interleaved rounds\n"
     );
-    println!("| configuration | ns/call | added vs none | ratio to floor | eBPF ns per program run |");
+    println!(
+        "| configuration | ns/call | added vs none | ratio to floor | eBPF ns per program run |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: |");
     println!("| none (no program) | {n:.0} | – | – | – |");
-    println!("| floor (empty programs) | {f:.0} | +{:.0} | 1.00 | {} |", f - n, per_run(floor_cost));
+    println!(
+        "| floor (empty programs) | {f:.0} | +{:.0} | 1.00 | {} |",
+        f - n,
+        per_run(floor_cost)
+    );
     println!(
         "| agent, other PID targeted | {o:.0} | +{:.0} | {:.2} (goal ≤ 1.10) | {} |",
         o - n,
