@@ -63,6 +63,8 @@ pub struct Inflight {
     pub nr: u32,
     pub _pad: u32,
     pub start_ns: u64,
+    /// First three syscall arguments (kept for the socket calls the HTTP tracer reads).
+    pub args: [u64; 3],
 }
 
 /// Per-(target, syscall) aggregate, one copy per CPU.
@@ -133,8 +135,112 @@ pub const fn log2_bucket(ns: u64) -> usize {
     }
 }
 
+/// Bytes of a request path kept in the kernel (longer paths are cut).
+pub const HTTP_PATH_MAX: usize = 64;
+/// Bytes of a request or response head inspected for the line and headers we read.
+pub const HTTP_HEAD_SCAN: usize = 512;
+/// Per-target HTTP counters are indexed by `target & HTTP_TARGET_MASK`.
+pub const HTTP_TARGETS: u32 = 256;
+pub const HTTP_TARGET_MASK: u32 = HTTP_TARGETS - 1;
+
+/// Request methods, as stored in `HttpRequest::method`.
+pub const METHODS: [&str; 10] = [
+    "", "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// `HttpRequest::flags` bits.
+pub const HTTP_CHUNKED: u8 = 1;
+pub const HTTP_SSE: u8 = 2;
+/// The response's Content-Length was read.
+pub const HTTP_CL_KNOWN: u8 = 4;
+/// The path did not fit in `HTTP_PATH_MAX` bytes.
+pub const HTTP_PATH_TRUNCATED: u8 = 8;
+
+/// Why a request was reported complete (`HttpEvent::end`).
+pub const END_CONTENT_LENGTH: u32 = 1;
+pub const END_LAST_CHUNK: u32 = 2;
+pub const END_NEXT_REQUEST: u32 = 3;
+pub const END_CLOSE: u32 = 4;
+
+/// What the kernel learned about one request/response exchange.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpRequest {
+    pub target: u32,
+    pub status: u16,
+    pub method: u8,
+    pub flags: u8,
+    pub path_len: u32,
+    /// Response writes that carried body data (for streams: one SSE event or chunk each).
+    pub chunks: u32,
+    /// First byte of the request read (exit of the read that returned the request line).
+    pub req_start_ns: u64,
+    /// Last read of the request before the response started ("request fully read").
+    pub req_end_ns: u64,
+    /// Write that carried the status line.
+    pub resp_start_ns: u64,
+    /// First write carrying body data.
+    pub first_data_ns: u64,
+    /// Last response write.
+    pub resp_end_ns: u64,
+    pub req_bytes: u64,
+    pub req_header_bytes: u64,
+    pub resp_bytes: u64,
+    pub resp_header_bytes: u64,
+    /// Sum and maximum of the gaps between consecutive data writes.
+    pub gap_sum_ns: u64,
+    pub gap_max_ns: u64,
+    pub path: [u8; HTTP_PATH_MAX],
+}
+
+/// Connection phases (`ConnState::phase`).
+pub const CONN_NEW: u32 = 0;
+pub const CONN_IDLE: u32 = 1;
+pub const CONN_REQUEST: u32 = 2;
+pub const CONN_RESPONSE: u32 = 3;
+/// The first bytes were not HTTP/1.x: the connection is ignored from then on.
+pub const CONN_NOT_HTTP: u32 = 4;
+
+/// Per-connection state, keyed by `(tgid << 32) | fd` in an LRU map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnState {
+    pub phase: u32,
+    pub _pad: u32,
+    /// Response body bytes still to come when Content-Length is known.
+    pub remaining: i64,
+    /// Time of the last data write (for inter-chunk gaps).
+    pub last_data_ns: u64,
+    /// The exchange in progress, already in event form: completing it is one ring-buffer
+    /// output of this field (no copy inside the program).
+    pub ev: HttpEvent,
+}
+
+/// One completed request: the only per-request data that leaves the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpEvent {
+    pub tgid: u32,
+    pub fd: u32,
+    pub end: u32,
+    pub _pad: u32,
+    pub req: HttpRequest,
+}
+
+/// Per-target request counters (one copy per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpCounters {
+    pub started: u64,
+    pub finished: u64,
+    /// Completed requests whose event did not fit in the ring buffer.
+    pub dropped: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: as below: repr(C), integers only, explicit padding.
+    unsafe impl aya::Pod for super::HttpCounters {}
     // SAFETY: each type is #[repr(C)], Copy, made only of integers, and has no padding the
     // kernel could leave uninitialised (Inflight carries an explicit pad field).
     unsafe impl aya::Pod for super::TargetSlot {}

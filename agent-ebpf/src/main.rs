@@ -12,6 +12,8 @@
 #![no_std]
 #![no_main]
 
+mod http;
+
 use agent_common::{
     log2_bucket, stats_key, Inflight, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS,
     CONFIG_ENTRIES, CONFIG_MODE, HOST_TARGET, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK,
@@ -121,6 +123,10 @@ fn target_of(tgid: u32) -> Option<u32> {
     None
 }
 
+/// Inserted by reference: building the value on the stack would need a memset, which is
+/// a byte loop for the verifier.
+static ZERO_STATS: SyscallStats = SyscallStats::ZERO;
+
 #[inline(always)]
 fn record(target: u32, nr: u32, ret: i64, duration_ns: Option<u64>) {
     let key = stats_key(target, nr);
@@ -129,7 +135,7 @@ fn record(target: u32, nr: u32, ret: i64, duration_ns: Option<u64>) {
         None => {
             // A concurrent insert on another CPU may win: then ours fails with EEXIST and
             // the lookup below finds theirs.
-            let _ = SYSCALL_STATS.insert(key, SyscallStats::ZERO, BPF_NOEXIST);
+            let _ = SYSCALL_STATS.insert(key, &ZERO_STATS, BPF_NOEXIST);
             match SYSCALL_STATS.get_ptr_mut(key) {
                 Some(p) => p,
                 None => return,
@@ -167,6 +173,11 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let tid = pid_tgid as u32;
+    let args = if http::is_socket_call(nr) {
+        http::syscall_args(&ctx)
+    } else {
+        [0; 3]
+    };
     if let Some(slot) = INFLIGHT.get_ptr_mut(tid & INFLIGHT_SLOT_MASK) {
         // SAFETY: `slot` is a valid pointer into the array map's value.
         unsafe {
@@ -176,6 +187,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
                 nr,
                 _pad: 0,
                 start_ns: bpf_ktime_get_ns(),
+                args,
             };
         }
     }
@@ -184,23 +196,27 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
     let Some(slot) = INFLIGHT.get_ptr_mut(tid & INFLIGHT_SLOT_MASK) else {
         return 0;
     };
     // SAFETY: `slot` is a valid pointer into the array map's value; only this thread's own
     // enter/exit write an entry whose tid equals its tid.
-    let (target, nr, start) = unsafe {
+    let (target, nr, start, args) = unsafe {
         if (*slot).tid != tid || tid == 0 {
             return 0;
         }
         (*slot).tid = 0;
-        ((*slot).target, (*slot).nr, (*slot).start_ns)
+        ((*slot).target, (*slot).nr, (*slot).start_ns, (*slot).args)
     };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let ret: i64 = ctx.arg(1);
     record(target, nr, ret, Some(now.saturating_sub(start)));
+    if http::is_socket_call(nr) {
+        http::on_exit((pid_tgid >> 32) as u32, target, nr, ret, &args, now);
+    }
     0
 }
 

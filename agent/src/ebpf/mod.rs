@@ -336,6 +336,18 @@ impl Probes {
     }
 }
 
+/// An error on one line: a verifier log is cut to its first line and its last lines
+/// (where the verifier says why it refused).
+fn brief(e: impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() <= 4 {
+        return lines.join(" | ");
+    }
+    let tail = &lines[lines.len() - 3..];
+    format!("{} | … | {}", lines[0], tail.join(" | "))
+}
+
 fn attach(bpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), String> {
     let prog = bpf
         .program_mut(spec.name)
@@ -343,13 +355,16 @@ fn attach(bpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), String> {
     match spec.hook {
         Hook::Raw(tp) => {
             let p: &mut RawTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-            p.load().map_err(|e| format!("load: {e}"))?;
+            p.load().map_err(|e| {
+                tracing::debug!("{}: {e}", spec.name);
+                format!("load: {}", brief(e))
+            })?;
             p.attach(tp)
                 .map_err(|e| format!("attach raw_tp/{tp}: {e}"))?;
         }
         Hook::Tracepoint(cat, name) => {
             let p: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-            p.load().map_err(|e| format!("load: {e}"))?;
+            p.load().map_err(|e| format!("load: {}", brief(e)))?;
             p.attach(cat, name)
                 .map_err(|e| format!("attach tracepoint/{cat}/{name}: {e}"))?;
         }
