@@ -173,7 +173,9 @@ pub fn on_exit(tgid: u32, target: u32, nr: u32, ret: i64, args: &[u64; 3], now: 
     match nr {
         NR_ACCEPT | NR_ACCEPT4 => {
             if ret >= 0 {
-                // A reused fd number starts over.
+                // A reused fd number starts over. By reference: a by-value argument would
+                // be copied onto the stack with a memcpy loop.
+                #[allow(clippy::needless_borrows_for_generic_args)]
                 let _ = CONNS.insert(conn_key(tgid, ret as u32), &NEW_CONN, 0);
             }
         }
@@ -495,7 +497,7 @@ fn header_line(s: *mut Scratch, at: usize) {
     unsafe {
         (*s).head_len |= end * (at as u64 + 2);
         (*s).cl_at |= cl * (at as u64 + 15);
-        (*s).flags |= sse * HTTP_SSE as u64 | chunked * HTTP_CHUNKED as u64;
+        (*s).flags |= (sse * HTTP_SSE as u64) | (chunked * HTTP_CHUNKED as u64);
     }
 }
 

@@ -135,6 +135,7 @@ fn record(target: u32, nr: u32, ret: i64, duration_ns: Option<u64>) {
         None => {
             // A concurrent insert on another CPU may win: then ours fails with EEXIST and
             // the lookup below finds theirs.
+            #[allow(clippy::needless_borrows_for_generic_args)] // see ZERO_STATS
             let _ = SYSCALL_STATS.insert(key, &ZERO_STATS, BPF_NOEXIST);
             match SYSCALL_STATS.get_ptr_mut(key) {
                 Some(p) => p,

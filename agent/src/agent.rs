@@ -1,12 +1,15 @@
 //! The agent's runtime: bind, resolve targets, start the probes, then one Snapshot per
 //! tick published to the HTTP server through a watch channel.
 use std::{
+    collections::HashMap,
     net::SocketAddr,
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
+use aya::maps::{MapData, RingBuf};
 use tokio::{
+    io::unix::AsyncFd,
     net::TcpListener,
     signal::unix::{signal, SignalKind},
     sync::watch,
@@ -14,11 +17,11 @@ use tokio::{
 };
 
 use crate::{
-    collect,
+    collect::{self, http::HttpCollector},
     config::Config,
     ebpf::{Probes, SYSCALL_PROGRAMS},
     server,
-    snapshot::{CollectorStatus, Health, Snapshot, SyscallSeries, TargetStatus},
+    snapshot::{CollectorStatus, Health, Snapshot, State, SyscallSeries, TargetStatus},
     targets::{process_alive, TargetError, TargetKind, Targets},
 };
 
@@ -42,18 +45,48 @@ pub struct Agent {
     tick: u64,
     syscalls: Vec<SyscallSeries>,
     syscall_health: Health,
+    http: Arc<Mutex<HttpCollector>>,
+    http_health: Health,
+}
+
+/// The collector behind the lock, even if a reader panicked while holding it (its data
+/// is still consistent: each event is recorded in one call).
+fn locked(m: &Mutex<HttpCollector>) -> MutexGuard<'_, HttpCollector> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Agent {
-    pub fn new(targets: Targets) -> Agent {
+    pub fn new(targets: Targets, config: &Config) -> Agent {
         let probes = Probes::start(&targets, SYSCALL_PROGRAMS);
         let syscall_health = probes.collector_health();
+        let http = HttpCollector::new(&targets, config.route_limit, config.window);
         Agent {
             targets,
+            http_health: syscall_health.clone(),
             probes,
             tick: 0,
             syscalls: Vec::new(),
             syscall_health,
+            http: Arc::new(Mutex::new(http)),
+        }
+    }
+
+    /// Start the task that drains completed-request events (needs a tokio runtime).
+    pub fn spawn_event_reader(&mut self) {
+        if self.http_health.state != State::Active {
+            return;
+        }
+        let Some(ring) = self.probes.take_http_events() else {
+            self.http_health = Health::failed("ring buffer unavailable");
+            return;
+        };
+        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long
+        // as the AsyncFd owns the RingBuf.
+        match unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) } {
+            Ok(fd) => {
+                tokio::spawn(read_events(fd, self.http.clone()));
+            }
+            Err(e) => self.http_health = Health::failed(format!("ring buffer: {e}")),
         }
     }
 
@@ -80,10 +113,10 @@ impl Agent {
     pub fn snapshot(&mut self) -> Snapshot {
         self.tick += 1;
         let base = self.probes.collector_health();
-        if base.state == crate::snapshot::State::Active {
+        if base.state == State::Active {
             match self.probes.read_syscalls() {
                 Ok(samples) => {
-                    self.syscalls = collect::syscall_series(&samples, &self.targets);
+                    self.syscalls = collect::syscalls::syscall_series(&samples, &self.targets);
                     self.syscall_health = base;
                 }
                 // Keep the last good values: a failed read must not look like zero calls.
@@ -92,6 +125,23 @@ impl Agent {
         } else {
             self.syscall_health = base;
         }
+        let indexes = self.targets.iter().map(|t| t.index);
+        let counters = if self.http_health.state == State::Active {
+            self.probes.read_http_counters(indexes).ok()
+        } else {
+            None
+        };
+        let active: HashMap<u32, u64> = counters
+            .iter()
+            .flatten()
+            .map(|(t, c)| (*t, c.started.saturating_sub(c.finished)))
+            .collect();
+        let ringbuf_dropped = counters.map(|c| c.iter().map(|(_, k)| k.dropped).sum());
+        let (http, streams, requests) = {
+            let mut h = locked(&self.http);
+            let (http, streams) = h.series();
+            (http, streams, h.summaries(Instant::now(), &active))
+        };
         Snapshot {
             timestamp_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -109,13 +159,45 @@ impl Agent {
                     },
                 })
                 .collect(),
-            collectors: vec![CollectorStatus {
-                name: "syscalls".into(),
-                health: self.syscall_health.clone(),
-            }],
+            collectors: vec![
+                CollectorStatus {
+                    name: "syscalls".into(),
+                    health: self.syscall_health.clone(),
+                },
+                CollectorStatus {
+                    name: "http".into(),
+                    health: self.http_health.clone(),
+                },
+            ],
             programs: self.probes.program_statuses(),
             syscalls: self.syscalls.clone(),
+            http,
+            streams,
+            requests,
+            ringbuf_dropped,
         }
+    }
+}
+
+/// Drain completed-request events whenever the ring buffer signals data.
+async fn read_events(mut fd: AsyncFd<RingBuf<MapData>>, http: Arc<Mutex<HttpCollector>>) {
+    loop {
+        let mut guard = match fd.readable_mut().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("HTTP event reader stopped: {e}");
+                return;
+            }
+        };
+        {
+            let now = Instant::now();
+            let mut h = locked(&http);
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                h.record_bytes(&item, now);
+            }
+        }
+        guard.clear_ready();
     }
 }
 
@@ -132,7 +214,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         source,
     })?;
     let targets = Targets::resolve(&config.targets)?;
-    let mut agent = Agent::new(targets);
+    let mut agent = Agent::new(targets, &config);
+    agent.spawn_event_reader();
     agent.log_summary();
 
     let (tx, rx) = watch::channel(Arc::new(agent.snapshot()));

@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+pub const DEFAULT_ROUTE_LIMIT: usize = 100;
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 /// Used when `--config` is not given and this file exists.
 pub const SYSTEM_CONFIG: &str = "/etc/infersight/infersight.toml";
 
@@ -65,6 +67,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub tick: Duration,
     pub targets: TargetSpec,
+    /// Distinct `http_route` values per target before new ones fold into `_OTHER`.
+    pub route_limit: usize,
+    /// Window of the per-target request summaries (rate, error ratio, percentiles).
+    pub window: Duration,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -76,6 +82,15 @@ struct FileConfig {
     agent: AgentSection,
     #[serde(default)]
     targets: TargetsSection,
+    #[serde(default)]
+    http: HttpSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    route_limit: Option<usize>,
+    window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,9 +178,29 @@ fn build(
         (None, None) => parse_listen("default listen", DEFAULT_LISTEN)?,
     };
     let tick = match (&over.tick, &file.agent.tick) {
-        (Some(v), _) => parse_tick("--tick", v)?,
-        (None, Some(v)) => parse_tick(&file_origin("agent.tick"), v)?,
+        (Some(v), _) => parse_duration("--tick", v, MIN_TICK, MAX_TICK)?,
+        (None, Some(v)) => parse_duration(&file_origin("agent.tick"), v, MIN_TICK, MAX_TICK)?,
         (None, None) => DEFAULT_TICK,
+    };
+    let window = match &file.http.window {
+        Some(v) => parse_duration(
+            &file_origin("http.window"),
+            v,
+            Duration::from_secs(1),
+            MAX_TICK,
+        )?,
+        None => DEFAULT_WINDOW,
+    };
+    let route_limit = match file.http.route_limit {
+        Some(0) => {
+            return Err(ConfigError::Invalid {
+                origin: file_origin("http.route_limit"),
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            })
+        }
+        Some(n) => n,
+        None => DEFAULT_ROUTE_LIMIT,
     };
 
     let cli_has_targets = over.all || !over.pids.is_empty() || !over.cgroups.is_empty();
@@ -216,6 +251,8 @@ fn build(
         listen,
         tick,
         targets,
+        route_limit,
+        window,
         source,
     })
 }
@@ -237,15 +274,27 @@ pub fn parse_listen(origin: &str, v: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn parse_tick(origin: &str, v: &str) -> Result<Duration, ConfigError> {
+const MIN_TICK: Duration = Duration::from_millis(100);
+const MAX_TICK: Duration = Duration::from_secs(3600);
+
+fn parse_duration(
+    origin: &str,
+    v: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
     let invalid = |reason: &str| ConfigError::Invalid {
         origin: origin.to_string(),
         value: v.to_string(),
         reason: reason.to_string(),
     };
     let d = humantime::parse_duration(v).map_err(|e| invalid(&format!("{e} (e.g. \"1s\")")))?;
-    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
-        return Err(invalid("must be between 100ms and 1h"));
+    if d < min || d > max {
+        return Err(invalid(&format!(
+            "must be between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )));
     }
     Ok(d)
 }

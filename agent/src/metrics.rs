@@ -1,13 +1,15 @@
 //! Prometheus exposition of a Snapshot. Values are already aggregated (in the kernel or by
 //! the collectors), so families are built directly from the Snapshot and encoded with the
 //! prometheus crate's text encoder; nothing here keeps state between scrapes.
-use agent_common::HIST_BUCKETS;
 use prometheus::{
     proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
     Encoder, TextEncoder,
 };
 
-use crate::snapshot::{Snapshot, State, SyscallSeries};
+use crate::{
+    hist::Hist,
+    snapshot::{Snapshot, State, SyscallSeries},
+};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -48,25 +50,47 @@ fn counter(pairs: &[(&str, &str)], v: f64) -> Metric {
     m
 }
 
-fn histogram(pairs: &[(&str, &str)], s: &SyscallSeries) -> Metric {
-    let mut cumulative = 0u64;
-    let mut buckets = Vec::with_capacity(HIST_BUCKETS);
-    for (i, n) in s.buckets.iter().enumerate() {
-        cumulative += n;
-        if let Some(upper) = SyscallSeries::bucket_upper_seconds(i) {
+/// A histogram sample from (upper bound, cumulative count) pairs.
+fn histogram(
+    pairs: &[(&str, &str)],
+    cumulative: impl Iterator<Item = (f64, u64)>,
+    count: u64,
+    sum: f64,
+) -> Metric {
+    let buckets = cumulative
+        .map(|(upper, c)| {
             let mut b = Bucket::default();
             b.set_upper_bound(upper);
-            b.set_cumulative_count(cumulative);
-            buckets.push(b);
-        }
-    }
+            b.set_cumulative_count(c);
+            b
+        })
+        .collect();
     let mut h = Histogram::default();
-    h.set_sample_count(cumulative);
-    h.set_sample_sum(s.duration_sum_seconds);
+    h.set_sample_count(count);
+    h.set_sample_sum(sum);
     h.set_bucket(buckets);
     let mut m = Metric::from_label(labels(pairs));
     m.set_histogram(h);
     m
+}
+
+fn syscall_histogram(pairs: &[(&str, &str)], s: &SyscallSeries) -> Metric {
+    let cumulative: Vec<(f64, u64)> = s
+        .buckets
+        .iter()
+        .scan(0u64, |acc, n| {
+            *acc += n;
+            Some(*acc)
+        })
+        .enumerate()
+        .filter_map(|(i, c)| SyscallSeries::bucket_upper_seconds(i).map(|u| (u, c)))
+        .collect();
+    let count = s.buckets.iter().sum();
+    histogram(pairs, cumulative.into_iter(), count, s.duration_sum_seconds)
+}
+
+fn hist(pairs: &[(&str, &str)], h: &Hist) -> Metric {
+    histogram(pairs, h.cumulative(), h.count, h.sum)
 }
 
 fn families(snap: &Snapshot) -> Vec<MetricFamily> {
@@ -148,7 +172,7 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
         ];
         calls.push(counter(&l, s.count as f64));
         errors.push(counter(&l, s.errors as f64));
-        durations.push(histogram(&l, s));
+        durations.push(syscall_histogram(&l, s));
     }
     out.push(family(
         "infersight_syscalls_total",
@@ -168,9 +192,101 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
         MetricType::HISTOGRAM,
         durations,
     ));
+    http_families(snap, &mut out);
     // The text encoder rejects families without samples.
     out.retain(|f| !f.get_metric().is_empty());
     out
+}
+
+fn http_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
+    let mut duration = Vec::new();
+    let mut req_body = Vec::new();
+    let mut resp_body = Vec::new();
+    for s in &snap.http {
+        let status = s.status.to_string();
+        let l = [
+            ("http_request_method", s.method.as_str()),
+            ("http_response_status_code", status.as_str()),
+            ("http_route", s.route.as_str()),
+            ("target", s.target.as_str()),
+        ];
+        duration.push(hist(&l, &s.duration));
+        req_body.push(hist(&l, &s.request_body));
+        resp_body.push(hist(&l, &s.response_body));
+    }
+    out.push(family(
+        "http_server_request_duration_seconds",
+        "Duration of HTTP server requests: first request byte read to last response byte written.",
+        MetricType::HISTOGRAM,
+        duration,
+    ));
+    out.push(family(
+        "http_server_request_body_size_bytes",
+        "Size of HTTP server request bodies.",
+        MetricType::HISTOGRAM,
+        req_body,
+    ));
+    out.push(family(
+        "http_server_response_body_size_bytes",
+        "Size of HTTP server response bodies.",
+        MetricType::HISTOGRAM,
+        resp_body,
+    ));
+    out.push(family(
+        "http_server_active_requests",
+        "HTTP requests read but not yet answered completely.",
+        MetricType::GAUGE,
+        snap.requests
+            .iter()
+            .filter_map(|r| r.active.map(|a| gauge(&[("target", &r.target)], a as f64)))
+            .collect(),
+    ));
+    let mut ttft = Vec::new();
+    let mut tpot = Vec::new();
+    let mut gen_duration = Vec::new();
+    let mut chunks = Vec::new();
+    for s in &snap.streams {
+        let l = [
+            ("http_route", s.route.as_str()),
+            ("target", s.target.as_str()),
+        ];
+        ttft.push(hist(&l, &s.ttft));
+        tpot.push(hist(&l, &s.tpot));
+        gen_duration.push(hist(&l, &s.duration));
+        chunks.push(counter(&l, s.chunks as f64));
+    }
+    out.push(family(
+        "gen_ai_server_time_to_first_token_seconds",
+        "Streaming responses: request fully read to the first response write carrying data.",
+        MetricType::HISTOGRAM,
+        ttft,
+    ));
+    out.push(family(
+        "gen_ai_server_time_per_output_token_seconds",
+        "Streaming responses: mean gap between data writes (one SSE event or chunk = one token chunk).",
+        MetricType::HISTOGRAM,
+        tpot,
+    ));
+    out.push(family(
+        "gen_ai_server_request_duration_seconds",
+        "Streaming responses: duration from first request byte to last response byte.",
+        MetricType::HISTOGRAM,
+        gen_duration,
+    ));
+    out.push(family(
+        "infersight_http_stream_chunks_total",
+        "Data writes (SSE events or chunks) of streaming responses.",
+        MetricType::COUNTER,
+        chunks,
+    ));
+    if let Some(d) = snap.ringbuf_dropped {
+        out.push(family(
+            "infersight_ringbuf_dropped_events_total",
+            "Completed requests whose event did not fit in the kernel ring buffer.",
+            MetricType::COUNTER,
+            vec![counter(&[], d as f64)],
+        ));
+    }
 }
 
 /// The Snapshot in Prometheus text exposition format.
@@ -184,6 +300,7 @@ pub fn render(snap: &Snapshot) -> Result<Vec<u8>, prometheus::Error> {
 mod tests {
     use super::*;
     use crate::snapshot::{CollectorStatus, Health, ProgramStatus};
+    use agent_common::HIST_BUCKETS;
 
     fn snap() -> Snapshot {
         let mut buckets = [0u64; HIST_BUCKETS];
@@ -211,6 +328,10 @@ mod tests {
                     run_count: None,
                 },
             ],
+            http: vec![],
+            streams: vec![],
+            requests: vec![],
+            ringbuf_dropped: None,
             syscalls: vec![SyscallSeries {
                 target: "vllm".into(),
                 syscall: "nanosleep".into(),

@@ -4,7 +4,7 @@
 use agent_common::HIST_BUCKETS;
 use serde::Serialize;
 
-use crate::targets::Target;
+use crate::{hist::Hist, targets::Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,6 +101,46 @@ impl SyscallSeries {
     }
 }
 
+/// Cumulative HTTP figures of one (target, method, route, status).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpSeries {
+    pub target: String,
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+    pub duration: Hist,
+    pub request_body: Hist,
+    pub response_body: Hist,
+}
+
+/// Cumulative streaming (chunked or SSE) figures of one (target, route).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamSeries {
+    pub target: String,
+    pub route: String,
+    pub ttft: Hist,
+    pub tpot: Hist,
+    pub duration: Hist,
+    pub chunks: u64,
+}
+
+/// One target's requests over the recent window (what alert rules read). A figure that
+/// cannot be known (no requests, no stream) is absent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestSummary {
+    pub target: String,
+    pub active: Option<u64>,
+    pub request_rate: Option<f64>,
+    /// Share of responses with a 5xx status.
+    pub error_ratio: Option<f64>,
+    pub latency_avg_seconds: Option<f64>,
+    pub latency_p50_seconds: Option<f64>,
+    pub latency_p95_seconds: Option<f64>,
+    pub latency_p99_seconds: Option<f64>,
+    pub ttft_p50_seconds: Option<f64>,
+    pub ttft_p95_seconds: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     pub timestamp_ms: u64,
@@ -109,6 +149,12 @@ pub struct Snapshot {
     pub collectors: Vec<CollectorStatus>,
     pub programs: Vec<ProgramStatus>,
     pub syscalls: Vec<SyscallSeries>,
+    pub http: Vec<HttpSeries>,
+    pub streams: Vec<StreamSeries>,
+    pub requests: Vec<RequestSummary>,
+    /// Completed requests whose event did not fit in the ring buffer (absent when the
+    /// counters cannot be read).
+    pub ringbuf_dropped: Option<u64>,
 }
 
 impl Snapshot {

@@ -125,32 +125,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Parse with the prometheus-parse crate; panics on anything it cannot read.
+    /// Parse the text exposition format strictly: every sample line must be
+    /// `name{label="value",...} value`, with the format's escapes in label values.
+    /// (The prometheus-parse crate cuts label values at the first `}`, which breaks on
+    /// routes such as `/items/{id}`.)
     pub fn parse(text: &str) -> Metrics {
-        let lines = text.lines().map(|l| Ok(l.to_string()));
-        let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
         let mut samples = BTreeMap::new();
-        for s in scrape.samples {
-            let labels: BTreeMap<String, String> = s
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => {
-                    samples.insert((s.metric, labels), v);
-                }
-                prometheus_parse::Value::Histogram(buckets) => {
-                    for b in buckets {
-                        let mut l = labels.clone();
-                        l.insert("le".into(), format_le(b.less_than));
-                        samples.insert((format!("{}_bucket", s.metric), l), b.count);
-                    }
-                }
-                prometheus_parse::Value::Summary(_) => {}
+        for (no, line) in text.lines().enumerate() {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
             }
+            let (key, value) =
+                parse_line(line).unwrap_or_else(|e| panic!("line {}: {e}: {line:?}", no + 1));
+            assert!(
+                samples.insert(key, value).is_none(),
+                "line {}: duplicate sample {line:?}",
+                no + 1
+            );
         }
         Metrics { samples }
     }
@@ -182,12 +173,72 @@ impl Metrics {
     }
 }
 
-fn format_le(v: f64) -> String {
-    if v.is_infinite() {
-        "+Inf".into()
-    } else {
-        format!("{v}")
+type Key = (String, BTreeMap<String, String>);
+
+fn parse_line(line: &str) -> Result<(Key, f64), String> {
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
+    let name = &line[..name_end];
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    {
+        return Err(format!("bad metric name {name:?}"));
     }
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(r) = rest.strip_prefix('{') {
+        let mut chars = r.char_indices().peekable();
+        loop {
+            let (start, c) = chars.next().ok_or("unterminated labels")?;
+            if c == '}' {
+                rest = &r[start + 1..];
+                break;
+            }
+            let eq = r[start..].find('=').ok_or("label without =")? + start;
+            let lname = r[start..eq].trim_start_matches(',').to_string();
+            while chars.peek().is_some_and(|(i, _)| *i <= eq) {
+                chars.next();
+            }
+            if chars.next().map(|(_, c)| c) != Some('"') {
+                return Err("label value not quoted".into());
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next().ok_or("unterminated label value")?.1 {
+                    '\\' => match chars.next().ok_or("bad escape")?.1 {
+                        'n' => value.push('\n'),
+                        c @ ('\\' | '"') => value.push(c),
+                        c => return Err(format!("bad escape \\{c}")),
+                    },
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            if labels.insert(lname.clone(), value).is_some() {
+                return Err(format!("duplicate label {lname}"));
+            }
+            if chars.peek().map(|(_, c)| *c) == Some(',') {
+                chars.next();
+            }
+        }
+    }
+    let mut fields = rest.split_whitespace();
+    let v = fields.next().ok_or("no value")?;
+    let value = match v {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        _ => v.parse().map_err(|_| format!("bad value {v:?}"))?,
+    };
+    if let Some(ts) = fields.next() {
+        ts.parse::<i64>()
+            .map_err(|_| format!("bad timestamp {ts:?}"))?;
+    }
+    if fields.next().is_some() {
+        return Err("trailing fields".into());
+    }
+    Ok(((name.to_string(), labels), value))
 }
 
 /// The compiled C workload (built once per test binary with the system C compiler).
@@ -275,4 +326,125 @@ impl Drop for Workload {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The Python test server (tests/http_server.py); killed on drop.
+pub struct PyServer {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl PyServer {
+    pub fn start() -> PyServer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/http_server.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python3 test server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("server port");
+        let port = line.trim().parse().expect("port number");
+        PyServer { child, port }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A keep-alive HTTP/1.1 client connection (test side only).
+pub struct Client {
+    stream: BufReader<TcpStream>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client {
+            stream: BufReader::new(s),
+        }
+    }
+
+    pub fn get(&mut self, path: &str) -> Reply {
+        self.request("GET", path, &[])
+    }
+
+    /// Send one request and read the whole response (Content-Length or chunked).
+    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Reply {
+        let start = Instant::now();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let s = self.stream.get_mut();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut line = String::new();
+        self.stream.read_line(&mut line).unwrap();
+        let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let mut length = None;
+        let mut chunked = false;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).unwrap();
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("content-length:") {
+                length = Some(v.trim().parse::<usize>().unwrap());
+            }
+            if l == "transfer-encoding: chunked" {
+                chunked = true;
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.stream.read_line(&mut line).unwrap();
+                let n = usize::from_str_radix(line.trim(), 16).unwrap();
+                let mut chunk = vec![0; n + 2];
+                self.stream.read_exact(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else if let Some(n) = length {
+            body.resize(n, 0);
+            self.stream.read_exact(&mut body).unwrap();
+        }
+        Reply {
+            status,
+            body,
+            elapsed: start.elapsed(),
+        }
+    }
+}
+
+/// Sum of `_count` over every `http_server_request_duration_seconds` series matching.
+pub fn request_count(m: &Metrics, labels: &[(&str, &str)]) -> f64 {
+    m.matching("http_server_request_duration_seconds_count", labels)
+        .iter()
+        .map(|(_, v)| v)
+        .sum()
 }

@@ -8,11 +8,11 @@ mod sys;
 use std::os::fd::OwnedFd;
 
 use agent_common::{
-    stats_key_parts, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS, CONFIG_MODE,
+    stats_key_parts, HttpCounters, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS, CONFIG_MODE,
     MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP, SLOT_OVERFLOW, TARGET_SLOT_MASK,
 };
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{Program, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -107,6 +107,9 @@ struct Loaded {
     overflow: HashMap<MapData, u32, u32>,
     cgroups: HashMap<MapData, u64, u32>,
     stats: PerCpuHashMap<MapData, u32, SyscallStats>,
+    http_counters: PerCpuArray<MapData, HttpCounters>,
+    /// Handed to the event reader task by `take_http_events`.
+    http_events: Option<RingBuf<MapData>>,
     /// Keeps BPF run-time statistics on while the agent runs.
     _stats_fd: Option<OwnedFd>,
 }
@@ -193,9 +196,12 @@ impl Probes {
                 take(&mut bpf, "TARGETS_OVERFLOW", HashMap::try_from)?,
                 take(&mut bpf, "CGROUP_TARGETS", HashMap::try_from)?,
                 take(&mut bpf, "SYSCALL_STATS", PerCpuHashMap::try_from)?,
+                take(&mut bpf, "HTTP_COUNTERS", PerCpuArray::try_from)?,
+                take(&mut bpf, "HTTP_EVENTS", RingBuf::try_from)?,
             ))
         })();
-        let (config, targets_map, overflow, cgroups, stats) = match maps {
+        let (config, targets_map, overflow, cgroups, stats, http_counters, http_events) = match maps
+        {
             Ok(m) => m,
             Err(e) => {
                 let reason = e.to_string();
@@ -228,6 +234,8 @@ impl Probes {
             overflow,
             cgroups,
             stats,
+            http_counters,
+            http_events: Some(http_events),
             _stats_fd: stats_fd,
         };
         // Fill the target maps before attaching, so the first events are already right.
@@ -322,6 +330,37 @@ impl Probes {
                 nr,
                 stats: sum,
             });
+        }
+        Ok(out)
+    }
+
+    /// The ring buffer of completed HTTP requests, for the reader task (once).
+    pub fn take_http_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.loaded.as_mut()?.http_events.take()
+    }
+
+    /// Per-target request counters summed over CPUs, for the given target indexes.
+    pub fn read_http_counters(
+        &self,
+        targets: impl Iterator<Item = u32>,
+    ) -> Result<Vec<(u32, HttpCounters)>, EbpfError> {
+        let loaded = self.loaded.as_ref().ok_or(EbpfError::NotLoaded)?;
+        let mut out = Vec::new();
+        for t in targets {
+            let per_cpu = loaded
+                .http_counters
+                .get(&(t & agent_common::HTTP_TARGET_MASK), 0)
+                .map_err(|source| EbpfError::Map {
+                    name: "HTTP_COUNTERS",
+                    source,
+                })?;
+            let mut sum = HttpCounters::default();
+            for c in per_cpu.iter() {
+                sum.started += c.started;
+                sum.finished += c.finished;
+                sum.dropped += c.dropped;
+            }
+            out.push((t, sum));
         }
         Ok(out)
     }

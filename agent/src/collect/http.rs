@@ -1,0 +1,337 @@
+//! Completed-request events from the kernel → HTTP and LLM-stream series, and per-target
+//! summaries over a sliding window (rate, 5xx share, latency and TTFT percentiles).
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use agent_common::{HttpEvent, HTTP_CHUNKED, HTTP_SSE, METHODS};
+
+use crate::{
+    hist::{self, Hist},
+    route::{self, RouteSet},
+    snapshot::{HttpSeries, RequestSummary, StreamSeries},
+    targets::Targets,
+};
+
+/// Most recent samples kept per target for percentiles.
+const MAX_SAMPLES: usize = 10_000;
+
+/// An event as the ring buffer delivers it; `None` when the record is too short.
+pub fn decode(bytes: &[u8]) -> Option<HttpEvent> {
+    if bytes.len() < std::mem::size_of::<HttpEvent>() {
+        return None;
+    }
+    // SAFETY: the slice holds at least size_of::<HttpEvent>() bytes; HttpEvent is
+    // repr(C) plain integers, valid for any bit pattern; read_unaligned has no alignment
+    // requirement.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<HttpEvent>()) })
+}
+
+fn seconds(from_ns: u64, to_ns: u64) -> Option<f64> {
+    (to_ns >= from_ns && from_ns != 0).then(|| (to_ns - from_ns) as f64 / 1e9)
+}
+
+struct Sample {
+    at: Instant,
+    duration: f64,
+    ttft: Option<f64>,
+}
+
+#[derive(Default)]
+struct TargetHttp {
+    routes: RouteSet,
+    series: BTreeMap<(u8, String, u16), HttpSeries>,
+    streams: BTreeMap<String, StreamSeries>,
+    samples: VecDeque<Sample>,
+    total: u64,
+    errors: u64,
+    /// (time, total, errors) at each summary, for windowed rates.
+    marks: VecDeque<(Instant, u64, u64)>,
+}
+
+pub struct HttpCollector {
+    names: HashMap<u32, String>,
+    per_target: HashMap<u32, TargetHttp>,
+    route_limit: usize,
+    window: Duration,
+    /// Events the decoder could not read (short records).
+    pub malformed: u64,
+}
+
+impl HttpCollector {
+    pub fn new(targets: &Targets, route_limit: usize, window: Duration) -> HttpCollector {
+        HttpCollector {
+            names: targets.iter().map(|t| (t.index, t.name.clone())).collect(),
+            per_target: HashMap::new(),
+            route_limit,
+            window,
+            malformed: 0,
+        }
+    }
+
+    pub fn record_bytes(&mut self, bytes: &[u8], now: Instant) {
+        match decode(bytes) {
+            Some(ev) => self.record(&ev, now),
+            None => self.malformed += 1,
+        }
+    }
+
+    pub fn record(&mut self, ev: &HttpEvent, now: Instant) {
+        let r = &ev.req;
+        let Some(name) = self.names.get(&r.target) else {
+            return;
+        };
+        let Some(duration) = seconds(r.req_start_ns, r.resp_end_ns) else {
+            return;
+        };
+        let t = self.per_target.entry(r.target).or_default();
+        let path_len = (r.path_len as usize).min(r.path.len());
+        let route = t
+            .routes
+            .admit(route::template(&r.path[..path_len]), self.route_limit);
+        let method = if (r.method as usize) < METHODS.len() {
+            r.method
+        } else {
+            0
+        };
+        let series = t
+            .series
+            .entry((method, route.clone(), r.status))
+            .or_insert_with(|| HttpSeries {
+                target: name.clone(),
+                method: METHODS[method as usize].to_string(),
+                route: route.clone(),
+                status: r.status,
+                duration: Hist::new(hist::HTTP_DURATION),
+                request_body: Hist::new(hist::BODY_SIZE),
+                response_body: Hist::new(hist::BODY_SIZE),
+            });
+        series.duration.observe(duration);
+        series
+            .request_body
+            .observe(r.req_bytes.saturating_sub(r.req_header_bytes) as f64);
+        series
+            .response_body
+            .observe(r.resp_bytes.saturating_sub(r.resp_header_bytes) as f64);
+
+        let mut ttft = None;
+        if r.flags & (HTTP_CHUNKED | HTTP_SSE) != 0 {
+            let s = t
+                .streams
+                .entry(route.clone())
+                .or_insert_with(|| StreamSeries {
+                    target: name.clone(),
+                    route,
+                    ttft: Hist::new(hist::TTFT),
+                    tpot: Hist::new(hist::TPOT),
+                    duration: Hist::new(hist::GEN_AI_DURATION),
+                    chunks: 0,
+                });
+            s.duration.observe(duration);
+            s.chunks += u64::from(r.chunks);
+            if r.chunks > 0 {
+                ttft = seconds(r.req_end_ns, r.first_data_ns);
+                if let Some(v) = ttft {
+                    s.ttft.observe(v);
+                }
+            }
+            if r.chunks > 1 {
+                s.tpot
+                    .observe(r.gap_sum_ns as f64 / 1e9 / f64::from(r.chunks - 1));
+            }
+        }
+        t.total += 1;
+        if r.status >= 500 {
+            t.errors += 1;
+        }
+        if t.samples.len() == MAX_SAMPLES {
+            t.samples.pop_front();
+        }
+        t.samples.push_back(Sample {
+            at: now,
+            duration,
+            ttft,
+        });
+    }
+
+    pub fn series(&self) -> (Vec<HttpSeries>, Vec<StreamSeries>) {
+        let mut http = Vec::new();
+        let mut streams = Vec::new();
+        for t in self.per_target.values() {
+            http.extend(t.series.values().cloned());
+            streams.extend(t.streams.values().cloned());
+        }
+        http.sort_by(|a, b| {
+            (&a.target, &a.route, &a.method, a.status)
+                .cmp(&(&b.target, &b.route, &b.method, b.status))
+        });
+        streams.sort_by(|a, b| (&a.target, &a.route).cmp(&(&b.target, &b.route)));
+        (http, streams)
+    }
+
+    /// Per-target figures over the window ending `now`; `active` from the kernel counters.
+    pub fn summaries(&mut self, now: Instant, active: &HashMap<u32, u64>) -> Vec<RequestSummary> {
+        let mut out = Vec::new();
+        for (index, name) in &self.names {
+            let t = self.per_target.entry(*index).or_default();
+            let horizon = now.checked_sub(self.window);
+            while t
+                .samples
+                .front()
+                .is_some_and(|s| horizon.is_some_and(|h| s.at < h))
+            {
+                t.samples.pop_front();
+            }
+            t.marks.push_back((now, t.total, t.errors));
+            while t.marks.len() > 1
+                && t.marks
+                    .get(1)
+                    .is_some_and(|m| horizon.is_some_and(|h| m.0 <= h))
+            {
+                t.marks.pop_front();
+            }
+            let (rate, error_ratio) = match t.marks.front() {
+                Some(&(then, total, errors)) if now > then => {
+                    let dt = (now - then).as_secs_f64();
+                    let n = t.total - total;
+                    let e = t.errors - errors;
+                    (Some(n as f64 / dt), (n > 0).then(|| e as f64 / n as f64))
+                }
+                _ => (None, None),
+            };
+            let mut d: Vec<f64> = t.samples.iter().map(|s| s.duration).collect();
+            let mut f: Vec<f64> = t.samples.iter().filter_map(|s| s.ttft).collect();
+            d.sort_by(f64::total_cmp);
+            f.sort_by(f64::total_cmp);
+            let avg = (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64);
+            out.push(RequestSummary {
+                target: name.clone(),
+                active: active.get(index).copied(),
+                request_rate: rate,
+                error_ratio,
+                latency_avg_seconds: avg,
+                latency_p50_seconds: quantile(&d, 0.50),
+                latency_p95_seconds: quantile(&d, 0.95),
+                latency_p99_seconds: quantile(&d, 0.99),
+                ttft_p50_seconds: quantile(&f, 0.50),
+                ttft_p95_seconds: quantile(&f, 0.95),
+            });
+        }
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
+    }
+}
+
+/// Nearest-rank quantile of sorted values; `None` when empty.
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len() - 1))
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{TargetRequest, TargetSpec};
+    use agent_common::{HttpRequest, HTTP_PATH_MAX};
+
+    fn event(path: &str, status: u16, start: u64, end: u64) -> HttpEvent {
+        let mut p = [0u8; HTTP_PATH_MAX];
+        p[..path.len()].copy_from_slice(path.as_bytes());
+        HttpEvent {
+            tgid: 1,
+            fd: 3,
+            end: 1,
+            _pad: 0,
+            req: HttpRequest {
+                target: 1,
+                status,
+                method: 1,
+                flags: 0,
+                path_len: path.len() as u32,
+                chunks: 1,
+                req_start_ns: start,
+                req_end_ns: start,
+                resp_start_ns: end,
+                first_data_ns: end,
+                resp_end_ns: end,
+                req_bytes: 100,
+                req_header_bytes: 100,
+                resp_bytes: 150,
+                resp_header_bytes: 100,
+                gap_sum_ns: 0,
+                gap_max_ns: 0,
+                path: p,
+            },
+        }
+    }
+
+    fn collector(limit: usize) -> HttpCollector {
+        let me = std::process::id();
+        let targets = Targets::resolve(&TargetSpec::List(vec![TargetRequest::Pid {
+            pid: me,
+            name: Some("app".into()),
+        }]))
+        .unwrap();
+        HttpCollector::new(&targets, limit, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn series_and_summary() {
+        let mut c = collector(100);
+        let t0 = Instant::now();
+        c.summaries(t0, &HashMap::new());
+        for i in 0..10u64 {
+            let status = if i < 2 { 500 } else { 200 };
+            c.record(
+                &event(
+                    &format!("/items/{i}?q=1"),
+                    status,
+                    1_000,
+                    1_000 + (i + 1) * 10_000_000,
+                ),
+                t0,
+            );
+        }
+        let (http, streams) = c.series();
+        assert!(streams.is_empty());
+        assert_eq!(http.len(), 2);
+        assert_eq!(http[0].route, "/items/{id}");
+        assert_eq!((http[0].status, http[0].duration.count), (200, 8));
+        assert_eq!((http[1].status, http[1].duration.count), (500, 2));
+        assert_eq!(http[0].response_body.sum, 8.0 * 50.0);
+        let s = c.summaries(t0 + Duration::from_secs(2), &HashMap::from([(1, 3)]));
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].active, Some(3));
+        assert_eq!(s[0].request_rate, Some(5.0));
+        assert_eq!(s[0].error_ratio, Some(0.2));
+        assert_eq!(s[0].latency_p50_seconds, Some(0.05));
+        assert_eq!(s[0].latency_p99_seconds, Some(0.1));
+    }
+
+    #[test]
+    fn route_cap_and_decoder() {
+        let mut c = collector(3);
+        let now = Instant::now();
+        for i in 0..5 {
+            c.record(&event(&format!("/r{i}"), 200, 1, 2), now);
+        }
+        let routes: Vec<String> = c.series().0.into_iter().map(|s| s.route).collect();
+        assert_eq!(routes, vec!["/r0", "/r1", "/r2", "_OTHER"]);
+        c.record_bytes(&[0u8; 10], now);
+        assert_eq!(c.malformed, 1);
+    }
+
+    #[test]
+    fn quantiles() {
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[1.0], 0.99), Some(1.0));
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.95), Some(95.0));
+    }
+}

@@ -1,0 +1,83 @@
+//! Fixed-bucket histograms with cumulative semantics, as Prometheus exports them.
+use serde::Serialize;
+
+/// OpenTelemetry's default HTTP server duration buckets (seconds).
+pub const HTTP_DURATION: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Body sizes (bytes): powers of 4 from 64 B to 64 MiB.
+pub const BODY_SIZE: &[f64] = &[
+    0.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    67108864.0,
+];
+/// OpenTelemetry GenAI semantic conventions: time to first token (seconds).
+pub const TTFT: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// OpenTelemetry GenAI semantic conventions: time per output token (seconds).
+pub const TPOT: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+/// OpenTelemetry GenAI semantic conventions: request duration (seconds).
+pub const GEN_AI_DURATION: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hist {
+    #[serde(skip)]
+    pub bounds: &'static [f64],
+    /// `counts[i]` observations ≤ `bounds[i]` and above the previous bound; the last
+    /// element counts those above every bound.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Hist {
+    pub fn new(bounds: &'static [f64]) -> Hist {
+        Hist {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// (upper bound, cumulative count) for every finite bound.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.bounds
+            .iter()
+            .zip(self.counts.iter().scan(0u64, |acc, c| {
+                *acc += c;
+                Some(*acc)
+            }))
+            .map(|(b, c)| (*b, c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observe_is_le_inclusive() {
+        let mut h = Hist::new(&[1.0, 2.0]);
+        for v in [0.5, 1.0, 1.5, 2.0, 3.0] {
+            h.observe(v);
+        }
+        assert_eq!(h.counts, vec![2, 2, 1]);
+        assert_eq!(h.cumulative().collect::<Vec<_>>(), vec![(1.0, 2), (2.0, 4)]);
+        assert_eq!(h.count, 5);
+        assert_eq!(h.sum, 8.0);
+    }
+}

@@ -1,0 +1,108 @@
+//! HTTP route templating: raw paths become bounded route labels.
+//!
+//! The query string and fragment are dropped; a segment that is a number, a UUID or a
+//! long hex string becomes `{id}`. Each target keeps at most `limit` distinct routes;
+//! later new ones are folded into `_OTHER`.
+use std::collections::HashSet;
+
+pub const OVERFLOW_ROUTE: &str = "_OTHER";
+
+/// The route template of a request target (`/v1/items/42?x=1` → `/v1/items/{id}`).
+pub fn template(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    // Absolute form (proxies): keep the path part.
+    let path = match text.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => &text,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if path.is_empty() {
+        return "/".to_string();
+    }
+    if path == "*" {
+        return "*".to_string();
+    }
+    path.split('/')
+        .map(|seg| if is_id(seg) { "{id}" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn is_id(seg: &str) -> bool {
+    if seg.is_empty() {
+        return false;
+    }
+    let b = seg.as_bytes();
+    if b.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    if is_uuid(b) {
+        return true;
+    }
+    // Long hex strings (hashes, object ids): all hex and at least one digit, so that
+    // words like "deadbeef" stay… unless they carry a digit.
+    b.len() >= 8 && b.iter().all(u8::is_ascii_hexdigit) && b.iter().any(u8::is_ascii_digit)
+}
+
+fn is_uuid(b: &[u8]) -> bool {
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// Distinct routes of one target, capped.
+#[derive(Debug, Default)]
+pub struct RouteSet {
+    seen: HashSet<String>,
+}
+
+impl RouteSet {
+    /// The label for `route`: itself while under `limit` distinct routes, else `_OTHER`.
+    pub fn admit(&mut self, route: String, limit: usize) -> String {
+        if self.seen.contains(&route) {
+            return route;
+        }
+        if self.seen.len() >= limit {
+            return OVERFLOW_ROUTE.to_string();
+        }
+        self.seen.insert(route.clone());
+        route
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("", "/"),
+            ("*", "*"),
+            ("/v1/chat/completions", "/v1/chat/completions"),
+            ("/items/42", "/items/{id}"),
+            ("/items/42/", "/items/{id}/"),
+            ("/items/42?full=1#x", "/items/{id}"),
+            ("/u/123e4567-e89b-12d3-a456-426614174000/x", "/u/{id}/x"),
+            ("/blob/9f86d081884c7d65", "/blob/{id}"),
+            ("/blob/deadbeefcafe", "/blob/deadbeefcafe"),
+            ("/v2/models", "/v2/models"),
+            ("http://example.com/a/7", "/a/{id}"),
+            ("http://example.com", "/"),
+        ] {
+            assert_eq!(template(raw.as_bytes()), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn cap_folds_new_routes() {
+        let mut r = RouteSet::default();
+        assert_eq!(r.admit("/a".into(), 2), "/a");
+        assert_eq!(r.admit("/b".into(), 2), "/b");
+        assert_eq!(r.admit("/c".into(), 2), OVERFLOW_ROUTE);
+        assert_eq!(r.admit("/a".into(), 2), "/a");
+    }
+}

@@ -1,0 +1,247 @@
+//! Request tracing against real HTTP servers: exact counts, routes, statuses, durations,
+//! streaming TTFT/TPOT, large bodies, non-HTTP bytes, route templating and caps.
+//! Needs root (eBPF); see `common::bpf_or_skip`.
+mod common;
+
+use std::{io::Write, net::TcpStream, time::Duration};
+
+use common::{bpf_or_skip, request_count, Agent, Client, Metrics, PyServer};
+
+fn labels<'a>(method: &'a str, route: &'a str, status: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("target", "py"),
+        ("http_request_method", method),
+        ("http_route", route),
+        ("http_response_status_code", status),
+    ]
+}
+
+fn mean(m: &Metrics, name: &str, l: &[(&str, &str)]) -> f64 {
+    let sum = m.get(&format!("{name}_sum"), l).expect("sum");
+    let count = m.get(&format!("{name}_count"), l).expect("count");
+    sum / count
+}
+
+fn start_traced() -> (PyServer, Agent) {
+    let server = PyServer::start();
+    let arg = format!("{}=py", server.pid());
+    let agent = Agent::start(&["--pid", &arg]);
+    (server, agent)
+}
+
+#[test]
+fn keep_alive_requests_are_counted_exactly_with_routes_statuses_and_durations() {
+    if !bpf_or_skip("keep_alive_requests") {
+        return;
+    }
+    let (server, agent) = start_traced();
+    // Another server loaded at the same time is not traced.
+    let other = PyServer::start();
+    let other_port = other.port;
+    let noise = std::thread::spawn(move || {
+        let mut c = Client::connect(other_port);
+        for i in 0..100 {
+            assert_eq!(c.get(&format!("/items/{i}")).status, 200);
+        }
+    });
+
+    let mut clients = [Client::connect(server.port), Client::connect(server.port)];
+    let (mut slow20, mut slow100) = (Vec::new(), Vec::new());
+    for i in 0..200usize {
+        let c = &mut clients[i % 2];
+        let (path, want) = match i % 20 {
+            0 => ("/sleep/100".to_string(), 200),
+            1 | 2 => ("/sleep/20".to_string(), 200),
+            3 => ("/missing".to_string(), 404),
+            4 => ("/error".to_string(), 500),
+            _ => (format!("/items/{i}?page={i}"), 200),
+        };
+        let r = c.get(&path);
+        assert_eq!(r.status, want, "{path}");
+        match path.as_str() {
+            "/sleep/100" => slow100.push(r.elapsed.as_secs_f64()),
+            "/sleep/20" => slow20.push(r.elapsed.as_secs_f64()),
+            _ => {}
+        }
+    }
+    noise.join().unwrap();
+    agent.settle();
+    let m = agent.metrics();
+
+    assert_eq!(request_count(&m, &[("target", "py")]), 200.0);
+    assert_eq!(
+        request_count(&m, &labels("GET", "/sleep/{id}", "200")),
+        30.0
+    );
+    assert_eq!(request_count(&m, &labels("GET", "/missing", "404")), 10.0);
+    assert_eq!(request_count(&m, &labels("GET", "/error", "500")), 10.0);
+    assert_eq!(
+        request_count(&m, &labels("GET", "/items/{id}", "200")),
+        150.0
+    );
+    // Only the traced server appears.
+    let targets: Vec<String> = m
+        .matching("http_server_request_duration_seconds_count", &[])
+        .into_iter()
+        .map(|(l, _)| l["target"].clone())
+        .collect();
+    assert!(targets.iter().all(|t| t == "py"), "{targets:?}");
+
+    // The kernel's durations agree with what the client measured (within a few ms), and
+    // cover the handler's sleep.
+    let sleep_mean = mean(
+        &m,
+        "http_server_request_duration_seconds",
+        &labels("GET", "/sleep/{id}", "200"),
+    );
+    let client_all = (slow20.iter().sum::<f64>() + slow100.iter().sum::<f64>()) / 30.0;
+    assert!(
+        (sleep_mean - client_all).abs() < 0.003,
+        "kernel mean {sleep_mean}, client mean {client_all}"
+    );
+    // 20 x 20 ms and 10 x 100 ms: the histogram splits them at the 25 ms and 100 ms bounds.
+    let b = |le: &str| {
+        let mut l = labels("GET", "/sleep/{id}", "200").to_vec();
+        l.push(("le", le));
+        m.get("http_server_request_duration_seconds_bucket", &l)
+            .expect("bucket")
+    };
+    assert_eq!(b("0.01"), 0.0);
+    assert_eq!(b("0.025"), 20.0);
+    assert_eq!(b("0.075"), 20.0);
+    assert_eq!(b("0.25"), 30.0);
+    assert_eq!(
+        m.get("http_server_active_requests", &[("target", "py")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.get("infersight_ringbuf_dropped_events_total", &[]),
+        Some(0.0)
+    );
+    let (status, health) = agent.get("/health");
+    assert_eq!(status, 200, "{health}");
+    let v: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(v["collectors"][1]["name"], "http");
+    assert_eq!(v["collectors"][1]["state"], "active");
+}
+
+#[test]
+fn streaming_response_gives_ttft_tpot_and_chunks() {
+    if !bpf_or_skip("streaming_response") {
+        return;
+    }
+    let (server, agent) = start_traced();
+    let mut c = Client::connect(server.port);
+    let r = c.get("/stream");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.iter().filter(|b| **b == b'\n').count(), 40);
+    agent.settle();
+    let m = agent.metrics();
+    let l = [("target", "py"), ("http_route", "/stream")];
+    let ttft = mean(&m, "gen_ai_server_time_to_first_token_seconds", &l);
+    assert!((0.140..=0.160).contains(&ttft), "TTFT {ttft}");
+    let tpot = mean(&m, "gen_ai_server_time_per_output_token_seconds", &l);
+    assert!((0.008..=0.012).contains(&tpot), "TPOT {tpot}");
+    assert_eq!(m.get("infersight_http_stream_chunks_total", &l), Some(20.0));
+    assert_eq!(
+        m.get("gen_ai_server_request_duration_seconds_count", &l),
+        Some(1.0)
+    );
+    assert_eq!(request_count(&m, &labels("GET", "/stream", "200")), 1.0);
+}
+
+#[test]
+fn large_bodies_are_one_request_each() {
+    if !bpf_or_skip("large_bodies") {
+        return;
+    }
+    let (server, agent) = start_traced();
+    let mut c = Client::connect(server.port);
+    let upload = vec![b'a'; 1 << 20];
+    let r = c.request("POST", "/upload", &upload);
+    assert_eq!((r.status, r.body.as_slice()), (200, b"1048576".as_slice()));
+    let r = c.get("/big");
+    assert_eq!((r.status, r.body.len()), (200, 1 << 20));
+    agent.settle();
+    let m = agent.metrics();
+    let post = labels("POST", "/upload", "200");
+    assert_eq!(request_count(&m, &post), 1.0);
+    assert_eq!(
+        m.get("http_server_request_body_size_bytes_sum", &post),
+        Some(1048576.0)
+    );
+    let big = labels("GET", "/big", "200");
+    assert_eq!(request_count(&m, &big), 1.0);
+    assert_eq!(
+        m.get("http_server_response_body_size_bytes_sum", &big),
+        Some(1048576.0)
+    );
+    assert_eq!(request_count(&m, &[("target", "py")]), 2.0);
+}
+
+#[test]
+fn non_http_bytes_make_no_request() {
+    if !bpf_or_skip("non_http_bytes") {
+        return;
+    }
+    let (server, agent) = start_traced();
+    let tls_client_hello: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03, 0x5e, 0x1c, 0x2b, 0x3a,
+        0x00, 0x00, 0x20, 0xcc, 0xa8, 0xcc, 0xa9, 0xc0, 0x2f, 0xc0, 0x30,
+    ];
+    let binary: Vec<u8> = (0..512u32).map(|i| (i * 7919 % 251) as u8).collect();
+    for payload in [tls_client_hello, &binary, b"GET /partial"] {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.write_all(payload).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut sink = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = std::io::Read::read_to_end(&mut s, &mut sink);
+    }
+    // A real request afterwards is still counted, alone.
+    assert_eq!(Client::connect(server.port).get("/items/1").status, 200);
+    agent.settle();
+    let m = agent.metrics();
+    assert_eq!(request_count(&m, &[("target", "py")]), 1.0);
+    assert_eq!(request_count(&m, &labels("GET", "/items/{id}", "200")), 1.0);
+}
+
+#[test]
+fn routes_are_templated_and_capped() {
+    if !bpf_or_skip("routes_are_templated_and_capped") {
+        return;
+    }
+    let server = PyServer::start();
+    let dir = std::env::temp_dir().join(format!("infersight-routes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("cap.toml");
+    std::fs::write(&cfg, "[http]\nroute_limit = 5\n").unwrap();
+    let arg = format!("{}=py", server.pid());
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap(), "--pid", &arg]);
+    let mut c = Client::connect(server.port);
+    for i in 0..1000 {
+        assert_eq!(c.get(&format!("/items/{i}")).status, 200);
+    }
+    for i in 0..10 {
+        assert_eq!(c.get(&format!("/r/name{i}x")).status, 200);
+    }
+    agent.settle();
+    let m = agent.metrics();
+    assert_eq!(
+        request_count(&m, &labels("GET", "/items/{id}", "200")),
+        1000.0
+    );
+    // Cap 5: /items/{id} and four /r routes, then everything new is _OTHER.
+    let routes: std::collections::BTreeSet<String> = m
+        .matching(
+            "http_server_request_duration_seconds_count",
+            &[("target", "py")],
+        )
+        .into_iter()
+        .map(|(l, _)| l["http_route"].clone())
+        .collect();
+    assert_eq!(routes.len(), 6, "{routes:?}");
+    assert!(routes.contains("_OTHER"));
+    assert_eq!(request_count(&m, &labels("GET", "_OTHER", "200")), 6.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

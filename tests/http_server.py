@@ -1,0 +1,74 @@
+"""HTTP/1.1 test server for the request-tracing tests (ThreadingHTTPServer, keep-alive).
+
+Routes:
+  GET  /sleep/MS      200 after sleeping MS milliseconds
+  GET  /items/ID      200
+  GET  /r/NAME        200 (distinct routes for the cap test)
+  GET  /missing       404
+  GET  /error         500
+  GET  /big           200 with a 1 MiB body, written in one call
+  POST /upload        200 after reading the Content-Length body
+  GET  /stream        SSE over chunked encoding: 150 ms, then 20 events 10 ms apart
+Prints the port on stdout, then serves until killed.
+"""
+import http.server
+import sys
+import time
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as production servers set it: otherwise Nagle holds the body write
+    # until the client's delayed ACK, and the client sees ~40 ms the server never spent.
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body=b"ok"):
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        path = self.path
+        if path.startswith("/sleep/"):
+            time.sleep(int(path.split("/")[2]) / 1000)
+            self.reply(200)
+        elif path == "/missing":
+            self.reply(404, b"missing")
+        elif path == "/error":
+            self.reply(500, b"error")
+        elif path == "/big":
+            self.reply(200, b"x" * (1 << 20))
+        elif path == "/stream":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            time.sleep(0.150)
+            for i in range(20):
+                if i:
+                    time.sleep(0.010)
+                data = b"data: {\"token\": %d}\n\n" % i
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.reply(200)
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        remaining = length
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 65536))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+        self.reply(200, str(length).encode())
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
