@@ -30,7 +30,9 @@ pub const CONFIG_MODE: u32 = 0;
 pub const CONFIG_CGROUP_LEVELS: u32 = 1;
 /// How many distinct cgroup depths the kernel checks (one helper call each).
 pub const MAX_CGROUP_LEVELS: u32 = 4;
-pub const CONFIG_ENTRIES: u32 = CONFIG_CGROUP_LEVELS + MAX_CGROUP_LEVELS;
+/// Index of the word that turns HTTP request tracing on (1) or off (0).
+pub const CONFIG_HTTP: u32 = CONFIG_CGROUP_LEVELS + MAX_CGROUP_LEVELS;
+pub const CONFIG_ENTRIES: u32 = CONFIG_HTTP + 1;
 
 /// Mode bits in `CONFIG[CONFIG_MODE]`.
 pub const MODE_ALL: u32 = 1;

@@ -16,7 +16,7 @@ mod http;
 
 use agent_common::{
     log2_bucket, stats_key, Inflight, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS,
-    CONFIG_ENTRIES, CONFIG_MODE, HOST_TARGET, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK,
+    CONFIG_ENTRIES, CONFIG_HTTP, CONFIG_MODE, HOST_TARGET, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK,
     MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP, SLOT_OVERFLOW, TARGET_SLOTS, TARGET_SLOT_MASK,
 };
 use aya_ebpf::{
@@ -174,7 +174,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let tid = pid_tgid as u32;
-    let args = if http::is_socket_call(nr) {
+    let args = if http::is_socket_call(nr) && config(CONFIG_HTTP) != 0 {
         http::syscall_args(&ctx)
     } else {
         [0; 3]
@@ -215,7 +215,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let ret: i64 = ctx.arg(1);
     record(target, nr, ret, Some(now.saturating_sub(start)));
-    if http::is_socket_call(nr) {
+    if http::is_socket_call(nr) && config(CONFIG_HTTP) != 0 {
         http::on_exit((pid_tgid >> 32) as u32, target, nr, ret, &args, now);
     }
     0

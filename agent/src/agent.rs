@@ -57,12 +57,16 @@ fn locked(m: &Mutex<HttpCollector>) -> MutexGuard<'_, HttpCollector> {
 
 impl Agent {
     pub fn new(targets: Targets, config: &Config) -> Agent {
-        let probes = Probes::start(&targets, SYSCALL_PROGRAMS);
+        let probes = Probes::start_with(&targets, SYSCALL_PROGRAMS, config.http);
         let syscall_health = probes.collector_health();
         let http = HttpCollector::new(&targets, config.route_limit, config.window);
         Agent {
             targets,
-            http_health: syscall_health.clone(),
+            http_health: if config.http {
+                syscall_health.clone()
+            } else {
+                Health::unsupported("disabled in the configuration ([http] enabled = false)")
+            },
             probes,
             tick: 0,
             syscalls: Vec::new(),
@@ -179,25 +183,36 @@ impl Agent {
     }
 }
 
-/// Drain completed-request events whenever the ring buffer signals data.
+/// How often the event reader drains the ring buffer; the kernel wakes it earlier only
+/// when a quarter of the ring is in use (it sends no wake-up per event).
+const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Drain completed-request events on a timer, or sooner when the kernel signals.
 async fn read_events(mut fd: AsyncFd<RingBuf<MapData>>, http: Arc<Mutex<HttpCollector>>) {
+    let mut timer = tokio::time::interval(DRAIN_INTERVAL);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        let mut guard = match fd.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!("HTTP event reader stopped: {e}");
-                return;
-            }
-        };
-        {
-            let now = Instant::now();
-            let mut h = locked(&http);
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                h.record_bytes(&item, now);
-            }
+        tokio::select! {
+            _ = timer.tick() => drain(fd.get_mut(), &http),
+            ready = fd.readable_mut() => match ready {
+                Ok(mut guard) => {
+                    drain(guard.get_inner_mut(), &http);
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    tracing::error!("HTTP event reader stopped: {e}");
+                    return;
+                }
+            },
         }
-        guard.clear_ready();
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, http: &Mutex<HttpCollector>) {
+    let now = Instant::now();
+    let mut h = locked(http);
+    while let Some(item) = ring.next() {
+        h.record_bytes(&item, now);
     }
 }
 

@@ -71,6 +71,8 @@ pub struct Config {
     pub route_limit: usize,
     /// Window of the per-target request summaries (rate, error ratio, percentiles).
     pub window: Duration,
+    /// HTTP request tracing on the targets' sockets.
+    pub http: bool,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -89,6 +91,7 @@ struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HttpSection {
+    enabled: Option<bool>,
     route_limit: Option<usize>,
     window: Option<String>,
 }
@@ -253,6 +256,7 @@ fn build(
         targets,
         route_limit,
         window,
+        http: file.http.enabled.unwrap_or(true),
         source,
     })
 }

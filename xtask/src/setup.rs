@@ -9,8 +9,16 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 /// Debian packages: LLVM 22 for bpf-linker (build and run time), a C compiler for the
-/// test workloads, promtool (package prometheus) for exposition checks.
-const APT_PACKAGES: &[&str] = &["llvm-22-dev", "gcc", "libc6-dev", "prometheus"];
+/// test workloads, python3 for the test HTTP server, promtool (package prometheus) for
+/// exposition checks, wrk for the HTTP benchmark.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "gcc",
+    "libc6-dev",
+    "python3",
+    "prometheus",
+    "wrk",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

@@ -8,8 +8,8 @@ mod sys;
 use std::os::fd::OwnedFd;
 
 use agent_common::{
-    stats_key_parts, HttpCounters, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS, CONFIG_MODE,
-    MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP, SLOT_OVERFLOW, TARGET_SLOT_MASK,
+    stats_key_parts, HttpCounters, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS, CONFIG_HTTP,
+    CONFIG_MODE, MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP, SLOT_OVERFLOW, TARGET_SLOT_MASK,
 };
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -131,8 +131,13 @@ fn take<T>(
 }
 
 impl Probes {
-    /// Load and attach `specs` for `targets`. Never fails: problems become health states.
+    /// Load and attach `specs` for `targets`, with HTTP request tracing on. Never fails:
+    /// problems become health states.
     pub fn start(targets: &Targets, specs: &[ProgramSpec]) -> Probes {
+        Self::start_with(targets, specs, true)
+    }
+
+    pub fn start_with(targets: &Targets, specs: &[ProgramSpec], http: bool) -> Probes {
         let unsupported = |reason: String| Probes {
             loaded: None,
             programs: specs
@@ -239,7 +244,7 @@ impl Probes {
             _stats_fd: stats_fd,
         };
         // Fill the target maps before attaching, so the first events are already right.
-        let mut collector = match loaded.register(targets) {
+        let mut collector = match loaded.register(targets, http) {
             Ok(()) => Health::active(),
             Err(e) => Health::failed(e.to_string()),
         };
@@ -412,7 +417,7 @@ fn attach(bpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), String> {
 }
 
 impl Loaded {
-    fn register(&mut self, targets: &Targets) -> Result<(), EbpfError> {
+    fn register(&mut self, targets: &Targets, http: bool) -> Result<(), EbpfError> {
         let map_err = |name| move |source| EbpfError::Map { name, source };
         let mut mode = 0;
         let mut levels: Vec<u32> = Vec::new();
@@ -446,6 +451,9 @@ impl Loaded {
                 .set(CONFIG_CGROUP_LEVELS + i, level, 0)
                 .map_err(map_err("CONFIG"))?;
         }
+        self.config
+            .set(CONFIG_HTTP, u32::from(http), 0)
+            .map_err(map_err("CONFIG"))?;
         self.config
             .set(CONFIG_MODE, mode, 0)
             .map_err(map_err("CONFIG"))

@@ -1,0 +1,333 @@
+//! `cargo xtask bench http`: cost of request tracing under load, side by side in one run.
+//!
+//! A hyper HTTP/1.1 keep-alive server (this binary in `server` mode, one worker thread) is
+//! loaded by `wrk` for a fixed time under three configurations per round: untraced; with
+//! empty programs on the same syscall hooks (the floor: the mechanism's cost for every
+//! syscall on the host, wrk's included); traced by the real release agent
+//! (`infersight --pid SERVER`). The agent's own /metrics gives the requests it counted,
+//! its programs' run time and ring-buffer drops; /proc gives its CPU time and RSS.
+//!
+//! Usage: cargo bench -p infersight --bench http -- [--seconds S] [--rounds R] [--connections C]
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use http_body_util::Full;
+use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response};
+use hyper_util::rt::TokioIo;
+use infersight::{
+    ebpf::{Probes, FLOOR_PROGRAMS},
+    targets::Targets,
+};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_infersight");
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("server") {
+        return serve();
+    }
+    let flag = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the http benchmark loads eBPF programs: run it as root");
+        std::process::exit(1);
+    }
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("wrk is missing (cargo xtask setup installs it)");
+        std::process::exit(1);
+    }
+    run(
+        flag("--seconds", 5),
+        flag("--rounds", 3) as usize,
+        flag("--connections", 32),
+    );
+}
+
+async fn handle(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(
+        b"{\"ok\":true}",
+    ))))
+}
+
+fn serve() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("{}", listener.local_addr().expect("addr").port());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service_fn(handle))
+                    .await;
+            });
+        }
+    });
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Wrk {
+    rps: f64,
+    p99_ms: f64,
+    requests: f64,
+}
+
+fn wrk(port: u16, seconds: u64, connections: u64) -> Wrk {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            &format!("http://127.0.0.1:{port}/v1/completions"),
+        ])
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("wrk output lacks {prefix:?}:\n{text}"))
+    };
+    let rps: f64 = field("Requests/sec:").parse().expect("rps");
+    let p99 = field("99%");
+    let p99_ms = if let Some(v) = p99.strip_suffix("us") {
+        v.parse::<f64>().expect("p99") / 1000.0
+    } else if let Some(v) = p99.strip_suffix("ms") {
+        v.parse().expect("p99")
+    } else if let Some(v) = p99.strip_suffix('s') {
+        v.parse::<f64>().expect("p99") * 1000.0
+    } else {
+        panic!("p99 {p99}")
+    };
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .map(|(n, _)| n.to_string())
+        })
+        .expect("request count")
+        .parse()
+        .expect("count");
+    Wrk {
+        rps,
+        p99_ms,
+        requests,
+    }
+}
+
+fn scrape(port: u16) -> HashMap<String, f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("agent");
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sum(m: &HashMap<String, f64>, prefix: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// CPU seconds (user + system) and RSS in bytes of a process.
+fn usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        / tick;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, rss_kb * 1024.0)
+}
+
+fn start_agent(server_pid: u32) -> (Proc, u16) {
+    let mut child = Command::new(AGENT)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--pid",
+            &format!("{server_pid}=bench"),
+        ])
+        .env("INFERSIGHT_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agent");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines.next().expect("agent exited").expect("read");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest
+                .trim()
+                .rsplit_once(':')
+                .expect("addr")
+                .1
+                .parse()
+                .expect("port");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), port)
+}
+
+/// wrk with the empty programs attached; returns (result, eBPF ns per request).
+fn floor_round(port: u16, seconds: u64, connections: u64) -> (Wrk, f64) {
+    let probes = Probes::start(&Targets::default(), FLOOR_PROGRAMS);
+    assert!(
+        probes.collector_health().reason.is_none(),
+        "empty programs did not attach: {:?}",
+        probes.collector_health()
+    );
+    let runtime = |p: &Probes| -> f64 {
+        p.program_statuses()
+            .iter()
+            .filter_map(|s| s.run_time_ns)
+            .sum::<u64>() as f64
+    };
+    let before = runtime(&probes);
+    let w = wrk(port, seconds, connections);
+    let ns = (runtime(&probes) - before) / w.requests;
+    (w, ns)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn run(seconds: u64, rounds: usize, connections: u64) {
+    let exe = std::env::current_exe().expect("own path");
+    let mut server = Command::new(exe)
+        .arg("server")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port");
+    let server_pid = server.id();
+    let _server = Proc(server);
+    let port: u16 = line.trim().parse().expect("port");
+
+    let (mut rps_u, mut rps_t, mut p99_u, mut p99_t) = (vec![], vec![], vec![], vec![]);
+    let (mut rps_f, mut p99_f, mut ns_floor) = (vec![], vec![], vec![]);
+    let (mut ns_req, mut cpu_m, mut rss, mut counted, mut dropped) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let u = wrk(port, seconds, connections);
+        let (f, f_ns) = floor_round(port, seconds, connections);
+        rps_f.push(f.rps);
+        p99_f.push(f.p99_ms);
+        ns_floor.push(f_ns);
+        let (agent, aport) = start_agent(server_pid);
+        std::thread::sleep(Duration::from_millis(1500));
+        let before = scrape(aport);
+        let (cpu0, _) = usage(agent.0.id());
+        let start = Instant::now();
+        let t = wrk(port, seconds, connections);
+        let elapsed = start.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(1500)); // two ticks
+        let (cpu1, rss_now) = usage(agent.0.id());
+        let after = scrape(aport);
+        drop(agent);
+        let runtime = sum(&after, "infersight_ebpf_program_run_time_seconds_total")
+            - sum(&before, "infersight_ebpf_program_run_time_seconds_total");
+        let reqs = sum(&after, "http_server_request_duration_seconds_count{")
+            - sum(&before, "http_server_request_duration_seconds_count{");
+        rps_u.push(u.rps);
+        rps_t.push(t.rps);
+        p99_u.push(u.p99_ms);
+        p99_t.push(t.p99_ms);
+        ns_req.push(runtime * 1e9 / t.requests);
+        cpu_m.push((cpu1 - cpu0) / (elapsed + 1.5) * 1000.0);
+        rss.push(rss_now / 1048576.0);
+        counted.push(reqs / t.requests);
+        dropped.push(sum(&after, "infersight_ringbuf_dropped_events_total"));
+        eprintln!(
+            "round {}: untraced {:.0} req/s p99 {:.2} ms | floor {:.0} req/s, {:.0} ns eBPF/req | traced {:.0} req/s p99 {:.2} ms, {:.0} ns eBPF/req, counted {}/{} requests, {} dropped, agent {:.0} mCPU {:.1} MiB",
+            round + 1, u.rps, u.p99_ms, f.rps, f_ns, t.rps, t.p99_ms, ns_req[round], reqs, t.requests,
+            dropped[round], cpu_m[round], rss[round]
+        );
+    }
+    let (ru, rf, rt) = (median(&mut rps_u), median(&mut rps_f), median(&mut rps_t));
+    let (pu, pf, pt) = (median(&mut p99_u), median(&mut p99_f), median(&mut p99_t));
+    let (nf, nt) = (median(&mut ns_floor), median(&mut ns_req));
+    println!(
+        "\nhttp benchmark: wrk -t1 -c{connections} -d{seconds}s against a hyper keep-alive server (1 worker), median of {rounds} interleaved rounds\n"
+    );
+    println!("| measure | untraced | floor (empty programs) | traced | traced ÷ untraced | goal |");
+    println!("| --- | ---: | ---: | ---: | ---: | --- |");
+    println!(
+        "| throughput (req/s) | {ru:.0} | {rf:.0} | {rt:.0} | {:.3} | ≥ 0.95 |",
+        rt / ru
+    );
+    println!(
+        "| p99 latency (ms) | {pu:.2} | {pf:.2} | {pt:.2} | {:.2} | – |",
+        pt / pu
+    );
+    println!("| eBPF time per request (all programs, every syscall on the host) | – | {nf:.0} ns | {nt:.0} ns | – | – |");
+    println!("| eBPF time per request added by tracing (traced − floor) | – | – | {:.0} ns | – | ≤ 300 ns |", nt - nf);
+    println!(
+        "| requests counted ÷ completed by wrk | – | – | {:.4} | – | 1.0 |",
+        median(&mut counted)
+    );
+    println!(
+        "| ring-buffer drops | – | – | {:.0} | – | 0 |",
+        median(&mut dropped)
+    );
+    println!(
+        "| agent CPU while loaded | – | – | {:.0} mCPU | – | – |",
+        median(&mut cpu_m)
+    );
+    println!(
+        "| agent RSS | – | – | {:.1} MiB | – | – |",
+        median(&mut rss)
+    );
+}
