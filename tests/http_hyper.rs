@@ -4,7 +4,7 @@ mod common;
 
 use std::{convert::Infallible, time::Duration};
 
-use common::{bpf_or_skip, request_count, Agent, Client};
+use common::{bpf_or_skip, request_count, Agent};
 use http_body_util::Full;
 use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
@@ -60,22 +60,7 @@ fn hyper_server_requests_are_counted_exactly() {
     let port = start_server();
     let arg = format!("{}=hyper", std::process::id());
     let agent = Agent::start(&["--pid", &arg]);
-    let mut clients = [Client::connect(port), Client::connect(port)];
-    let mut slow = Vec::new();
-    for i in 0..200usize {
-        let (path, want) = match i % 20 {
-            0 => ("/sleep/100".to_string(), 200),
-            1 | 2 => ("/sleep/20".to_string(), 200),
-            3 => ("/missing".to_string(), 404),
-            4 => ("/error".to_string(), 500),
-            _ => (format!("/v1/items/{i}"), 200),
-        };
-        let r = clients[i % 2].get(&path);
-        assert_eq!(r.status, want, "{path}");
-        if path.starts_with("/sleep/") {
-            slow.push(r.elapsed.as_secs_f64());
-        }
-    }
+    let slow = common::request_mix(port, "/v1/items");
     agent.settle();
     let m = agent.metrics();
     let l = |route: &'static str, status: &'static str| {

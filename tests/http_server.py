@@ -9,6 +9,7 @@ Routes:
   GET  /big           200 with a 1 MiB body, written in one call
   POST /upload        200 after reading the Content-Length body
   GET  /stream        SSE over chunked encoding: 150 ms, then 20 events 10 ms apart
+  GET  /dribble       200, the whole response written one byte per write
 Prints the port on stdout, then serves until killed.
 """
 import http.server
@@ -43,6 +44,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(500, b"error")
         elif path == "/big":
             self.reply(200, b"x" * (1 << 20))
+        elif path == "/dribble":
+            raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            for i in range(len(raw)):
+                self.wfile.write(raw[i : i + 1])
         elif path == "/stream":
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")

@@ -238,10 +238,13 @@ pub fn on_exit(tgid: u32, target: u32, nr: u32, ret: i64, args: &[u64; 3], now: 
                     if cnt == 0 || cnt > 1024 {
                         return;
                     }
-                    let Some((base, _)) = iov_at(iov, 0) else {
+                    let Some((base, iov_len)) = iov_at(iov, 0) else {
                         return;
                     };
+                    // Inspect only the first buffer: reading `total` bytes from it could
+                    // run past its end.
                     io.buf = base;
+                    io.len = min(total, iov_len);
                     io.end = iov_at(iov, cnt - 1).map_or(0, |(b, l)| b + l);
                 }
                 NR_SENDFILE => io.buf = 0,
@@ -548,9 +551,14 @@ fn on_read(conn: *mut ConnState, io: &Io) {
     match c.phase {
         CONN_NOT_HTTP => return,
         CONN_REQUEST => {
-            c.ev.req.req_bytes += io.total;
-            c.ev.req.req_end_ns = now;
-            return;
+            // More of the request (body), unless a new request line shows that the
+            // response was missed: then the connection must not stay stuck here.
+            // SAFETY: bpf_probe_read_user checks the address.
+            let first = unsafe { bpf_probe_read_user(buf as *const u64) }.unwrap_or(0);
+            if len < 14 || method(first).is_none() {
+                more_request(c, io);
+                return;
+            }
         }
         _ => {}
     }
@@ -558,27 +566,20 @@ fn on_read(conn: *mut ConnState, io: &Io) {
         return;
     };
     let Some((m, start)) = (if n >= 14 { method(word(s, 0)) } else { None }) else {
-        if c.phase == CONN_NEW {
-            c.phase = CONN_NOT_HTTP;
-        }
+        not_a_request(c, io, n);
         return;
     };
     // The request target ends at the next space, followed by "HTTP/1.".
     let Some(sp) = find(s, start, n, b' ') else {
-        if c.phase == CONN_NEW {
-            c.phase = CONN_NOT_HTTP;
-        }
+        not_a_request(c, io, n);
         return;
     };
     if sp + 8 > n || word(s, sp + 1) & low_bytes(7) != lit(b"HTTP/1.\0") {
-        if c.phase == CONN_NEW {
-            c.phase = CONN_NOT_HTTP;
-        }
+        not_a_request(c, io, n);
         return;
     }
-    if c.phase == CONN_RESPONSE {
-        finish(conn, tgid, fd, END_NEXT_REQUEST);
-    }
+    // The exchange before, if any, ends here (with an event when it had a response).
+    finish(conn, tgid, fd, END_NEXT_REQUEST);
     let path_len = sp - start;
     set(&mut c.ev.tgid, tgid);
     set(&mut c.ev.fd, fd);
@@ -638,10 +639,29 @@ fn on_read(conn: *mut ConnState, io: &Io) {
     };
 }
 
+#[inline(always)]
+fn more_request(c: &mut ConnState, io: &Io) {
+    c.ev.req.req_bytes += io.total;
+    c.ev.req.req_end_ns = io.now;
+}
+
+/// A read that does not start a request: body bytes in the request phase; on a new
+/// connection, proof that it does not speak HTTP/1.x (a short first read waits for more).
+#[inline(always)]
+fn not_a_request(c: &mut ConnState, io: &Io, n: usize) {
+    match c.phase {
+        CONN_REQUEST => more_request(c, io),
+        CONN_NEW if n >= 14 => c.phase = CONN_NOT_HTTP,
+        _ => {}
+    }
+}
+
 /// A response write: `io.buf` holds the first bytes (0 for sendfile), `io.end` the end of
 /// the last buffer (for the terminating-chunk check).
 fn on_write(conn: *mut ConnState, io: &Io) {
     let (tgid, fd, buf, len, end, now) = (io.tgid, io.fd, io.buf, io.total, io.end, io.now);
+    // Bytes of the first buffer that may be inspected.
+    let head_len = io.len;
     // SAFETY: `conn` points at this connection's value in the LRU map.
     let c = unsafe { &mut *conn };
     match c.phase {
@@ -649,7 +669,7 @@ fn on_write(conn: *mut ConnState, io: &Io) {
             if buf == 0 {
                 return;
             }
-            let Some((s, n)) = load(buf, len) else {
+            let Some((s, n)) = load(buf, head_len) else {
                 return;
             };
             let w = word(s, 0);

@@ -8,6 +8,8 @@
 //! its programs' run time and ring-buffer drops; /proc gives its CPU time and RSS.
 //!
 //! Usage: cargo bench -p infersight --bench http -- [--seconds S] [--rounds R] [--connections C]
+mod common;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -32,26 +34,15 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("server") {
         return serve();
     }
-    let flag = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the http benchmark loads eBPF programs: run it as root");
-        std::process::exit(1);
-    }
+    common::require_root("http");
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("wrk is missing (cargo xtask setup installs it)");
         std::process::exit(1);
     }
     run(
-        flag("--seconds", 5),
-        flag("--rounds", 3) as usize,
-        flag("--connections", 32),
+        common::flag(&args, "--seconds", 5),
+        common::flag(&args, "--rounds", 3) as usize,
+        common::flag(&args, "--connections", 32),
     );
 }
 
@@ -236,11 +227,6 @@ fn floor_round(port: u16, seconds: u64, connections: u64) -> (Wrk, f64) {
     (w, ns)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn run(seconds: u64, rounds: usize, connections: u64) {
     let exe = std::env::current_exe().expect("own path");
     let mut server = Command::new(exe)
@@ -296,9 +282,17 @@ fn run(seconds: u64, rounds: usize, connections: u64) {
             dropped[round], cpu_m[round], rss[round]
         );
     }
-    let (ru, rf, rt) = (median(&mut rps_u), median(&mut rps_f), median(&mut rps_t));
-    let (pu, pf, pt) = (median(&mut p99_u), median(&mut p99_f), median(&mut p99_t));
-    let (nf, nt) = (median(&mut ns_floor), median(&mut ns_req));
+    let (ru, rf, rt) = (
+        common::median(&mut rps_u),
+        common::median(&mut rps_f),
+        common::median(&mut rps_t),
+    );
+    let (pu, pf, pt) = (
+        common::median(&mut p99_u),
+        common::median(&mut p99_f),
+        common::median(&mut p99_t),
+    );
+    let (nf, nt) = (common::median(&mut ns_floor), common::median(&mut ns_req));
     println!(
         "\nhttp benchmark: wrk -t1 -c{connections} -d{seconds}s against a hyper keep-alive server (1 worker), median of {rounds} interleaved rounds\n"
     );
@@ -316,18 +310,18 @@ fn run(seconds: u64, rounds: usize, connections: u64) {
     println!("| eBPF time per request added by tracing (traced − floor) | – | – | {:.0} ns | – | ≤ 300 ns |", nt - nf);
     println!(
         "| requests counted ÷ completed by wrk | – | – | {:.4} | – | 1.0 |",
-        median(&mut counted)
+        common::median(&mut counted)
     );
     println!(
         "| ring-buffer drops | – | – | {:.0} | – | 0 |",
-        median(&mut dropped)
+        common::median(&mut dropped)
     );
     println!(
         "| agent CPU while loaded | – | – | {:.0} mCPU | – | – |",
-        median(&mut cpu_m)
+        common::median(&mut cpu_m)
     );
     println!(
         "| agent RSS | – | – | {:.1} MiB | – | – |",
-        median(&mut rss)
+        common::median(&mut rss)
     );
 }

@@ -9,6 +9,8 @@
 //!   traced   the agent's programs, targeting the loop process
 //!
 //! Usage: cargo bench -p infersight --bench syscalls -- [--calls N] [--rounds R]
+mod common;
+
 use std::{
     io::{BufRead, BufReader, Write},
     process::{Child, Command, Stdio},
@@ -31,20 +33,9 @@ fn main() {
             .unwrap_or(1_000_000u64);
         return child_loop(n);
     }
-    let flag = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let calls = flag("--calls", 2_000_000);
-    let rounds = flag("--rounds", 5) as usize;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the syscalls benchmark loads eBPF programs: run it as root");
-        std::process::exit(1);
-    }
+    let calls = common::flag(&args, "--calls", 2_000_000);
+    let rounds = common::flag(&args, "--rounds", 5) as usize;
+    common::require_root("syscalls");
     run(calls, rounds);
 }
 
@@ -114,11 +105,6 @@ fn program_cost(before: &[ProgramStatus], after: &[ProgramStatus]) -> Option<(u6
         }
     }
     Some((t, c))
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn run(calls: u64, rounds: usize) {
@@ -191,10 +177,10 @@ fn run(calls: u64, rounds: usize) {
     let _ = bystander.wait();
 
     let (n, f, o, t) = (
-        median(&mut none),
-        median(&mut floor),
-        median(&mut other),
-        median(&mut traced),
+        common::median(&mut none),
+        common::median(&mut floor),
+        common::median(&mut other),
+        common::median(&mut traced),
     );
     let per_run = |c: (u64, u64)| {
         if c.1 == 0 {

@@ -448,3 +448,26 @@ pub fn request_count(m: &Metrics, labels: &[(&str, &str)]) -> f64 {
         .map(|(_, v)| v)
         .sum()
 }
+
+/// 200 GET requests over two keep-alive connections, with per 20: one /sleep/100, two
+/// /sleep/20, one /missing (404), one /error (500) and fifteen `{items}/N`. Checks each
+/// status and returns the client-measured durations of the sleeping requests.
+pub fn request_mix(port: u16, items: &str) -> Vec<f64> {
+    let mut clients = [Client::connect(port), Client::connect(port)];
+    let mut slow = Vec::new();
+    for i in 0..200usize {
+        let (path, want) = match i % 20 {
+            0 => ("/sleep/100".to_string(), 200),
+            1 | 2 => ("/sleep/20".to_string(), 200),
+            3 => ("/missing".to_string(), 404),
+            4 => ("/error".to_string(), 500),
+            _ => (format!("{items}/{i}?page={i}"), 200),
+        };
+        let r = clients[i % 2].get(&path);
+        assert_eq!(r.status, want, "{path}");
+        if path.starts_with("/sleep/") {
+            slow.push(r.elapsed.as_secs_f64());
+        }
+    }
+    slow
+}
