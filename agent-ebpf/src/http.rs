@@ -169,8 +169,11 @@ struct Io {
     len: u64,
     /// Bytes the call moved in total.
     total: u64,
-    /// End of the last buffer (writes; 0 when unknown).
+    /// Writes: end of the single buffer, or 0 with `iov`/`iov_cnt` set for vectored ones
+    /// (their last buffer is only looked up when a terminating chunk is possible).
     end: u64,
+    iov: u64,
+    iov_cnt: u64,
     now: u64,
 }
 
@@ -209,6 +212,8 @@ pub fn on_exit(tgid: u32, target: u32, nr: u32, ret: i64, args: &[u64; 3], now: 
                 len: total,
                 total,
                 end: 0,
+                iov: 0,
+                iov_cnt: 0,
                 now,
             };
             let is_read = matches!(nr, NR_READ | NR_RECVFROM | NR_READV | NR_RECVMSG);
@@ -245,7 +250,8 @@ pub fn on_exit(tgid: u32, target: u32, nr: u32, ret: i64, args: &[u64; 3], now: 
                     // run past its end.
                     io.buf = base;
                     io.len = min(total, iov_len);
-                    io.end = iov_at(iov, cnt - 1).map_or(0, |(b, l)| b + l);
+                    io.iov = iov;
+                    io.iov_cnt = cnt;
                 }
                 NR_SENDFILE => io.buf = 0,
                 _ => {}
@@ -656,10 +662,9 @@ fn not_a_request(c: &mut ConnState, io: &Io, n: usize) {
     }
 }
 
-/// A response write: `io.buf` holds the first bytes (0 for sendfile), `io.end` the end of
-/// the last buffer (for the terminating-chunk check).
+/// A response write: `io.buf` holds the first bytes (0 for sendfile).
 fn on_write(conn: *mut ConnState, io: &Io) {
-    let (tgid, fd, buf, len, end, now) = (io.tgid, io.fd, io.buf, io.total, io.end, io.now);
+    let (tgid, fd, buf, len, now) = (io.tgid, io.fd, io.buf, io.total, io.now);
     // Bytes of the first buffer that may be inspected.
     let head_len = io.len;
     // SAFETY: `conn` points at this connection's value in the LRU map.
@@ -696,7 +701,7 @@ fn on_write(conn: *mut ConnState, io: &Io) {
             c.ev.req.resp_bytes += len;
             c.ev.req.resp_end_ns = now;
             let chunked = c.ev.req.flags & HTTP_CHUNKED != 0;
-            let terminator = chunked && last_chunk(end);
+            let terminator = chunked && last_chunk(io);
             // A write holding only "0\r\n\r\n" carries no data.
             if !(terminator && len == 5) {
                 data(c, now);
@@ -745,7 +750,7 @@ fn response_head(conn: *mut ConnState, io: &Io, s: *mut Scratch) {
             return;
         }
     }
-    if flags & HTTP_CHUNKED != 0 && body > 0 && last_chunk(io.end) {
+    if flags & HTTP_CHUNKED != 0 && body > 0 && last_chunk(io) {
         finish(conn, io.tgid, io.fd, END_LAST_CHUNK);
     }
 }
@@ -765,9 +770,14 @@ fn data(c: &mut ConnState, now: u64) {
     c.last_data_ns = now;
 }
 
-/// Whether the bytes before `end` are the terminating chunk "0\r\n\r\n".
+/// Whether the write ended with the terminating chunk "0\r\n\r\n".
 #[inline(always)]
-fn last_chunk(end: u64) -> bool {
+fn last_chunk(io: &Io) -> bool {
+    let end = if io.iov_cnt > 0 {
+        iov_at(io.iov, io.iov_cnt - 1).map_or(0, |(b, l)| b + l)
+    } else {
+        io.end
+    };
     if end < 5 {
         return false;
     }

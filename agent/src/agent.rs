@@ -19,7 +19,7 @@ use tokio::{
 use crate::{
     collect::{self, http::HttpCollector},
     config::Config,
-    ebpf::{Probes, SYSCALL_PROGRAMS},
+    ebpf::{Options, Probes, SYSCALL_PROGRAMS},
     server,
     snapshot::{CollectorStatus, Health, Snapshot, State, SyscallSeries, TargetStatus},
     targets::{process_alive, TargetError, TargetKind, Targets},
@@ -57,7 +57,11 @@ fn locked(m: &Mutex<HttpCollector>) -> MutexGuard<'_, HttpCollector> {
 
 impl Agent {
     pub fn new(targets: Targets, config: &Config) -> Agent {
-        let probes = Probes::start_with(&targets, SYSCALL_PROGRAMS, config.http);
+        let options = Options {
+            http: config.http,
+            bpf_stats: config.bpf_stats,
+        };
+        let probes = Probes::start_with(&targets, SYSCALL_PROGRAMS, options);
         let syscall_health = probes.collector_health();
         let http = HttpCollector::new(&targets, config.route_limit, config.window);
         Agent {

@@ -73,6 +73,8 @@ pub struct Config {
     pub window: Duration,
     /// HTTP request tracing on the targets' sockets.
     pub http: bool,
+    /// BPF run-time statistics for the self-cost metrics.
+    pub bpf_stats: bool,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -101,6 +103,7 @@ struct HttpSection {
 struct AgentSection {
     listen: Option<String>,
     tick: Option<String>,
+    bpf_stats: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,6 +260,7 @@ fn build(
         route_limit,
         window,
         http: file.http.enabled.unwrap_or(true),
+        bpf_stats: file.agent.bpf_stats.unwrap_or(true),
         source,
     })
 }

@@ -92,6 +92,25 @@ pub const FLOOR_PROGRAMS: &[ProgramSpec] = &[
     },
 ];
 
+/// What the loaded programs do besides syscall tracing.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// HTTP request tracing on the targets' sockets.
+    pub http: bool,
+    /// BPF run-time statistics (self-cost metrics). They cost two clock reads per program
+    /// run, on every syscall of the host.
+    pub bpf_stats: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            http: true,
+            bpf_stats: true,
+        }
+    }
+}
+
 /// One (target, syscall) aggregate summed over CPUs.
 #[derive(Debug, Clone, Copy)]
 pub struct SyscallSample {
@@ -131,13 +150,13 @@ fn take<T>(
 }
 
 impl Probes {
-    /// Load and attach `specs` for `targets`, with HTTP request tracing on. Never fails:
+    /// Load and attach `specs` for `targets` with the default options. Never fails:
     /// problems become health states.
     pub fn start(targets: &Targets, specs: &[ProgramSpec]) -> Probes {
-        Self::start_with(targets, specs, true)
+        Self::start_with(targets, specs, Options::default())
     }
 
-    pub fn start_with(targets: &Targets, specs: &[ProgramSpec], http: bool) -> Probes {
+    pub fn start_with(targets: &Targets, specs: &[ProgramSpec], options: Options) -> Probes {
         let unsupported = |reason: String| Probes {
             loaded: None,
             programs: specs
@@ -221,7 +240,12 @@ impl Probes {
                 };
             }
         };
-        let (stats_fd, stats_note) = if sys::can_enable_stats() {
+        let (stats_fd, stats_note) = if !options.bpf_stats {
+            (
+                None,
+                Some("turned off in the configuration ([agent] bpf_stats = false)".to_string()),
+            )
+        } else if sys::can_enable_stats() {
             match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
                 Ok(fd) => (Some(fd), None),
                 Err(e) => (None, Some(format!("BPF_ENABLE_STATS failed: {e}"))),
@@ -244,7 +268,7 @@ impl Probes {
             _stats_fd: stats_fd,
         };
         // Fill the target maps before attaching, so the first events are already right.
-        let mut collector = match loaded.register(targets, http) {
+        let mut collector = match loaded.register(targets, options.http) {
             Ok(()) => Health::active(),
             Err(e) => Health::failed(e.to_string()),
         };
