@@ -237,6 +237,12 @@ pub struct HttpCounters {
     pub finished: u64,
     /// Completed requests whose event did not fit in the ring buffer.
     pub dropped: u64,
+    /// Connections accepted (and tracked) by the target.
+    pub accepted: u64,
+    /// Accepted connections whose first bytes were not HTTP/1.x (ignored from then on).
+    pub ignored_connections: u64,
+    /// Requests that ended (next request or close) without a response being seen.
+    pub unanswered: u64,
 }
 
 #[cfg(feature = "user")]

@@ -185,7 +185,13 @@ pub fn on_exit(tgid: u32, target: u32, nr: u32, ret: i64, args: &[u64; 3], now: 
                 // A reused fd number starts over. By reference: a by-value argument would
                 // be copied onto the stack with a memcpy loop.
                 #[allow(clippy::needless_borrows_for_generic_args)]
-                let _ = CONNS.insert(conn_key(tgid, ret as u32), &NEW_CONN, 0);
+                let inserted = CONNS
+                    .insert(conn_key(tgid, ret as u32), &NEW_CONN, 0)
+                    .is_ok();
+                if let (true, Some(k)) = (inserted, counters(target)) {
+                    // SAFETY: this CPU's counters.
+                    unsafe { (*k).accepted += 1 };
+                }
             }
         }
         NR_CLOSE => {
@@ -243,11 +249,15 @@ pub fn on_exit(tgid: u32, target: u32, nr: u32, ret: i64, args: &[u64; 3], now: 
                     if cnt == 0 || cnt > 1024 {
                         return;
                     }
-                    let Some((base, iov_len)) = iov_at(iov, 0) else {
+                    let Some((mut base, mut iov_len)) = iov_at(iov, 0) else {
                         return;
                     };
-                    // Inspect only the first buffer: reading `total` bytes from it could
-                    // run past its end.
+                    // Writers may lead with an empty buffer: look at the next one.
+                    if iov_len == 0 && cnt > 1 {
+                        (base, iov_len) = iov_at(iov, 1).unwrap_or((0, 0));
+                    }
+                    // Inspect only that buffer: reading `total` bytes from it could run
+                    // past its end.
                     io.buf = base;
                     io.len = min(total, iov_len);
                     io.iov = iov;
@@ -657,7 +667,13 @@ fn more_request(c: &mut ConnState, io: &Io) {
 fn not_a_request(c: &mut ConnState, io: &Io, n: usize) {
     match c.phase {
         CONN_REQUEST => more_request(c, io),
-        CONN_NEW if n >= 14 => c.phase = CONN_NOT_HTTP,
+        CONN_NEW if n >= 14 => {
+            c.phase = CONN_NOT_HTTP;
+            if let Some(k) = counters(io.target) {
+                // SAFETY: this CPU's counters.
+                unsafe { (*k).ignored_connections += 1 };
+            }
+        }
         _ => {}
     }
 }
@@ -819,6 +835,11 @@ fn finish(conn: *mut ConnState, tgid: u32, fd: u32, end: u32) {
     }
     if let Some(k) = k {
         // SAFETY: this CPU's counters.
-        unsafe { (*k).finished += 1 };
+        unsafe {
+            (*k).finished += 1;
+            if phase == CONN_REQUEST {
+                (*k).unanswered += 1;
+            }
+        }
     }
 }

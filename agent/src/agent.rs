@@ -139,16 +139,14 @@ impl Agent {
         } else {
             None
         };
-        let active: HashMap<u32, u64> = counters
-            .iter()
-            .flatten()
-            .map(|(t, c)| (*t, c.started.saturating_sub(c.finished)))
-            .collect();
-        let ringbuf_dropped = counters.map(|c| c.iter().map(|(_, k)| k.dropped).sum());
+        let ringbuf_dropped = counters
+            .as_ref()
+            .map(|c| c.iter().map(|(_, k)| k.dropped).sum());
+        let counters: HashMap<u32, _> = counters.into_iter().flatten().collect();
         let (http, streams, requests) = {
             let mut h = locked(&self.http);
             let (http, streams) = h.series();
-            (http, streams, h.summaries(Instant::now(), &active))
+            (http, streams, h.summaries(Instant::now(), &counters))
         };
         Snapshot {
             timestamp_ms: SystemTime::now()

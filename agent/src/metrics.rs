@@ -241,6 +241,42 @@ fn http_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
             .filter_map(|r| r.active.map(|a| gauge(&[("target", &r.target)], a as f64)))
             .collect(),
     ));
+    out.push(family(
+        "infersight_http_connections_accepted_total",
+        "Connections accepted by a target (tracked for HTTP).",
+        MetricType::COUNTER,
+        snap.requests
+            .iter()
+            .filter_map(|r| {
+                r.accepted_connections
+                    .map(|n| counter(&[("target", &r.target)], n as f64))
+            })
+            .collect(),
+    ));
+    out.push(family(
+        "infersight_http_connections_ignored_total",
+        "Accepted connections of a target whose first bytes were not HTTP/1.x (TLS, other protocols).",
+        MetricType::COUNTER,
+        snap.requests
+            .iter()
+            .filter_map(|r| {
+                r.ignored_connections
+                    .map(|n| counter(&[("target", &r.target)], n as f64))
+            })
+            .collect(),
+    ));
+    out.push(family(
+        "infersight_http_requests_unanswered_total",
+        "Requests that ended (next request or close) without a response being seen.",
+        MetricType::COUNTER,
+        snap.requests
+            .iter()
+            .filter_map(|r| {
+                r.unanswered
+                    .map(|n| counter(&[("target", &r.target)], n as f64))
+            })
+            .collect(),
+    ));
     let mut ttft = Vec::new();
     let mut tpot = Vec::new();
     let mut gen_duration = Vec::new();

@@ -130,6 +130,12 @@ pub struct StreamSeries {
 pub struct RequestSummary {
     pub target: String,
     pub active: Option<u64>,
+    /// Cumulative: connections the target accepted.
+    pub accepted_connections: Option<u64>,
+    /// Cumulative: accepted connections that did not speak HTTP/1.x.
+    pub ignored_connections: Option<u64>,
+    /// Cumulative: requests that ended without a response being seen.
+    pub unanswered: Option<u64>,
     pub request_rate: Option<f64>,
     /// Share of responses with a 5xx status.
     pub error_ratio: Option<f64>,

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::{HttpEvent, HTTP_CHUNKED, HTTP_SSE, METHODS};
+use agent_common::{HttpCounters, HttpEvent, HTTP_CHUNKED, HTTP_SSE, METHODS};
 
 use crate::{
     hist::{self, Hist},
@@ -170,8 +170,12 @@ impl HttpCollector {
         (http, streams)
     }
 
-    /// Per-target figures over the window ending `now`; `active` from the kernel counters.
-    pub fn summaries(&mut self, now: Instant, active: &HashMap<u32, u64>) -> Vec<RequestSummary> {
+    /// Per-target figures over the window ending `now`, with the kernel's counters.
+    pub fn summaries(
+        &mut self,
+        now: Instant,
+        counters: &HashMap<u32, HttpCounters>,
+    ) -> Vec<RequestSummary> {
         let mut out = Vec::new();
         for (index, name) in &self.names {
             let t = self.per_target.entry(*index).or_default();
@@ -205,9 +209,13 @@ impl HttpCollector {
             d.sort_by(f64::total_cmp);
             f.sort_by(f64::total_cmp);
             let avg = (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64);
+            let k = counters.get(index);
             out.push(RequestSummary {
                 target: name.clone(),
-                active: active.get(index).copied(),
+                active: k.map(|k| k.started.saturating_sub(k.finished)),
+                accepted_connections: k.map(|k| k.accepted),
+                ignored_connections: k.map(|k| k.ignored_connections),
+                unanswered: k.map(|k| k.unanswered),
                 request_rate: rate,
                 error_ratio,
                 latency_avg_seconds: avg,
@@ -305,9 +313,21 @@ mod tests {
         assert_eq!((http[0].status, http[0].duration.count), (200, 8));
         assert_eq!((http[1].status, http[1].duration.count), (500, 2));
         assert_eq!(http[0].response_body.sum, 8.0 * 50.0);
-        let s = c.summaries(t0 + Duration::from_secs(2), &HashMap::from([(1, 3)]));
+        let k = HttpCounters {
+            started: 13,
+            finished: 10,
+            dropped: 0,
+            accepted: 4,
+            ignored_connections: 1,
+            unanswered: 2,
+        };
+        let s = c.summaries(t0 + Duration::from_secs(2), &HashMap::from([(1, k)]));
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].active, Some(3));
+        assert_eq!(
+            (s[0].ignored_connections, s[0].unanswered),
+            (Some(1), Some(2))
+        );
         assert_eq!(s[0].request_rate, Some(5.0));
         assert_eq!(s[0].error_ratio, Some(0.2));
         assert_eq!(s[0].latency_p50_seconds, Some(0.05));

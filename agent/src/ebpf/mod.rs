@@ -388,6 +388,9 @@ impl Probes {
                 sum.started += c.started;
                 sum.finished += c.finished;
                 sum.dropped += c.dropped;
+                sum.accepted += c.accepted;
+                sum.ignored_connections += c.ignored_connections;
+                sum.unanswered += c.unanswered;
             }
             out.push((t, sum));
         }
