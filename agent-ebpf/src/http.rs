@@ -159,6 +159,17 @@ fn counters(target: u32) -> Option<*mut HttpCounters> {
     HTTP_COUNTERS.get_ptr_mut(target & HTTP_TARGET_MASK)
 }
 
+/// A targeted thread enters close(fd). Handled at entry, while the fd still names this
+/// connection: once close releases it, another thread's accept can get the same number,
+/// and an exit handler would then delete the new connection's state.
+pub fn on_close(tgid: u32, fd: u32) {
+    let key = conn_key(tgid, fd);
+    if let Some(conn) = CONNS.get_ptr_mut(key) {
+        finish(conn, tgid, fd, END_CLOSE);
+        let _ = CONNS.remove(key);
+    }
+}
+
 /// One socket call's facts, passed by reference (BPF calls take at most 5 arguments).
 struct Io {
     tgid: u32,
@@ -194,13 +205,8 @@ pub fn on_exit(tgid: u32, target: u32, nr: u32, ret: i64, args: &[u64; 3], now: 
                 }
             }
         }
-        NR_CLOSE => {
-            let key = conn_key(tgid, args[0] as u32);
-            if let Some(conn) = CONNS.get_ptr_mut(key) {
-                finish(conn, tgid, args[0] as u32, END_CLOSE);
-                let _ = CONNS.remove(key);
-            }
-        }
+        // close is handled at entry (see `on_close`).
+        NR_CLOSE => {}
         _ => {
             if ret <= 0 {
                 return;

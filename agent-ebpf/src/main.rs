@@ -27,6 +27,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 
+const NR_CLOSE: u32 = 3;
 const NR_EXIT: u32 = 60;
 const NR_EXIT_GROUP: u32 = 231;
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -175,7 +176,11 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     }
     let tid = pid_tgid as u32;
     let args = if http::is_socket_call(nr) && config(CONFIG_HTTP) != 0 {
-        http::syscall_args(&ctx)
+        let args = http::syscall_args(&ctx);
+        if nr == NR_CLOSE {
+            http::on_close((pid_tgid >> 32) as u32, args[0] as u32);
+        }
+        args
     } else {
         [0; 3]
     };

@@ -278,9 +278,10 @@ fn run(seconds: u64, rounds: usize, connections: u64) {
         dropped.push(sum(&after, "infersight_ringbuf_dropped_events_total"));
         let ignored = sum(&after, "infersight_http_connections_ignored_total");
         let accepted = sum(&after, "infersight_http_connections_accepted_total");
+        let discarded = sum(&after, "infersight_http_events_discarded_total");
         let unanswered = sum(&after, "infersight_http_requests_unanswered_total");
         eprintln!(
-            "round {}: untraced {:.0} req/s p99 {:.2} ms | floor {:.0} req/s, {:.0} ns eBPF/req | traced {:.0} req/s p99 {:.2} ms, {:.0} ns eBPF/req, counted {}/{} requests, {} dropped, {accepted} accepted and {ignored} ignored connections, {unanswered} unanswered, agent {:.0} mCPU {:.1} MiB",
+            "round {}: untraced {:.0} req/s p99 {:.2} ms | floor {:.0} req/s, {:.0} ns eBPF/req | traced {:.0} req/s p99 {:.2} ms, {:.0} ns eBPF/req, counted {}/{} requests, {} dropped, {accepted} accepted and {ignored} ignored connections, {unanswered} unanswered, {discarded} discarded, agent {:.0} mCPU {:.1} MiB",
             round + 1, u.rps, u.p99_ms, f.rps, f_ns, t.rps, t.p99_ms, ns_req[round], reqs, t.requests,
             dropped[round], cpu_m[round], rss[round]
         );

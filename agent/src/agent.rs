@@ -143,10 +143,16 @@ impl Agent {
             .as_ref()
             .map(|c| c.iter().map(|(_, k)| k.dropped).sum());
         let counters: HashMap<u32, _> = counters.into_iter().flatten().collect();
-        let (http, streams, requests) = {
+        let (http, streams, requests, http_events_discarded) = {
             let mut h = locked(&self.http);
             let (http, streams) = h.series();
-            (http, streams, h.summaries(Instant::now(), &counters))
+            let discarded = h.malformed + h.discarded;
+            (
+                http,
+                streams,
+                h.summaries(Instant::now(), &counters),
+                discarded,
+            )
         };
         Snapshot {
             timestamp_ms: SystemTime::now()
@@ -181,6 +187,7 @@ impl Agent {
             streams,
             requests,
             ringbuf_dropped,
+            http_events_discarded,
         }
     }
 }

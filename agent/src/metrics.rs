@@ -315,6 +315,18 @@ fn http_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
         MetricType::COUNTER,
         chunks,
     ));
+    if snap
+        .collectors
+        .iter()
+        .any(|c| c.name == "http" && c.health.state == State::Active)
+    {
+        out.push(family(
+            "infersight_http_events_discarded_total",
+            "Request events that reached the agent but were malformed or inconsistent.",
+            MetricType::COUNTER,
+            vec![counter(&[], snap.http_events_discarded as f64)],
+        ));
+    }
     if let Some(d) = snap.ringbuf_dropped {
         out.push(family(
             "infersight_ringbuf_dropped_events_total",
@@ -368,6 +380,7 @@ mod tests {
             streams: vec![],
             requests: vec![],
             ringbuf_dropped: None,
+            http_events_discarded: 0,
             syscalls: vec![SyscallSeries {
                 target: "vllm".into(),
                 syscall: "nanosleep".into(),

@@ -161,6 +161,8 @@ pub struct Snapshot {
     /// Completed requests whose event did not fit in the ring buffer (absent when the
     /// counters cannot be read).
     pub ringbuf_dropped: Option<u64>,
+    /// Events that reached userspace but could not be used (malformed or inconsistent).
+    pub http_events_discarded: u64,
 }
 
 impl Snapshot {

@@ -57,6 +57,8 @@ pub struct HttpCollector {
     window: Duration,
     /// Events the decoder could not read (short records).
     pub malformed: u64,
+    /// Events not recorded: unknown target, or timestamps out of order.
+    pub discarded: u64,
 }
 
 impl HttpCollector {
@@ -67,6 +69,7 @@ impl HttpCollector {
             route_limit,
             window,
             malformed: 0,
+            discarded: 0,
         }
     }
 
@@ -80,9 +83,17 @@ impl HttpCollector {
     pub fn record(&mut self, ev: &HttpEvent, now: Instant) {
         let r = &ev.req;
         let Some(name) = self.names.get(&r.target) else {
+            self.discarded += 1;
+            tracing::debug!("event for unknown target index {}", r.target);
             return;
         };
         let Some(duration) = seconds(r.req_start_ns, r.resp_end_ns) else {
+            self.discarded += 1;
+            tracing::debug!(
+                "event with request start {} after response end {}",
+                r.req_start_ns,
+                r.resp_end_ns
+            );
             return;
         };
         let t = self.per_target.entry(r.target).or_default();
