@@ -106,9 +106,14 @@ impl Agent {
                 Some(r) => tracing::warn!("program {}: {:?}: {r}", p.name, p.health.state),
             }
         }
-        match &self.syscall_health.reason {
-            None => tracing::info!("collector syscalls: active"),
-            Some(r) => tracing::warn!("collector syscalls: {:?}: {r}", self.syscall_health.state),
+        for (name, h) in [
+            ("syscalls", &self.syscall_health),
+            ("http", &self.http_health),
+        ] {
+            match &h.reason {
+                None => tracing::info!("collector {name}: active"),
+                Some(r) => tracing::warn!("collector {name}: {:?}: {r}", h.state),
+            }
         }
         if let Some(note) = self.probes.stats_note() {
             tracing::info!("eBPF self-cost metrics unavailable: {note}");

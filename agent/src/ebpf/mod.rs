@@ -130,7 +130,7 @@ struct Loaded {
     /// Handed to the event reader task by `take_http_events`.
     http_events: Option<RingBuf<MapData>>,
     /// Keeps BPF run-time statistics on while the agent runs.
-    _stats_fd: Option<OwnedFd>,
+    stats_fd: Option<OwnedFd>,
 }
 
 pub struct Probes {
@@ -157,17 +157,8 @@ impl Probes {
     }
 
     pub fn start_with(targets: &Targets, specs: &[ProgramSpec], options: Options) -> Probes {
-        let unsupported = |reason: String| Probes {
-            loaded: None,
-            programs: specs
-                .iter()
-                .map(|s| (*s, Health::unsupported(reason.clone())))
-                .collect(),
-            collector: Health::unsupported(reason.clone()),
-            stats_note: None,
-        };
         if let Some(reason) = sys::missing_bpf_privileges() {
-            return unsupported(reason);
+            return Self::none(specs, Health::unsupported(reason));
         }
         // Classic tracepoints need tracefs; raw tracepoints do not, so a failure here only
         // costs fork following (reported on those programs).
@@ -201,16 +192,8 @@ impl Probes {
         let mut bpf = match loader.load(OBJECT) {
             Ok(b) => b,
             Err(e) => {
-                let reason = format!("loading the eBPF object failed: {e}");
-                return Probes {
-                    loaded: None,
-                    programs: specs
-                        .iter()
-                        .map(|s| (*s, Health::failed(reason.clone())))
-                        .collect(),
-                    collector: Health::failed(reason),
-                    stats_note: None,
-                };
+                let reason = format!("loading the eBPF object failed: {}", brief(e));
+                return Self::none(specs, Health::failed(reason));
             }
         };
         let maps = (|| -> Result<_, EbpfError> {
@@ -227,18 +210,7 @@ impl Probes {
         let (config, targets_map, overflow, cgroups, stats, http_counters, http_events) = match maps
         {
             Ok(m) => m,
-            Err(e) => {
-                let reason = e.to_string();
-                return Probes {
-                    loaded: None,
-                    programs: specs
-                        .iter()
-                        .map(|s| (*s, Health::failed(reason.clone())))
-                        .collect(),
-                    collector: Health::failed(reason),
-                    stats_note: None,
-                };
-            }
+            Err(e) => return Self::none(specs, Health::failed(e.to_string())),
         };
         let (stats_fd, stats_note) = if !options.bpf_stats {
             (
@@ -265,7 +237,7 @@ impl Probes {
             stats,
             http_counters,
             http_events: Some(http_events),
-            _stats_fd: stats_fd,
+            stats_fd,
         };
         // Fill the target maps before attaching, so the first events are already right.
         let mut collector = match loaded.register(targets, options.http) {
@@ -304,6 +276,16 @@ impl Probes {
         }
     }
 
+    /// Nothing loaded: every program and the collector share `health`.
+    fn none(specs: &[ProgramSpec], health: Health) -> Probes {
+        Probes {
+            loaded: None,
+            programs: specs.iter().map(|s| (*s, health.clone())).collect(),
+            collector: health,
+            stats_note: None,
+        }
+    }
+
     pub fn collector_health(&self) -> Health {
         self.collector.clone()
     }
@@ -320,7 +302,7 @@ impl Probes {
                 let info = self
                     .loaded
                     .as_ref()
-                    .filter(|l| l._stats_fd.is_some() && health.state == State::Active)
+                    .filter(|l| l.stats_fd.is_some() && health.state == State::Active)
                     .and_then(|l| l.bpf.program(spec.name))
                     .and_then(|p: &Program| p.info().ok());
                 ProgramStatus {
