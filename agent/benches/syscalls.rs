@@ -94,6 +94,19 @@ fn check_attached(probes: &Probes) {
     assert!(h.reason.is_none(), "programs did not attach: {h:?}");
 }
 
+/// Run the loop under `probes`; adds the programs' (run time, run count) to `cost` and
+/// returns ns per call.
+fn measure(child: LoopChild, probes: &Probes, cost: &mut (u64, u64)) -> f64 {
+    check_attached(probes);
+    let before = probes.program_statuses();
+    let ns = child.run();
+    if let Some((t, n)) = program_cost(&before, &probes.program_statuses()) {
+        cost.0 += t;
+        cost.1 += n;
+    }
+    ns
+}
+
 /// Sum of (run time, run count) over the sys_enter/sys_exit programs.
 fn program_cost(before: &[ProgramStatus], after: &[ProgramStatus]) -> Option<(u64, u64)> {
     let mut t = 0;
@@ -117,44 +130,22 @@ fn run(calls: u64, rounds: usize) {
     let mut traced_cost = (0u64, 0u64);
     let mut bystander = Command::new("sleep").arg("3600").spawn().expect("sleep");
     let bystander_targets = pid_targets(bystander.id());
-    let add = |acc: &mut (u64, u64), c: Option<(u64, u64)>| {
-        if let Some((t, n)) = c {
-            acc.0 += t;
-            acc.1 += n;
-        }
-    };
     for round in 0..rounds {
         none.push(LoopChild::spawn(calls).run());
 
-        let probes = Probes::start(&bystander_targets, FLOOR_PROGRAMS);
-        check_attached(&probes);
-        let before = probes.program_statuses();
-        floor.push(LoopChild::spawn(calls).run());
-        add(
+        floor.push(measure(
+            LoopChild::spawn(calls),
+            &Probes::start(&bystander_targets, FLOOR_PROGRAMS),
             &mut floor_cost,
-            program_cost(&before, &probes.program_statuses()),
-        );
-        drop(probes);
-
-        let probes = Probes::start(&bystander_targets, SYSCALL_PROGRAMS);
-        check_attached(&probes);
-        let before = probes.program_statuses();
-        other.push(LoopChild::spawn(calls).run());
-        add(
+        ));
+        other.push(measure(
+            LoopChild::spawn(calls),
+            &Probes::start(&bystander_targets, SYSCALL_PROGRAMS),
             &mut other_cost,
-            program_cost(&before, &probes.program_statuses()),
-        );
-        drop(probes);
-
+        ));
         let child = LoopChild::spawn(calls);
         let probes = Probes::start(&pid_targets(child.child.id()), SYSCALL_PROGRAMS);
-        check_attached(&probes);
-        let before = probes.program_statuses();
-        traced.push(child.run());
-        add(
-            &mut traced_cost,
-            program_cost(&before, &probes.program_statuses()),
-        );
+        traced.push(measure(child, &probes, &mut traced_cost));
         let counted: u64 = probes
             .read_syscalls()
             .expect("read stats")

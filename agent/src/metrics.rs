@@ -8,7 +8,7 @@ use prometheus::{
 
 use crate::{
     hist::Hist,
-    snapshot::{Snapshot, State, SyscallSeries},
+    snapshot::{RequestSummary, Snapshot, State, SyscallSeries},
 };
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -232,51 +232,49 @@ fn http_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
         MetricType::HISTOGRAM,
         resp_body,
     ));
-    out.push(family(
-        "http_server_active_requests",
-        "HTTP requests read but not yet answered completely.",
-        MetricType::GAUGE,
-        snap.requests
-            .iter()
-            .filter_map(|r| r.active.map(|a| gauge(&[("target", &r.target)], a as f64)))
-            .collect(),
-    ));
-    out.push(family(
-        "infersight_http_connections_accepted_total",
-        "Connections accepted by a target (tracked for HTTP).",
-        MetricType::COUNTER,
-        snap.requests
-            .iter()
-            .filter_map(|r| {
-                r.accepted_connections
-                    .map(|n| counter(&[("target", &r.target)], n as f64))
-            })
-            .collect(),
-    ));
-    out.push(family(
-        "infersight_http_connections_ignored_total",
-        "Accepted connections of a target whose first bytes were not HTTP/1.x (TLS, other protocols).",
-        MetricType::COUNTER,
-        snap.requests
-            .iter()
-            .filter_map(|r| {
-                r.ignored_connections
-                    .map(|n| counter(&[("target", &r.target)], n as f64))
-            })
-            .collect(),
-    ));
-    out.push(family(
-        "infersight_http_requests_unanswered_total",
-        "Requests that ended (next request or close) without a response being seen.",
-        MetricType::COUNTER,
-        snap.requests
+    type Field = fn(&RequestSummary) -> Option<u64>;
+    let per_target: [(&str, &str, MetricType, Field); 4] = [
+        (
+            "http_server_active_requests",
+            "HTTP requests read but not yet answered completely.",
+            MetricType::GAUGE,
+            |r| r.active,
+        ),
+        (
+            "infersight_http_connections_accepted_total",
+            "Connections accepted by a target (tracked for HTTP).",
+            MetricType::COUNTER,
+            |r| r.accepted_connections,
+        ),
+        (
+            "infersight_http_connections_ignored_total",
+            "Accepted connections of a target whose first bytes were not HTTP/1.x (TLS, other protocols).",
+            MetricType::COUNTER,
+            |r| r.ignored_connections,
+        ),
+        (
+            "infersight_http_requests_unanswered_total",
+            "Requests that ended (next request or close) without a response being seen.",
+            MetricType::COUNTER,
+            |r| r.unanswered,
+        ),
+    ];
+    for (name, help, kind, field) in per_target {
+        let metrics = snap
+            .requests
             .iter()
             .filter_map(|r| {
-                r.unanswered
-                    .map(|n| counter(&[("target", &r.target)], n as f64))
+                let v = field(r)? as f64;
+                let l = [("target", r.target.as_str())];
+                Some(if kind == MetricType::GAUGE {
+                    gauge(&l, v)
+                } else {
+                    counter(&l, v)
+                })
             })
-            .collect(),
-    ));
+            .collect();
+        out.push(family(name, help, kind, metrics));
+    }
     let mut ttft = Vec::new();
     let mut tpot = Vec::new();
     let mut gen_duration = Vec::new();

@@ -90,10 +90,6 @@ impl Targets {
         self.list.iter()
     }
 
-    pub fn is_host(&self) -> bool {
-        self.list.iter().any(|t| t.kind == TargetKind::Host)
-    }
-
     pub fn name_of(&self, index: u32) -> Option<&str> {
         self.list
             .iter()

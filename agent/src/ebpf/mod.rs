@@ -378,15 +378,6 @@ impl Probes {
         }
         Ok(out)
     }
-
-    /// Register one more process under an existing target index (used by the benchmark
-    /// and by live target changes).
-    pub fn add_pid(&mut self, pid: u32, target: u32) -> Result<(), EbpfError> {
-        self.loaded
-            .as_mut()
-            .ok_or(EbpfError::NotLoaded)?
-            .add_pid(pid, target)
-    }
 }
 
 /// An error on one line: a verifier log is cut to its first line and its last lines
