@@ -150,6 +150,53 @@ pub const METHODS: [&str; 10] = [
     "", "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE",
 ];
 
+/// A literal of 8 bytes as the little-endian word a load of them gives.
+#[inline(always)]
+pub const fn lit(s: &[u8; 8]) -> u64 {
+    u64::from_le_bytes(*s)
+}
+
+/// Mask of the low `n` bytes of a word.
+#[inline(always)]
+pub const fn low_bytes(n: u32) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    }
+}
+
+/// Method code (index into `METHODS`) and the length of "METHOD " for the first 8 bytes
+/// of a request line, read as a little-endian word. Compares whole words: no loop.
+#[inline(always)]
+pub const fn method(w: u64) -> Option<(u8, usize)> {
+    let m4 = w & low_bytes(4);
+    let m5 = w & low_bytes(5);
+    let m6 = w & low_bytes(6);
+    let m7 = w & low_bytes(7);
+    if m4 == lit(b"GET \0\0\0\0") {
+        Some((1, 4))
+    } else if m5 == lit(b"POST \0\0\0") {
+        Some((2, 5))
+    } else if m4 == lit(b"PUT \0\0\0\0") {
+        Some((3, 4))
+    } else if m7 == lit(b"DELETE \0") {
+        Some((4, 7))
+    } else if m5 == lit(b"HEAD \0\0\0") {
+        Some((5, 5))
+    } else if m6 == lit(b"PATCH \0\0") {
+        Some((6, 6))
+    } else if w == lit(b"OPTIONS ") {
+        Some((7, 8))
+    } else if w == lit(b"CONNECT ") {
+        Some((8, 8))
+    } else if m6 == lit(b"TRACE \0\0") {
+        Some((9, 6))
+    } else {
+        None
+    }
+}
+
 /// `HttpRequest::flags` bits.
 pub const HTTP_CHUNKED: u8 = 1;
 pub const HTTP_SSE: u8 = 2;
@@ -274,6 +321,25 @@ mod tests {
         assert_eq!(log2_bucket((1 << 35) - 1), 34);
         assert_eq!(log2_bucket(1 << 35), 35);
         assert_eq!(log2_bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn method_codes_match_the_names() {
+        for (code, name) in METHODS.iter().enumerate().skip(1) {
+            let mut line = [0u8; 8];
+            let text = [name.as_bytes(), b" /x HTTP/1.1"].concat();
+            line.copy_from_slice(&text[..8]);
+            assert_eq!(
+                method(u64::from_le_bytes(line)),
+                Some((code as u8, name.len() + 1)),
+                "{name}"
+            );
+        }
+        assert_eq!(method(u64::from_le_bytes(*b"GETX /a ")), None);
+        assert_eq!(
+            method(u64::from_le_bytes(*b"\x16\x03\x01\x00\xa5\x01\x00\x00")),
+            None
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!
 //! Scans use 8-byte words (SWAR) over at most HTTP_HEAD_SCAN bytes, with constant loop
 //! bounds the verifier can follow.
+use agent_common::{lit, low_bytes, method};
 use agent_common::{
     ConnState, HttpCounters, HttpEvent, HttpRequest, CONN_IDLE, CONN_NEW, CONN_NOT_HTTP,
     CONN_REQUEST, CONN_RESPONSE, END_CLOSE, END_CONTENT_LENGTH, END_LAST_CHUNK, END_NEXT_REQUEST,
@@ -413,51 +414,6 @@ fn find(s: *const Scratch, from: usize, n: usize, b: u8) -> Option<usize> {
         at += 8;
     }
     None
-}
-
-#[inline(always)]
-fn lit(s: &[u8; 8]) -> u64 {
-    u64::from_le_bytes(*s)
-}
-
-/// Mask of the low `n` bytes.
-#[inline(always)]
-const fn low_bytes(n: u32) -> u64 {
-    if n >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (n * 8)) - 1
-    }
-}
-
-/// Method code and the length of "METHOD " at the start of a request line.
-#[inline(always)]
-fn method(w: u64) -> Option<(u8, usize)> {
-    let m4 = w & low_bytes(4);
-    let m5 = w & low_bytes(5);
-    let m6 = w & low_bytes(6);
-    let m7 = w & low_bytes(7);
-    if m4 == lit(b"GET \0\0\0\0") {
-        Some((1, 4))
-    } else if m5 == lit(b"POST \0\0\0") {
-        Some((2, 5))
-    } else if m4 == lit(b"PUT \0\0\0\0") {
-        Some((3, 4))
-    } else if m7 == lit(b"DELETE \0") {
-        Some((4, 7))
-    } else if m5 == lit(b"HEAD \0\0\0") {
-        Some((5, 5))
-    } else if m6 == lit(b"PATCH \0\0") {
-        Some((6, 6))
-    } else if w == lit(b"OPTIONS ") {
-        Some((7, 8))
-    } else if w == lit(b"CONNECT ") {
-        Some((8, 8))
-    } else if m6 == lit(b"TRACE \0\0") {
-        Some((9, 6))
-    } else {
-        None
-    }
 }
 
 /// Scan a head for its end and the headers we use: (length of the head including the
