@@ -76,21 +76,17 @@ fn keep_alive_requests_are_counted_exactly_with_routes_statuses_and_durations() 
         "http_server_request_duration_seconds",
         &labels("GET", "/sleep/{id}", "200"),
     );
-    let client_all = slow.iter().sum::<f64>() / slow.len() as f64;
-    assert!(
-        (sleep_mean - client_all).abs() < 0.003,
-        "kernel mean {sleep_mean}, client mean {client_all}"
-    );
-    // 20 x 20 ms and 10 x 100 ms: the histogram splits them at the 25 ms and 100 ms bounds.
+    common::assert_within_client(sleep_mean, &slow);
+    // 20 x 30 ms and 10 x 100 ms: the histogram splits them at the 100 ms bound, each far
+    // from a bound that load on a small CI machine could push it over.
     let b = |le: &str| {
         let mut l = labels("GET", "/sleep/{id}", "200").to_vec();
         l.push(("le", le));
         m.get("http_server_request_duration_seconds_bucket", &l)
             .expect("bucket")
     };
-    assert_eq!(b("0.01"), 0.0);
-    assert_eq!(b("0.025"), 20.0);
-    assert_eq!(b("0.075"), 20.0);
+    assert_eq!(b("0.025"), 0.0);
+    assert_eq!(b("0.1"), 20.0);
     assert_eq!(b("0.25"), 30.0);
     assert_eq!(
         m.get("http_server_active_requests", &[("target", "py")]),
@@ -121,9 +117,11 @@ fn streaming_response_gives_ttft_tpot_and_chunks() {
     let m = agent.metrics();
     let l = [("target", "py"), ("http_route", "/stream")];
     let ttft = mean(&m, "gen_ai_server_time_to_first_token_seconds", &l);
-    assert!((0.140..=0.160).contains(&ttft), "TTFT {ttft}");
+    // The server sleeps 150 ms before the first token and 10 ms between tokens; the upper
+    // bounds leave room for a loaded two-core CI machine.
+    assert!((0.150..0.200).contains(&ttft), "TTFT {ttft}");
     let tpot = mean(&m, "gen_ai_server_time_per_output_token_seconds", &l);
-    assert!((0.008..=0.012).contains(&tpot), "TPOT {tpot}");
+    assert!((0.0095..0.020).contains(&tpot), "TPOT {tpot}");
     assert_eq!(m.get("infersight_http_stream_chunks_total", &l), Some(20.0));
     assert_eq!(
         m.get("gen_ai_server_request_duration_seconds_count", &l),
