@@ -92,7 +92,7 @@ fn bad_config_file_names_line_and_key() {
 fn conflicting_targets() {
     assert_eq!(
         fails(&["--all", "--pid", "1"]),
-        "infersight: error: --all cannot be combined with --pid or --cgroup"
+        "infersight: error: --all cannot be combined with --pid, --cgroup, --pid-file, --process or --gpu-processes"
     );
 }
 

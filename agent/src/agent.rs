@@ -17,13 +17,24 @@ use tokio::{
 };
 
 use crate::{
-    collect::{self, http::HttpCollector},
+    collect::{
+        self,
+        energy::EnergyLedger,
+        gpu::{open_nvml, DeviceReading, GpuReading, GpuSource},
+        host::{HostCollector, HostSample},
+        http::HttpCollector,
+        process::ProcessSample,
+        sampler::Sampler,
+    },
     config::Config,
     ebpf::{Options, Probes, SYSCALL_PROGRAMS},
     server,
     snapshot::{CollectorStatus, Health, Snapshot, State, SyscallSeries, TargetStatus},
     targets::{process_alive, TargetError, TargetKind, Targets},
 };
+
+/// How often the host collector reads /proc and statvfs.
+const HOST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -47,6 +58,32 @@ pub struct Agent {
     syscall_health: Health,
     http: Arc<Mutex<HttpCollector>>,
     http_health: Health,
+    host: Result<Sampler<HostSample>, Health>,
+    gpu: Result<Sampler<GpuReading>, Health>,
+    gpu_processes: bool,
+    energy: EnergyLedger,
+    price_per_kwh: Option<f64>,
+    currency: String,
+    hostname: String,
+}
+
+/// Start the GPU sampler on `open`'s source (NVML in the agent, recorded values in tests).
+pub fn gpu_sampler<S: GpuSource + 'static>(
+    interval: std::time::Duration,
+    open: impl FnOnce() -> Result<S, Health> + Send + 'static,
+) -> Sampler<GpuReading> {
+    let mut open = Some(open);
+    let mut source: Option<Result<S, Health>> = None;
+    Sampler::spawn("gpu", interval, move || {
+        if source.is_none() {
+            source = open.take().map(|f| f());
+        }
+        match source.as_mut() {
+            Some(Ok(s)) => s.read(),
+            Some(Err(h)) => Err(h.clone()),
+            None => Err(Health::failed("GPU source not opened")),
+        }
+    })
 }
 
 /// The collector behind the lock, even if a reader panicked while holding it (its data
@@ -64,7 +101,35 @@ impl Agent {
         let probes = Probes::start_with(&targets, SYSCALL_PROGRAMS, options);
         let syscall_health = probes.collector_health();
         let http = HttpCollector::new(&targets, config.route_limit, config.window);
+        let host = if config.host {
+            let mut c = HostCollector::default();
+            Ok(Sampler::spawn("host", HOST_INTERVAL, move || c.sample()))
+        } else {
+            Err(Health::unsupported(
+                "disabled (--no-host or [host] enabled = false)",
+            ))
+        };
+        let gpu = if config.gpu {
+            Ok(gpu_sampler(config.gpu_interval, open_nvml))
+        } else {
+            Err(Health::unsupported("disabled ([gpu] enabled = false)"))
+        };
+        // The first snapshot should already hold host and GPU values.
+        let first = std::time::Duration::from_secs(2);
+        if let Ok(s) = &host {
+            s.wait_first(first);
+        }
+        if let Ok(s) = &gpu {
+            s.wait_first(first);
+        }
         Agent {
+            host,
+            gpu,
+            gpu_processes: config.gpu_processes,
+            energy: EnergyLedger::default(),
+            price_per_kwh: config.energy_price_per_kwh,
+            currency: config.energy_currency.clone(),
+            hostname: sysinfo::System::host_name().unwrap_or_default(),
             targets,
             http_health: if config.http {
                 syscall_health.clone()
@@ -123,8 +188,82 @@ impl Agent {
         }
     }
 
+    /// PID-file and name targets whose process came back, recreated cgroups, and (with
+    /// `--gpu-processes`) new GPU processes: into the kernel maps and the collectors.
+    fn refresh_targets(&mut self, gpus: &[DeviceReading], procs: &[ProcessSample]) {
+        let changes = self.targets.refresh();
+        for c in &changes {
+            tracing::info!("target change: {c:?}");
+        }
+        if !changes.is_empty() && self.probes.is_loaded() {
+            if let Err(e) = self.probes.apply(&changes) {
+                tracing::warn!("updating the kernel target maps: {e}");
+            }
+        }
+        if !self.gpu_processes {
+            return;
+        }
+        let covered: std::collections::HashSet<u32> =
+            procs.iter().flat_map(|p| p.pids.iter().copied()).collect();
+        let pids: Vec<u32> = gpus
+            .iter()
+            .flat_map(|g| g.processes.iter().map(|p| p.pid))
+            .filter(|pid| !covered.contains(pid))
+            .collect();
+        for pid in pids {
+            let Some(t) = self.targets.add_process(pid) else {
+                tracing::warn!("GPU process {pid}: no target index left; not traced");
+                continue;
+            };
+            let (index, name) = (t.index, t.name.clone());
+            tracing::info!("GPU process {pid} is target {name:?}");
+            locked(&self.http).add_target(index, &name);
+            if self.probes.is_loaded() {
+                if let Err(e) = self.probes.add_process(pid, index) {
+                    tracing::warn!("GPU process {pid}: {e}");
+                }
+            }
+        }
+    }
+
     pub fn snapshot(&mut self) -> Snapshot {
         self.tick += 1;
+        let (gpus, gpu_status) = match self
+            .gpu
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|s| s.latest())
+        {
+            Ok((reading, took)) => match reading.as_ref() {
+                Ok(devices) => (devices.clone(), status("gpu", Health::active(), Some(took))),
+                Err(h) => (Vec::new(), status("gpu", h.clone(), Some(took))),
+            },
+            Err(h) => (Vec::new(), status("gpu", h, None)),
+        };
+        let processes = collect::process::sample(&self.targets);
+        self.refresh_targets(&gpus, &processes);
+        self.energy.update(&gpus, &processes);
+        let (host, host_status) = match self
+            .host
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|s| s.latest())
+        {
+            Ok((h, took)) => {
+                let health = if h.errors.is_empty() {
+                    Health::active()
+                } else {
+                    Health::failed(h.errors.join("; "))
+                };
+                (Some(h.as_ref().clone()), status("host", health, Some(took)))
+            }
+            Err(h) => (None, status("host", h, None)),
+        };
+        let process_health = if self.targets.iter().any(|t| t.kind != TargetKind::Host) {
+            Health::active()
+        } else {
+            Health::unsupported("no process or cgroup target (the host is the target)")
+        };
         let base = self.probes.collector_health();
         if base.state == State::Active {
             match self.probes.read_syscalls() {
@@ -171,20 +310,17 @@ impl Agent {
                 .map(|t| TargetStatus {
                     target: t.clone(),
                     alive: match t.kind {
-                        TargetKind::Pid { pid } => Some(process_alive(pid)),
-                        _ => None,
+                        TargetKind::Host | TargetKind::Cgroup { .. } => None,
+                        _ => Some(t.pid().is_some_and(process_alive)),
                     },
                 })
                 .collect(),
             collectors: vec![
-                CollectorStatus {
-                    name: "syscalls".into(),
-                    health: self.syscall_health.clone(),
-                },
-                CollectorStatus {
-                    name: "http".into(),
-                    health: self.http_health.clone(),
-                },
+                status("syscalls", self.syscall_health.clone(), None),
+                status("http", self.http_health.clone(), None),
+                host_status,
+                status("process", process_health, None),
+                gpu_status,
             ],
             programs: self.probes.program_statuses(),
             syscalls: self.syscalls.clone(),
@@ -193,7 +329,20 @@ impl Agent {
             requests,
             ringbuf_dropped,
             http_events_discarded,
+            hostname: self.hostname.clone(),
+            host,
+            processes,
+            gpus,
+            energy: self.energy.summary(self.price_per_kwh, &self.currency),
         }
+    }
+}
+
+fn status(name: &str, health: Health, took: Option<std::time::Duration>) -> CollectorStatus {
+    CollectorStatus {
+        name: name.into(),
+        health,
+        duration_seconds: took.map(|d| d.as_secs_f64()),
     }
 }
 

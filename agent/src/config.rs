@@ -15,6 +15,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 pub const DEFAULT_ROUTE_LIMIT: usize = 100;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+pub const DEFAULT_GPU_INTERVAL: Duration = Duration::from_secs(1);
 /// Used when `--config` is not given and this file exists.
 pub const SYSTEM_CONFIG: &str = "/etc/infersight/infersight.toml";
 
@@ -45,20 +46,42 @@ pub struct Overrides {
     pub tick: Option<String>,
     pub pids: Vec<String>,
     pub cgroups: Vec<String>,
+    pub pid_files: Vec<String>,
+    pub processes: Vec<String>,
     pub all: bool,
+    pub gpu_processes: bool,
+    pub no_host: bool,
 }
 
 /// What to trace, before it is checked against the running system (see `targets`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetRequest {
-    Pid { pid: u32, name: Option<String> },
-    Cgroup { path: PathBuf, name: Option<String> },
+    Pid {
+        pid: u32,
+        name: Option<String>,
+    },
+    Cgroup {
+        path: PathBuf,
+        name: Option<String>,
+    },
+    /// The process whose PID a file holds, read again whenever that process is gone.
+    PidFile {
+        path: PathBuf,
+        name: Option<String>,
+    },
+    /// The process named `comm` (its /proc comm or executable name), found again by name
+    /// whenever it is gone.
+    Process {
+        comm: String,
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSpec {
     /// The whole host as one target named `host`.
     Host,
+    /// These targets, plus (with `gpu_processes`) every process holding a GPU context.
     List(Vec<TargetRequest>),
 }
 
@@ -67,6 +90,16 @@ pub struct Config {
     pub listen: SocketAddr,
     pub tick: Duration,
     pub targets: TargetSpec,
+    /// Every process holding a GPU context becomes a target (refreshed each tick).
+    pub gpu_processes: bool,
+    /// Host collector (node_* metrics); off where node_exporter already runs.
+    pub host: bool,
+    /// GPU collector (NVML) and its sampling interval.
+    pub gpu: bool,
+    pub gpu_interval: Duration,
+    /// Price of a kWh for the energy cost estimate, and its currency.
+    pub energy_price_per_kwh: Option<f64>,
+    pub energy_currency: String,
     /// Distinct `http_route` values per target before new ones fold into `_OTHER`.
     pub route_limit: usize,
     /// Window of the per-target request summaries (rate, error ratio, percentiles).
@@ -88,6 +121,34 @@ struct FileConfig {
     targets: TargetsSection,
     #[serde(default)]
     http: HttpSection,
+    #[serde(default)]
+    host: HostSection,
+    #[serde(default)]
+    gpu: GpuSection,
+    #[serde(default)]
+    energy: EnergySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostSection {
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuSection {
+    enabled: Option<bool>,
+    interval: Option<String>,
+    #[serde(default)]
+    processes: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnergySection {
+    price_per_kwh: Option<f64>,
+    currency: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,7 +175,18 @@ struct TargetsSection {
     #[serde(default)]
     pid: Vec<PidEntry>,
     #[serde(default)]
-    cgroup: Vec<CgroupEntry>,
+    cgroup: Vec<PathEntry>,
+    #[serde(default)]
+    pid_file: Vec<PathEntry>,
+    #[serde(default)]
+    process: Vec<ProcessEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcessEntry {
+    comm: String,
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,7 +198,7 @@ struct PidEntry {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CgroupEntry {
+struct PathEntry {
     path: PathBuf,
     name: Option<String>,
 }
@@ -209,7 +281,17 @@ fn build(
         None => DEFAULT_ROUTE_LIMIT,
     };
 
-    let cli_has_targets = over.all || !over.pids.is_empty() || !over.cgroups.is_empty();
+    let cli_has_targets = over.all
+        || over.gpu_processes
+        || !over.pids.is_empty()
+        || !over.cgroups.is_empty()
+        || !over.pid_files.is_empty()
+        || !over.processes.is_empty();
+    let gpu_processes = if cli_has_targets {
+        over.gpu_processes
+    } else {
+        file.gpu.processes
+    };
     let targets = if cli_has_targets {
         let mut list = Vec::new();
         for p in &over.pids {
@@ -218,10 +300,23 @@ fn build(
         for c in &over.cgroups {
             list.push(parse_cgroup_arg(c)?);
         }
+        for f in &over.pid_files {
+            list.push(parse_path_arg("--pid-file", f, |path, name| {
+                TargetRequest::PidFile { path, name }
+            })?);
+        }
+        for c in &over.processes {
+            let (comm, name) = split_name(c);
+            list.push(TargetRequest::Process {
+                comm: non_empty("--process", c, comm, "expected a process name")?,
+                name,
+            });
+        }
         spec(
             over.all,
+            gpu_processes,
             list,
-            "--all cannot be combined with --pid or --cgroup",
+            "--all cannot be combined with --pid, --cgroup, --pid-file, --process or --gpu-processes",
         )?
     } else {
         let mut list = Vec::new();
@@ -244,14 +339,45 @@ fn build(
                 name: c.name.clone(),
             });
         }
+        for f in &file.targets.pid_file {
+            list.push(TargetRequest::PidFile {
+                path: f.path.clone(),
+                name: f.name.clone(),
+            });
+        }
+        for (i, p) in file.targets.process.iter().enumerate() {
+            list.push(TargetRequest::Process {
+                comm: non_empty(
+                    &file_origin(&format!("targets.process[{i}].comm")),
+                    &p.comm,
+                    &p.comm,
+                    "expected a process name",
+                )?,
+                name: p.name.clone(),
+            });
+        }
         let msg = format!(
-            "{}: targets.all = true cannot be combined with [[targets.pid]] or [[targets.cgroup]]",
+            "{}: targets.all = true cannot be combined with other targets or gpu.processes",
             source
                 .as_deref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()
         );
-        spec(file.targets.all, list, &msg)?
+        spec(file.targets.all, gpu_processes, list, &msg)?
+    };
+    let gpu_interval = match &file.gpu.interval {
+        Some(v) => parse_duration(&file_origin("gpu.interval"), v, MIN_TICK, MAX_TICK)?,
+        None => DEFAULT_GPU_INTERVAL,
+    };
+    let energy_price_per_kwh = match file.energy.price_per_kwh {
+        Some(p) if !(p.is_finite() && p >= 0.0) => {
+            return Err(ConfigError::Invalid {
+                origin: file_origin("energy.price_per_kwh"),
+                value: p.to_string(),
+                reason: "must be a non-negative number".into(),
+            })
+        }
+        p => p,
     };
     Ok(Config {
         listen,
@@ -261,17 +387,40 @@ fn build(
         window,
         http: file.http.enabled.unwrap_or(true),
         bpf_stats: file.agent.bpf_stats.unwrap_or(true),
+        gpu_processes,
+        host: !over.no_host && file.host.enabled.unwrap_or(true),
+        gpu: file.gpu.enabled.unwrap_or(true),
+        gpu_interval,
+        energy_price_per_kwh,
+        energy_currency: file.energy.currency.unwrap_or_else(|| "USD".into()),
         source,
     })
 }
 
-fn spec(all: bool, list: Vec<TargetRequest>, conflict: &str) -> Result<TargetSpec, ConfigError> {
-    match (all, list.is_empty()) {
-        (true, false) => Err(ConfigError::Conflict(conflict.to_string())),
+fn spec(
+    all: bool,
+    gpu_processes: bool,
+    list: Vec<TargetRequest>,
+    conflict: &str,
+) -> Result<TargetSpec, ConfigError> {
+    let some = gpu_processes || !list.is_empty();
+    match (all, some) {
+        (true, true) => Err(ConfigError::Conflict(conflict.to_string())),
         // No target at all: trace the whole host, so a newcomer sees data at once.
-        (_, true) => Ok(TargetSpec::Host),
-        (false, false) => Ok(TargetSpec::List(list)),
+        (_, false) => Ok(TargetSpec::Host),
+        (false, true) => Ok(TargetSpec::List(list)),
     }
+}
+
+fn non_empty(origin: &str, arg: &str, v: &str, reason: &str) -> Result<String, ConfigError> {
+    if v.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            origin: origin.into(),
+            value: arg.to_string(),
+            reason: reason.into(),
+        });
+    }
+    Ok(v.trim().to_string())
 }
 
 pub fn parse_listen(origin: &str, v: &str) -> Result<SocketAddr, ConfigError> {
@@ -331,18 +480,20 @@ pub fn parse_pid_arg(arg: &str) -> Result<TargetRequest, ConfigError> {
 
 /// `--cgroup /system.slice/vllm.service` or `--cgroup PATH=name`.
 pub fn parse_cgroup_arg(arg: &str) -> Result<TargetRequest, ConfigError> {
-    let (v, name) = split_name(arg);
-    if v.trim().is_empty() {
-        return Err(ConfigError::Invalid {
-            origin: "--cgroup".into(),
-            value: arg.to_string(),
-            reason: "expected a cgroup v2 path".into(),
-        });
-    }
-    Ok(TargetRequest::Cgroup {
-        path: PathBuf::from(v),
+    parse_path_arg("--cgroup", arg, |path, name| TargetRequest::Cgroup {
+        path,
         name,
     })
+}
+
+fn parse_path_arg(
+    origin: &str,
+    arg: &str,
+    make: impl FnOnce(PathBuf, Option<String>) -> TargetRequest,
+) -> Result<TargetRequest, ConfigError> {
+    let (v, name) = split_name(arg);
+    let v = non_empty(origin, arg, v, "expected a path")?;
+    Ok(make(PathBuf::from(v), name))
 }
 
 #[cfg(test)]

@@ -23,9 +23,23 @@ struct Cli {
     /// Trace every process in this cgroup v2 (and below it); repeatable.
     #[arg(long = "cgroup", value_name = "PATH[=NAME]")]
     cgroups: Vec<String>,
+    /// Trace the process whose PID this file holds; read again when that process is gone
+    /// (a restarted server is picked up); repeatable.
+    #[arg(long = "pid-file", value_name = "PATH[=NAME]")]
+    pid_files: Vec<String>,
+    /// Trace the process with this name (comm or executable); found again by name when it
+    /// restarts; repeatable.
+    #[arg(long = "process", value_name = "COMM[=NAME]")]
+    processes: Vec<String>,
+    /// Make every process holding a GPU context a target (refreshed each tick).
+    #[arg(long)]
+    gpu_processes: bool,
     /// Trace the whole host as one target named "host" (the default with no target).
     #[arg(long)]
     all: bool,
+    /// Turn the host collector (node_* metrics) off, for hosts that run node_exporter.
+    #[arg(long)]
+    no_host: bool,
     /// How often collectors are read and a snapshot is published [default: 1s].
     #[arg(long, value_name = "DURATION")]
     tick: Option<String>,
@@ -47,7 +61,11 @@ fn main() -> ExitCode {
         tick: cli.tick,
         pids: cli.pids,
         cgroups: cli.cgroups,
+        pid_files: cli.pid_files,
+        processes: cli.processes,
         all: cli.all,
+        gpu_processes: cli.gpu_processes,
+        no_host: cli.no_host,
     };
     let config = match Config::load(&over) {
         Ok(c) => c,

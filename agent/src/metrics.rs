@@ -74,6 +74,36 @@ fn histogram(
     m
 }
 
+/// A gauge or counter sample.
+fn sample(kind: MetricType, pairs: &[(&str, &str)], v: f64) -> Metric {
+    if kind == MetricType::COUNTER {
+        counter(pairs, v)
+    } else {
+        gauge(pairs, v)
+    }
+}
+
+/// One family with a sample per item that has a value.
+fn series<T>(
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    items: &[T],
+    labels: impl Fn(&T) -> Vec<(&'static str, String)>,
+    value: impl Fn(&T) -> Option<f64>,
+) -> MetricFamily {
+    let metrics = items
+        .iter()
+        .filter_map(|item| {
+            let v = value(item)?;
+            let owned = labels(item);
+            let pairs: Vec<(&str, &str)> = owned.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            Some(sample(kind, &pairs, v))
+        })
+        .collect();
+    family(name, help, kind, metrics)
+}
+
 fn syscall_histogram(pairs: &[(&str, &str)], s: &SyscallSeries) -> Metric {
     let cumulative: Vec<(f64, u64)> = s
         .buckets
@@ -115,6 +145,14 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
                 gauge(&[("collector", &c.name)], up)
             })
             .collect(),
+    ));
+    out.push(series(
+        "infersight_collector_duration_seconds",
+        "How long each collector sampled on its own interval took for its last reading.",
+        MetricType::GAUGE,
+        &snap.collectors,
+        |c| vec![("collector", c.name.clone())],
+        |c| c.duration_seconds,
     ));
     out.push(family(
         "infersight_ebpf_program_attached",
@@ -193,6 +231,11 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
         durations,
     ));
     http_families(snap, &mut out);
+    if let Some(h) = &snap.host {
+        node::families(h, &mut out);
+    }
+    target::families(snap, &mut out);
+    gpu::families(snap, &mut out);
     // The text encoder rejects families without samples.
     out.retain(|f| !f.get_metric().is_empty());
     out
@@ -341,6 +384,10 @@ pub fn render(snap: &Snapshot) -> Result<Vec<u8>, prometheus::Error> {
     TextEncoder::new().encode(&families(snap), &mut buf)?;
     Ok(buf)
 }
+
+mod gpu;
+mod node;
+mod target;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,13 @@
 use agent_common::HIST_BUCKETS;
 use serde::Serialize;
 
-use crate::{hist::Hist, targets::Target};
+use crate::{
+    collect::{
+        energy::EnergySummary, gpu::DeviceReading, host::HostSample, process::ProcessSample,
+    },
+    hist::Hist,
+    targets::Target,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,6 +68,10 @@ pub struct CollectorStatus {
     pub name: String,
     #[serde(flatten)]
     pub health: Health,
+    /// How long the collector's last reading took (collectors sampled on their own
+    /// interval).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -147,7 +157,7 @@ pub struct RequestSummary {
     pub ttft_p95_seconds: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Snapshot {
     pub timestamp_ms: u64,
     pub tick: u64,
@@ -163,6 +173,12 @@ pub struct Snapshot {
     pub ringbuf_dropped: Option<u64>,
     /// Events that reached userspace but could not be used (malformed or inconsistent).
     pub http_events_discarded: u64,
+    /// The host name (the GPU series' `Hostname` label).
+    pub hostname: String,
+    pub host: Option<HostSample>,
+    pub processes: Vec<ProcessSample>,
+    pub gpus: Vec<DeviceReading>,
+    pub energy: EnergySummary,
 }
 
 impl Snapshot {

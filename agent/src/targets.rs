@@ -30,6 +30,16 @@ pub enum TargetKind {
     Pid {
         pid: u32,
     },
+    /// Found through a PID file; `pid` is absent while no live process is found.
+    PidFile {
+        path: PathBuf,
+        pid: Option<u32>,
+    },
+    /// Found by process name (also: a GPU process in `--gpu-processes` mode).
+    Process {
+        comm: String,
+        pid: Option<u32>,
+    },
     Cgroup {
         path: PathBuf,
         #[serde(skip)]
@@ -77,6 +87,28 @@ impl Targets {
                 TargetRequest::Cgroup { path, name } => {
                     resolve_cgroup(index, path, name.as_deref())?
                 }
+                // These may be down at start (a supervisor starts the server later): the
+                // target exists and is reported down until its process appears.
+                TargetRequest::PidFile { path, name } => Target {
+                    index,
+                    name: name.clone().unwrap_or_else(|| {
+                        path.file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| path.display().to_string())
+                    }),
+                    kind: TargetKind::PidFile {
+                        path: path.clone(),
+                        pid: read_pid_file(path),
+                    },
+                },
+                TargetRequest::Process { comm, name } => Target {
+                    index,
+                    name: name.clone().unwrap_or_else(|| comm.clone()),
+                    kind: TargetKind::Process {
+                        comm: comm.clone(),
+                        pid: find_process(comm, &processes()),
+                    },
+                },
             };
             if !names.insert(t.name.clone()) {
                 return Err(TargetError::DuplicateName(t.name));
@@ -90,12 +122,167 @@ impl Targets {
         self.list.iter()
     }
 
+    /// Look again for the process of each PID-file or name target whose process is gone,
+    /// and for a cgroup that was removed and created again (a restarted systemd unit gets
+    /// a new cgroup id). Returns what changed, for the kernel maps.
+    pub fn refresh(&mut self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut table = None;
+        for t in &mut self.list {
+            match &mut t.kind {
+                TargetKind::PidFile { path, pid } => {
+                    if pid.is_some_and(process_alive) {
+                        continue;
+                    }
+                    let new = read_pid_file(path);
+                    if new != *pid {
+                        changes.push(Change::Pid {
+                            index: t.index,
+                            old: *pid,
+                            new,
+                        });
+                        *pid = new;
+                    }
+                }
+                TargetKind::Process { comm, pid } => {
+                    if pid.is_some_and(process_alive) {
+                        continue;
+                    }
+                    let table = table.get_or_insert_with(processes);
+                    let new = find_process(comm, table);
+                    if new != *pid {
+                        changes.push(Change::Pid {
+                            index: t.index,
+                            old: *pid,
+                            new,
+                        });
+                        *pid = new;
+                    }
+                }
+                TargetKind::Cgroup { path, id, .. } => {
+                    let full =
+                        cgroup2_mount().map(|m| m.join(path.strip_prefix("/").unwrap_or(path)));
+                    let now = full
+                        .and_then(|f| std::fs::metadata(f).ok())
+                        .map(|m| m.ino());
+                    if let Some(new) = now.filter(|n| n != id) {
+                        changes.push(Change::Cgroup {
+                            index: t.index,
+                            old: *id,
+                            new,
+                        });
+                        *id = new;
+                    }
+                }
+                TargetKind::Host | TargetKind::Pid { .. } => {}
+            }
+        }
+        changes
+    }
+
+    /// Add a process found at run time (a GPU process) as a target of its own; `None` when
+    /// the kernel maps have no index left.
+    pub fn add_process(&mut self, pid: u32) -> Option<&Target> {
+        let index =
+            (1..agent_common::HTTP_TARGETS).find(|i| self.list.iter().all(|t| t.index != *i))?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let comm = comm.trim_end().to_string();
+        let mut name = comm.clone();
+        if self.list.iter().any(|t| t.name == name) {
+            name = format!("{comm}-{pid}");
+        }
+        self.list.push(Target {
+            index,
+            name,
+            kind: TargetKind::Process {
+                comm,
+                pid: Some(pid),
+            },
+        });
+        self.list.last()
+    }
+
     pub fn name_of(&self, index: u32) -> Option<&str> {
         self.list
             .iter()
             .find(|t| t.index == index)
             .map(|t| t.name.as_str())
     }
+}
+
+/// What `Targets::refresh` changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Pid {
+        index: u32,
+        old: Option<u32>,
+        new: Option<u32>,
+    },
+    Cgroup {
+        index: u32,
+        old: u64,
+        new: u64,
+    },
+}
+
+impl Target {
+    /// The root process of a process target, when it is known.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.kind {
+            TargetKind::Pid { pid } => Some(*pid),
+            TargetKind::PidFile { pid, .. } | TargetKind::Process { pid, .. } => *pid,
+            TargetKind::Host | TargetKind::Cgroup { .. } => None,
+        }
+    }
+}
+
+/// The live process a PID file names, if any.
+fn read_pid_file(path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    (pid > 0 && process_alive(pid)).then_some(pid)
+}
+
+/// (pid, parent, comm, exe name, start time) of every process.
+struct ProcInfo {
+    pid: u32,
+    ppid: u32,
+    names: [String; 2],
+    start: u64,
+}
+
+fn processes() -> Vec<ProcInfo> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.flatten()
+        .filter_map(|p| {
+            let stat = p.stat().ok()?;
+            let exe = p
+                .exe()
+                .ok()
+                .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_default();
+            Some(ProcInfo {
+                pid: u32::try_from(stat.pid).ok()?,
+                ppid: u32::try_from(stat.ppid).ok()?,
+                names: [stat.comm, exe],
+                start: stat.starttime,
+            })
+        })
+        .collect()
+}
+
+/// The oldest process named `comm` whose parent is not also named so (the server, not
+/// one of its workers, which the kernel follows from it anyway).
+fn find_process(comm: &str, table: &[ProcInfo]) -> Option<u32> {
+    let named = |p: &ProcInfo| p.names.iter().any(|n| n == comm);
+    let matching: HashSet<u32> = table.iter().filter(|p| named(p)).map(|p| p.pid).collect();
+    table
+        .iter()
+        .filter(|p| matching.contains(&p.pid) && !matching.contains(&p.ppid))
+        .min_by_key(|p| (p.start, p.pid))
+        .map(|p| p.pid)
 }
 
 fn resolve_pid(index: u32, pid: u32, name: Option<&str>) -> Result<Target, TargetError> {

@@ -268,7 +268,18 @@ pub struct Workload {
 
 impl Workload {
     pub fn spawn(getppid: u32, nanosleep: u32, sleep_us: u32, fork: bool) -> Workload {
-        let mut cmd = Command::new(workload_bin());
+        Self::spawn_bin(workload_bin(), getppid, nanosleep, sleep_us, fork)
+    }
+
+    /// The workload from another copy of its binary (a process name of its own).
+    pub fn spawn_bin(
+        bin: &Path,
+        getppid: u32,
+        nanosleep: u32,
+        sleep_us: u32,
+        fork: bool,
+    ) -> Workload {
+        let mut cmd = Command::new(bin);
         cmd.args([
             getppid.to_string(),
             nanosleep.to_string(),
@@ -481,4 +492,47 @@ pub fn assert_within_client(kernel_mean: f64, client: &[f64]) {
         (0.0..0.005).contains(&gap),
         "kernel mean {kernel_mean}, client mean {client_mean}"
     );
+}
+
+/// A fresh cgroup v2 child, removed on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn create(tag: &str) -> TestCgroup {
+        let mount = infersight::targets::cgroup2_mount().expect("a cgroup v2 hierarchy");
+        let path = mount.join(format!("infersight-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&path).expect("create cgroup");
+        TestCgroup { path }
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string()).expect("move process");
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+impl Agent {
+    /// Scrape until `ok` holds for the metrics (at most `limit`); the last scrape.
+    pub fn wait_for(&self, limit: Duration, what: &str, ok: impl Fn(&Metrics) -> bool) -> Metrics {
+        let start = Instant::now();
+        loop {
+            let m = self.metrics();
+            if ok(&m) {
+                return m;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out waiting for {what}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

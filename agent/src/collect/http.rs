@@ -73,6 +73,11 @@ impl HttpCollector {
         }
     }
 
+    /// A target added at run time (a GPU process).
+    pub fn add_target(&mut self, index: u32, name: &str) {
+        self.names.insert(index, name.to_string());
+    }
+
     pub fn record_bytes(&mut self, bytes: &[u8], now: Instant) {
         match decode(bytes) {
             Some(ev) => self.record(&ev, now),

@@ -1,3 +1,8 @@
 //! Collectors: each reads one source and fills its part of the Snapshot.
+pub mod energy;
+pub mod gpu;
+pub mod host;
 pub mod http;
+pub mod process;
+pub mod sampler;
 pub mod syscalls;

@@ -120,6 +120,6 @@ fn cli_values() {
     };
     assert_eq!(
         from_text("", &over).unwrap_err().to_string(),
-        "--all cannot be combined with --pid or --cgroup"
+        "--all cannot be combined with --pid, --cgroup, --pid-file, --process or --gpu-processes"
     );
 }

@@ -19,7 +19,7 @@ use aya::{
 
 use crate::{
     snapshot::{Health, ProgramStatus, State},
-    targets::{descendants, TargetKind, Targets},
+    targets::{descendants, Change, TargetKind, Targets},
 };
 
 /// The kernel object built by agent/build.rs.
@@ -286,6 +286,10 @@ impl Probes {
         }
     }
 
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.is_some()
+    }
+
     pub fn collector_health(&self) -> Health {
         self.collector.clone()
     }
@@ -343,6 +347,41 @@ impl Probes {
             });
         }
         Ok(out)
+    }
+
+    /// Apply what `Targets::refresh` found: a process target's new PID, a cgroup's new id.
+    pub fn apply(&mut self, changes: &[Change]) -> Result<(), EbpfError> {
+        let loaded = self.loaded.as_mut().ok_or(EbpfError::NotLoaded)?;
+        for c in changes {
+            match *c {
+                Change::Pid { index, old, new } => {
+                    if let Some(old) = old {
+                        loaded.remove_pid(old)?;
+                    }
+                    if let Some(new) = new {
+                        loaded.add_tree(new, index)?;
+                    }
+                }
+                Change::Cgroup { index, old, new } => {
+                    let map_err = |source| EbpfError::Map {
+                        name: "CGROUP_TARGETS",
+                        source,
+                    };
+                    match loaded.cgroups.remove(&old) {
+                        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                        Err(e) => return Err(map_err(e)),
+                    }
+                    loaded.cgroups.insert(new, index, 0).map_err(map_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Start tracing a process found at run time (a GPU process) as target `index`.
+    pub fn add_process(&mut self, pid: u32, index: u32) -> Result<(), EbpfError> {
+        let loaded = self.loaded.as_mut().ok_or(EbpfError::NotLoaded)?;
+        loaded.add_tree(pid, index)
     }
 
     /// The ring buffer of completed HTTP requests, for the reader task (once).
@@ -424,12 +463,11 @@ impl Loaded {
         for t in targets.iter() {
             match &t.kind {
                 TargetKind::Host => mode |= MODE_ALL,
-                TargetKind::Pid { pid } => {
-                    // The root first: from here on the kernel follows its forks, then the
-                    // workers it started before we came.
-                    self.add_pid(*pid, t.index)?;
-                    for child in descendants(*pid) {
-                        self.add_pid(child, t.index)?;
+                TargetKind::Pid { .. }
+                | TargetKind::PidFile { .. }
+                | TargetKind::Process { .. } => {
+                    if let Some(pid) = t.pid() {
+                        self.add_tree(pid, t.index)?;
                     }
                 }
                 TargetKind::Cgroup { id, level, .. } => {
@@ -457,6 +495,37 @@ impl Loaded {
         self.config
             .set(CONFIG_MODE, mode, 0)
             .map_err(map_err("CONFIG"))
+    }
+
+    /// The root first: from here on the kernel follows its forks, then the workers it
+    /// started before we came.
+    fn add_tree(&mut self, pid: u32, target: u32) -> Result<(), EbpfError> {
+        self.add_pid(pid, target)?;
+        for child in descendants(pid) {
+            self.add_pid(child, target)?;
+        }
+        Ok(())
+    }
+
+    /// Forget a process that is gone (its exit handler normally did it already).
+    fn remove_pid(&mut self, pid: u32) -> Result<(), EbpfError> {
+        let map_err = |name| move |source| EbpfError::Map { name, source };
+        let index = pid & TARGET_SLOT_MASK;
+        let cur = self.targets.get(&index, 0).map_err(map_err("TARGETS"))?;
+        if cur.tgid == pid && cur.target_index() != 0 {
+            let slot = TargetSlot {
+                tgid: 0,
+                target: cur.target & SLOT_OVERFLOW,
+            };
+            return self.targets.set(index, slot, 0).map_err(map_err("TARGETS"));
+        }
+        match self.overflow.remove(&pid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(EbpfError::Map {
+                name: "TARGETS_OVERFLOW",
+                source,
+            }),
+        }
     }
 
     /// Same placement rule as the kernel's fork handler: the slot if free, else the
