@@ -292,8 +292,46 @@ pub struct HttpCounters {
     pub unanswered: u64,
 }
 
+/// CUDA driver calls of one target, aggregated in the kernel (per CPU).
+pub const CUDA_MEMCPY_KINDS: usize = 4;
+/// Memcpy kinds, in the order of `CudaStats::memcpy_*`.
+pub const CUDA_MEMCPY_NAMES: [&str; CUDA_MEMCPY_KINDS] = ["htod", "dtoh", "dtod", "any"];
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CudaStats {
+    pub kernel_launches: u64,
+    pub graph_launches: u64,
+    pub allocs: u64,
+    pub alloc_bytes: u64,
+    pub frees: u64,
+    pub memcpy_calls: [u64; CUDA_MEMCPY_KINDS],
+    pub memcpy_bytes: [u64; CUDA_MEMCPY_KINDS],
+    pub sync_count: u64,
+    pub sync_sum_ns: u64,
+    /// log2 buckets of synchronize wait times, as `SyscallStats::buckets`.
+    pub sync_buckets: [u64; HIST_BUCKETS],
+}
+
+impl CudaStats {
+    pub const ZERO: CudaStats = CudaStats {
+        kernel_launches: 0,
+        graph_launches: 0,
+        allocs: 0,
+        alloc_bytes: 0,
+        frees: 0,
+        memcpy_calls: [0; CUDA_MEMCPY_KINDS],
+        memcpy_bytes: [0; CUDA_MEMCPY_KINDS],
+        sync_count: 0,
+        sync_sum_ns: 0,
+        sync_buckets: [0; HIST_BUCKETS],
+    };
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: repr(C), integers only, no padding.
+    unsafe impl aya::Pod for super::CudaStats {}
     // SAFETY: as below: repr(C), integers only, explicit padding.
     unsafe impl aya::Pod for super::HttpCounters {}
     // SAFETY: each type is #[repr(C)], Copy, made only of integers, and has no padding the

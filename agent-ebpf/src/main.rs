@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod cuda;
 mod http;
 
 use agent_common::{
@@ -110,7 +111,7 @@ fn cgroup_target() -> Option<u32> {
 
 /// The target check every syscall pays: one inlined array lookup for untargeted tasks.
 #[inline(always)]
-fn target_of(tgid: u32) -> Option<u32> {
+pub(crate) fn target_of(tgid: u32) -> Option<u32> {
     let mode = config(CONFIG_MODE);
     if mode & MODE_ALL != 0 {
         return Some(HOST_TARGET);

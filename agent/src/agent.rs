@@ -19,6 +19,7 @@ use tokio::{
 use crate::{
     collect::{
         self,
+        cuda::CudaCollector,
         energy::EnergyLedger,
         gpu::{open_nvml, DeviceReading, GpuReading, GpuSource},
         host::{HostCollector, HostSample},
@@ -61,6 +62,7 @@ pub struct Agent {
     host: Result<Sampler<HostSample>, Health>,
     gpu: Result<Sampler<GpuReading>, Health>,
     gpu_processes: bool,
+    cuda: CudaCollector,
     energy: EnergyLedger,
     price_per_kwh: Option<f64>,
     currency: String,
@@ -126,6 +128,7 @@ impl Agent {
             host,
             gpu,
             gpu_processes: config.gpu_processes,
+            cuda: CudaCollector::default(),
             energy: EnergyLedger::default(),
             price_per_kwh: config.energy_price_per_kwh,
             currency: config.energy_currency.clone(),
@@ -243,6 +246,17 @@ impl Agent {
         let processes = collect::process::sample(&self.targets);
         self.refresh_targets(&gpus, &processes);
         self.energy.update(&gpus, &processes);
+        // In host mode the GPU processes are where libcuda.so is to be found.
+        let host_mode = self.targets.iter().any(|t| t.kind == TargetKind::Host);
+        let gpu_pids: Vec<u32> = if host_mode {
+            gpus.iter()
+                .flat_map(|g| g.processes.iter().map(|p| p.pid))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.cuda.scan(&mut self.probes, &processes, &gpu_pids);
+        let cuda = self.cuda.series(&self.probes, &self.targets);
         let (host, host_status) = match self
             .host
             .as_ref()
@@ -321,6 +335,7 @@ impl Agent {
                 host_status,
                 status("process", process_health, None),
                 gpu_status,
+                status("cuda", self.cuda.health(), None),
             ],
             programs: self.probes.program_statuses(),
             syscalls: self.syscalls.clone(),
@@ -334,6 +349,7 @@ impl Agent {
             processes,
             gpus,
             energy: self.energy.summary(self.price_per_kwh, &self.currency),
+            cuda,
         }
     }
 }

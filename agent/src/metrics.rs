@@ -104,9 +104,9 @@ fn series<T>(
     family(name, help, kind, metrics)
 }
 
-fn syscall_histogram(pairs: &[(&str, &str)], s: &SyscallSeries) -> Metric {
-    let cumulative: Vec<(f64, u64)> = s
-        .buckets
+/// A histogram from non-cumulative log2 nanosecond buckets (see `SyscallSeries::buckets`).
+fn log2_histogram(pairs: &[(&str, &str)], buckets: &[u64], sum_seconds: f64) -> Metric {
+    let cumulative: Vec<(f64, u64)> = buckets
         .iter()
         .scan(0u64, |acc, n| {
             *acc += n;
@@ -115,8 +115,8 @@ fn syscall_histogram(pairs: &[(&str, &str)], s: &SyscallSeries) -> Metric {
         .enumerate()
         .filter_map(|(i, c)| SyscallSeries::bucket_upper_seconds(i).map(|u| (u, c)))
         .collect();
-    let count = s.buckets.iter().sum();
-    histogram(pairs, cumulative.into_iter(), count, s.duration_sum_seconds)
+    let count = buckets.iter().sum();
+    histogram(pairs, cumulative.into_iter(), count, sum_seconds)
 }
 
 fn hist(pairs: &[(&str, &str)], h: &Hist) -> Metric {
@@ -210,7 +210,7 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
         ];
         calls.push(counter(&l, s.count as f64));
         errors.push(counter(&l, s.errors as f64));
-        durations.push(syscall_histogram(&l, s));
+        durations.push(log2_histogram(&l, &s.buckets, s.duration_sum_seconds));
     }
     out.push(family(
         "infersight_syscalls_total",
@@ -236,6 +236,7 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
     }
     target::families(snap, &mut out);
     gpu::families(snap, &mut out);
+    cuda::families(snap, &mut out);
     // The text encoder rejects families without samples.
     out.retain(|f| !f.get_metric().is_empty());
     out
@@ -385,6 +386,7 @@ pub fn render(snap: &Snapshot) -> Result<Vec<u8>, prometheus::Error> {
     Ok(buf)
 }
 
+mod cuda;
 mod gpu;
 mod node;
 mod target;

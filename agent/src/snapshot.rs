@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::{
     collect::{
-        energy::EnergySummary, gpu::DeviceReading, host::HostSample, process::ProcessSample,
+        cuda::CudaSeries, energy::EnergySummary, gpu::DeviceReading, host::HostSample,
+        process::ProcessSample,
     },
     hist::Hist,
     targets::Target,
@@ -97,7 +98,7 @@ pub struct SyscallSeries {
     pub buckets: [u64; HIST_BUCKETS],
 }
 
-fn serialize_buckets<S: serde::Serializer>(
+pub(crate) fn serialize_buckets<S: serde::Serializer>(
     b: &[u64; HIST_BUCKETS],
     s: S,
 ) -> Result<S::Ok, S::Error> {
@@ -179,6 +180,7 @@ pub struct Snapshot {
     pub processes: Vec<ProcessSample>,
     pub gpus: Vec<DeviceReading>,
     pub energy: EnergySummary,
+    pub cuda: Vec<CudaSeries>,
 }
 
 impl Snapshot {

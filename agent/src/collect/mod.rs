@@ -1,4 +1,5 @@
 //! Collectors: each reads one source and fills its part of the Snapshot.
+pub mod cuda;
 pub mod energy;
 pub mod gpu;
 pub mod host;

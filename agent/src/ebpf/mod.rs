@@ -3,6 +3,7 @@
 //!
 //! Loading never stops the agent: whatever cannot be done is recorded as the program's or
 //! the collector's health (unsupported without privileges, failed otherwise).
+mod cuda;
 mod sys;
 
 use std::os::fd::OwnedFd;
@@ -131,6 +132,7 @@ struct Loaded {
     http_events: Option<RingBuf<MapData>>,
     /// Keeps BPF run-time statistics on while the agent runs.
     stats_fd: Option<OwnedFd>,
+    cuda: Option<cuda::Cuda>,
 }
 
 pub struct Probes {
@@ -228,7 +230,15 @@ impl Probes {
                 Some("BPF run-time statistics need CAP_SYS_ADMIN".to_string()),
             )
         };
+        let cuda = match cuda::Cuda::take(&mut bpf) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("CUDA probes unavailable: {e}");
+                None
+            }
+        };
         let mut loaded = Loaded {
+            cuda,
             bpf,
             config,
             targets: targets_map,
