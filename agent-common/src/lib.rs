@@ -328,8 +328,80 @@ impl CudaStats {
     };
 }
 
+/// Scheduler figures of one target (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SchedStats {
+    pub on_cpu_ns: u64,
+    pub off_cpu_ns: u64,
+    pub runq_count: u64,
+    pub runq_sum_ns: u64,
+    pub runq_buckets: [u64; HIST_BUCKETS],
+}
+
+impl SchedStats {
+    pub const ZERO: SchedStats = SchedStats {
+        on_cpu_ns: 0,
+        off_cpu_ns: 0,
+        runq_count: 0,
+        runq_sum_ns: 0,
+        runq_buckets: [0; HIST_BUCKETS],
+    };
+}
+
+/// A target thread's scheduler state (kernel side only; userspace never reads it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadSched {
+    pub target: u32,
+    pub _pad: u32,
+    /// When it became runnable (0: not waiting for a CPU).
+    pub enqueued_ns: u64,
+    /// When it went on a CPU (0: not running).
+    pub on_cpu_since_ns: u64,
+    /// When it left a CPU not runnable (0: not sleeping).
+    pub off_cpu_since_ns: u64,
+}
+
+/// TCP socket states as the kernel numbers them (index = state), for labels.
+pub const TCP_STATES: [&str; 13] = [
+    "UNKNOWN",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+];
+
+/// TCP figures of one target (per CPU): retransmitted segments and state changes by new
+/// state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpStats {
+    pub retransmits: u64,
+    pub state_changes: [u64; 16],
+}
+
+impl TcpStats {
+    pub const ZERO: TcpStats = TcpStats {
+        retransmits: 0,
+        state_changes: [0; 16],
+    };
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: repr(C), integers only, no padding.
+    unsafe impl aya::Pod for super::SchedStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TcpStats {}
     // SAFETY: repr(C), integers only, no padding.
     unsafe impl aya::Pod for super::CudaStats {}
     // SAFETY: as below: repr(C), integers only, explicit padding.

@@ -14,6 +14,8 @@
 
 mod cuda;
 mod http;
+mod sched;
+mod tcp;
 
 use agent_common::{
     log2_bucket, stats_key, Inflight, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS,
@@ -70,7 +72,7 @@ fn config(index: u32) -> u32 {
 }
 
 #[inline(always)]
-fn read_global(v: &'static u32) -> u32 {
+pub(crate) fn read_global(v: &'static u32) -> u32 {
     // SAFETY: the pointer comes from a reference to a static; the volatile read keeps the
     // compiler from folding the value userspace overrides at load time.
     unsafe { core::ptr::read_volatile(v) }

@@ -28,7 +28,7 @@ use crate::{
         sampler::Sampler,
     },
     config::Config,
-    ebpf::{Options, Probes, SYSCALL_PROGRAMS},
+    ebpf::{Options, Probes, SCHED_PROGRAMS, SYSCALL_PROGRAMS, TCP_PROGRAMS},
     server,
     snapshot::{CollectorStatus, Health, Snapshot, State, SyscallSeries, TargetStatus},
     targets::{process_alive, TargetError, TargetKind, Targets},
@@ -257,6 +257,8 @@ impl Agent {
         };
         self.cuda.scan(&mut self.probes, &processes, &gpu_pids);
         let cuda = self.cuda.series(&self.probes, &self.targets);
+        let (sched, sched_health) = self.secondary(SCHED_PROGRAMS, collect::sched::sched_series);
+        let (tcp, tcp_health) = self.secondary(TCP_PROGRAMS, collect::sched::tcp_series);
         let (host, host_status) = match self
             .host
             .as_ref()
@@ -336,6 +338,8 @@ impl Agent {
                 status("process", process_health, None),
                 gpu_status,
                 status("cuda", self.cuda.health(), None),
+                status("sched", sched_health, None),
+                status("tcp", tcp_health, None),
             ],
             programs: self.probes.program_statuses(),
             syscalls: self.syscalls.clone(),
@@ -350,6 +354,24 @@ impl Agent {
             gpus,
             energy: self.energy.summary(self.price_per_kwh, &self.currency),
             cuda,
+            sched,
+            tcp,
+        }
+    }
+
+    /// A collector over extra programs: its series when they are attached.
+    fn secondary<T>(
+        &self,
+        programs: &[&str],
+        read: fn(&Probes, &Targets) -> Result<Vec<T>, String>,
+    ) -> (Vec<T>, Health) {
+        let health = self.probes.programs_health(programs);
+        if health.state != State::Active {
+            return (Vec::new(), health);
+        }
+        match read(&self.probes, &self.targets) {
+            Ok(v) => (v, health),
+            Err(e) => (Vec::new(), Health::failed(e)),
         }
     }
 }

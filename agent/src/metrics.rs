@@ -237,6 +237,7 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
     target::families(snap, &mut out);
     gpu::families(snap, &mut out);
     cuda::families(snap, &mut out);
+    sched::families(snap, &mut out);
     // The text encoder rejects families without samples.
     out.retain(|f| !f.get_metric().is_empty());
     out
@@ -389,6 +390,7 @@ pub fn render(snap: &Snapshot) -> Result<Vec<u8>, prometheus::Error> {
 mod cuda;
 mod gpu;
 mod node;
+mod sched;
 mod target;
 
 #[cfg(test)]

@@ -6,8 +6,12 @@ use serde::Serialize;
 
 use crate::{
     collect::{
-        cuda::CudaSeries, energy::EnergySummary, gpu::DeviceReading, host::HostSample,
+        cuda::CudaSeries,
+        energy::EnergySummary,
+        gpu::DeviceReading,
+        host::HostSample,
         process::ProcessSample,
+        sched::{SchedSeries, TcpSeries},
     },
     hist::Hist,
     targets::Target,
@@ -181,6 +185,8 @@ pub struct Snapshot {
     pub gpus: Vec<DeviceReading>,
     pub energy: EnergySummary,
     pub cuda: Vec<CudaSeries>,
+    pub sched: Vec<SchedSeries>,
+    pub tcp: Vec<TcpSeries>,
 }
 
 impl Snapshot {

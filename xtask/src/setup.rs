@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 
 /// Debian packages: LLVM 22 for bpf-linker (build and run time), a C compiler for the
 /// test workloads, python3 for the test HTTP server, promtool (package prometheus) for
-/// exposition checks, wrk for the HTTP benchmark.
+/// exposition checks, wrk for the HTTP benchmark, iproute2 and nftables for the TCP test's
+/// network namespace and packet loss.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "gcc",
@@ -18,6 +19,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     "prometheus",
     "wrk",
+    "iproute2",
+    "nftables",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -6,4 +6,5 @@ pub mod host;
 pub mod http;
 pub mod process;
 pub mod sampler;
+pub mod sched;
 pub mod syscalls;

@@ -1,13 +1,13 @@
 //! Attaching the CUDA driver uprobes to a libcuda.so and reading their per-target counts.
 use std::path::Path;
 
-use agent_common::{CudaStats, HTTP_TARGET_MASK};
+use agent_common::CudaStats;
 use aya::{
     maps::PerCpuArray,
     programs::{uprobe::UProbeScope, UProbe},
 };
 
-use super::{brief, take, EbpfError, Probes};
+use super::{brief, read_per_target, take, EbpfError, Probes};
 
 /// Each program and the driver entry points it is attached to. The `_ptsz`/`_ptds`
 /// variants are the per-thread-default-stream entry points (`--default-stream
@@ -155,17 +155,12 @@ impl Probes {
             .cuda
             .as_ref()
             .ok_or(EbpfError::MissingMap("CUDA_STATS"))?;
-        let mut out = Vec::new();
-        for t in targets {
-            let per_cpu = cuda
-                .stats
-                .get(&(t & HTTP_TARGET_MASK), 0)
-                .map_err(|source| EbpfError::Map {
-                    name: "CUDA_STATS",
-                    source,
-                })?;
-            let mut sum = CudaStats::ZERO;
-            for c in per_cpu.iter() {
+        read_per_target(
+            &cuda.stats,
+            "CUDA_STATS",
+            targets,
+            CudaStats::ZERO,
+            |sum, c| {
                 sum.kernel_launches += c.kernel_launches;
                 sum.graph_launches += c.graph_launches;
                 sum.allocs += c.allocs;
@@ -180,9 +175,7 @@ impl Probes {
                 for (s, b) in sum.sync_buckets.iter_mut().zip(c.sync_buckets.iter()) {
                     *s += b;
                 }
-            }
-            out.push((t, sum));
-        }
-        Ok(out)
+            },
+        )
     }
 }

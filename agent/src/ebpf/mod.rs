@@ -9,8 +9,9 @@ mod sys;
 use std::os::fd::OwnedFd;
 
 use agent_common::{
-    stats_key_parts, HttpCounters, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS, CONFIG_HTTP,
-    CONFIG_MODE, MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP, SLOT_OVERFLOW, TARGET_SLOT_MASK,
+    stats_key_parts, HttpCounters, SchedStats, SyscallStats, TargetSlot, TcpStats,
+    CONFIG_CGROUP_LEVELS, CONFIG_HTTP, CONFIG_MODE, MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP,
+    SLOT_OVERFLOW, TARGET_SLOT_MASK,
 };
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -77,7 +78,36 @@ pub const SYSCALL_PROGRAMS: &[ProgramSpec] = &[
         hook: Hook::Tracepoint("sched", "sched_process_exit"),
         essential: false,
     },
+    ProgramSpec {
+        name: "sched_switch",
+        hook: Hook::Tracepoint("sched", "sched_switch"),
+        essential: false,
+    },
+    ProgramSpec {
+        name: "sched_wakeup",
+        hook: Hook::Tracepoint("sched", "sched_wakeup"),
+        essential: false,
+    },
+    ProgramSpec {
+        name: "sched_wakeup_new",
+        hook: Hook::Tracepoint("sched", "sched_wakeup_new"),
+        essential: false,
+    },
+    ProgramSpec {
+        name: "tcp_retransmit_skb",
+        hook: Hook::Tracepoint("tcp", "tcp_retransmit_skb"),
+        essential: false,
+    },
+    ProgramSpec {
+        name: "inet_sock_set_state",
+        hook: Hook::Tracepoint("sock", "inet_sock_set_state"),
+        essential: false,
+    },
 ];
+
+/// The programs each secondary collector needs attached to be active.
+pub const SCHED_PROGRAMS: &[&str] = &["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+pub const TCP_PROGRAMS: &[&str] = &["tcp_retransmit_skb", "inet_sock_set_state"];
 
 /// Empty programs on the syscall hooks: the benchmark's cost floor.
 pub const FLOOR_PROGRAMS: &[ProgramSpec] = &[
@@ -133,6 +163,8 @@ struct Loaded {
     /// Keeps BPF run-time statistics on while the agent runs.
     stats_fd: Option<OwnedFd>,
     cuda: Option<cuda::Cuda>,
+    sched: PerCpuArray<MapData, SchedStats>,
+    tcp: PerCpuArray<MapData, TcpStats>,
 }
 
 pub struct Probes {
@@ -183,6 +215,46 @@ impl Probes {
                 "EXIT_GROUP_DEAD_OFFSET",
                 Some(sys::field_offset("sched", "sched_process_exit", "group_dead").unwrap_or(0)),
             ),
+            (
+                "SWITCH_PREV_PID_OFFSET",
+                sys::field_offset("sched", "sched_switch", "prev_pid"),
+            ),
+            (
+                "SWITCH_PREV_STATE_OFFSET",
+                sys::field_offset("sched", "sched_switch", "prev_state"),
+            ),
+            (
+                "SWITCH_NEXT_PID_OFFSET",
+                sys::field_offset("sched", "sched_switch", "next_pid"),
+            ),
+            (
+                "WAKEUP_PID_OFFSET",
+                sys::field_offset("sched", "sched_wakeup", "pid"),
+            ),
+            (
+                "RETRANS_SKADDR_OFFSET",
+                sys::field_offset("tcp", "tcp_retransmit_skb", "skaddr"),
+            ),
+            (
+                "RETRANS_SPORT_OFFSET",
+                sys::field_offset("tcp", "tcp_retransmit_skb", "sport"),
+            ),
+            (
+                "STATE_SKADDR_OFFSET",
+                sys::field_offset("sock", "inet_sock_set_state", "skaddr"),
+            ),
+            (
+                "STATE_NEWSTATE_OFFSET",
+                sys::field_offset("sock", "inet_sock_set_state", "newstate"),
+            ),
+            (
+                "STATE_SPORT_OFFSET",
+                sys::field_offset("sock", "inet_sock_set_state", "sport"),
+            ),
+            (
+                "STATE_PROTOCOL_OFFSET",
+                sys::field_offset("sock", "inet_sock_set_state", "protocol"),
+            ),
         ];
         let offsets: Vec<(&'static str, u32)> = offsets
             .iter()
@@ -207,13 +279,15 @@ impl Probes {
                 take(&mut bpf, "SYSCALL_STATS", PerCpuHashMap::try_from)?,
                 take(&mut bpf, "HTTP_COUNTERS", PerCpuArray::try_from)?,
                 take(&mut bpf, "HTTP_EVENTS", RingBuf::try_from)?,
+                take(&mut bpf, "SCHED_STATS", PerCpuArray::try_from)?,
+                take(&mut bpf, "TCP_STATS", PerCpuArray::try_from)?,
             ))
         })();
-        let (config, targets_map, overflow, cgroups, stats, http_counters, http_events) = match maps
-        {
-            Ok(m) => m,
-            Err(e) => return Self::none(specs, Health::failed(e.to_string())),
-        };
+        let (config, targets_map, overflow, cgroups, stats, http_counters, http_events, sched, tcp) =
+            match maps {
+                Ok(m) => m,
+                Err(e) => return Self::none(specs, Health::failed(e.to_string())),
+            };
         let (stats_fd, stats_note) = if !options.bpf_stats {
             (
                 None,
@@ -239,6 +313,8 @@ impl Probes {
         };
         let mut loaded = Loaded {
             cuda,
+            sched,
+            tcp,
             bpf,
             config,
             targets: targets_map,
@@ -394,6 +470,70 @@ impl Probes {
         loaded.add_tree(pid, index)
     }
 
+    /// Whether all of `programs` are attached, or why not.
+    pub fn programs_health(&self, programs: &[&str]) -> Health {
+        if self.loaded.is_none() {
+            return self.collector.clone();
+        }
+        for name in programs {
+            if let Some((_, h)) = self.programs.iter().find(|(s, _)| s.name == *name) {
+                if h.state != State::Active {
+                    return Health {
+                        state: h.state,
+                        reason: Some(format!(
+                            "program {name}: {}",
+                            h.reason.clone().unwrap_or_default()
+                        )),
+                    };
+                }
+            }
+        }
+        Health::active()
+    }
+
+    /// Per-target scheduler figures summed over CPUs.
+    pub fn read_sched(
+        &self,
+        targets: impl Iterator<Item = u32>,
+    ) -> Result<Vec<(u32, SchedStats)>, EbpfError> {
+        let loaded = self.loaded.as_ref().ok_or(EbpfError::NotLoaded)?;
+        read_per_target(
+            &loaded.sched,
+            "SCHED_STATS",
+            targets,
+            SchedStats::ZERO,
+            |sum, c| {
+                sum.on_cpu_ns += c.on_cpu_ns;
+                sum.off_cpu_ns += c.off_cpu_ns;
+                sum.runq_count += c.runq_count;
+                sum.runq_sum_ns += c.runq_sum_ns;
+                for (s, b) in sum.runq_buckets.iter_mut().zip(c.runq_buckets.iter()) {
+                    *s += b;
+                }
+            },
+        )
+    }
+
+    /// Per-target TCP figures summed over CPUs.
+    pub fn read_tcp(
+        &self,
+        targets: impl Iterator<Item = u32>,
+    ) -> Result<Vec<(u32, TcpStats)>, EbpfError> {
+        let loaded = self.loaded.as_ref().ok_or(EbpfError::NotLoaded)?;
+        read_per_target(
+            &loaded.tcp,
+            "TCP_STATS",
+            targets,
+            TcpStats::ZERO,
+            |sum, c| {
+                sum.retransmits += c.retransmits;
+                for (s, n) in sum.state_changes.iter_mut().zip(c.state_changes.iter()) {
+                    *s += n;
+                }
+            },
+        )
+    }
+
     /// The ring buffer of completed HTTP requests, for the reader task (once).
     pub fn take_http_events(&mut self) -> Option<RingBuf<MapData>> {
         self.loaded.as_mut()?.http_events.take()
@@ -405,28 +545,43 @@ impl Probes {
         targets: impl Iterator<Item = u32>,
     ) -> Result<Vec<(u32, HttpCounters)>, EbpfError> {
         let loaded = self.loaded.as_ref().ok_or(EbpfError::NotLoaded)?;
-        let mut out = Vec::new();
-        for t in targets {
-            let per_cpu = loaded
-                .http_counters
-                .get(&(t & agent_common::HTTP_TARGET_MASK), 0)
-                .map_err(|source| EbpfError::Map {
-                    name: "HTTP_COUNTERS",
-                    source,
-                })?;
-            let mut sum = HttpCounters::default();
-            for c in per_cpu.iter() {
+        read_per_target(
+            &loaded.http_counters,
+            "HTTP_COUNTERS",
+            targets,
+            HttpCounters::default(),
+            |sum, c| {
                 sum.started += c.started;
                 sum.finished += c.finished;
                 sum.dropped += c.dropped;
                 sum.accepted += c.accepted;
                 sum.ignored_connections += c.ignored_connections;
                 sum.unanswered += c.unanswered;
-            }
-            out.push((t, sum));
-        }
-        Ok(out)
+            },
+        )
     }
+}
+
+/// One per-CPU array slot per target, folded over CPUs with `add`.
+pub(super) fn read_per_target<T: aya::Pod + Copy>(
+    map: &PerCpuArray<MapData, T>,
+    name: &'static str,
+    targets: impl Iterator<Item = u32>,
+    zero: T,
+    add: impl Fn(&mut T, &T),
+) -> Result<Vec<(u32, T)>, EbpfError> {
+    let mut out = Vec::new();
+    for t in targets {
+        let per_cpu = map
+            .get(&(t & agent_common::HTTP_TARGET_MASK), 0)
+            .map_err(|source| EbpfError::Map { name, source })?;
+        let mut sum = zero;
+        for c in per_cpu.iter() {
+            add(&mut sum, c);
+        }
+        out.push((t, sum));
+    }
+    Ok(out)
 }
 
 /// An error on one line: a verifier log is cut to its first line and its last lines
