@@ -123,6 +123,70 @@ pub const FLOOR_PROGRAMS: &[ProgramSpec] = &[
     },
 ];
 
+/// Tracepoint record offsets the kernel programs read, as (global in the object, category,
+/// event, field): read from tracefs `format` files at load time; the object's defaults
+/// (this kernel's) stay where a file cannot be read.
+const RECORD_OFFSETS: &[(&str, &str, &str, &str)] = &[
+    ("NEWTASK_PID_OFFSET", "task", "task_newtask", "pid"),
+    (
+        "NEWTASK_FLAGS_OFFSET",
+        "task",
+        "task_newtask",
+        "clone_flags",
+    ),
+    (
+        "EXIT_GROUP_DEAD_OFFSET",
+        "sched",
+        "sched_process_exit",
+        "group_dead",
+    ),
+    (
+        "SWITCH_PREV_PID_OFFSET",
+        "sched",
+        "sched_switch",
+        "prev_pid",
+    ),
+    (
+        "SWITCH_PREV_STATE_OFFSET",
+        "sched",
+        "sched_switch",
+        "prev_state",
+    ),
+    (
+        "SWITCH_NEXT_PID_OFFSET",
+        "sched",
+        "sched_switch",
+        "next_pid",
+    ),
+    ("WAKEUP_PID_OFFSET", "sched", "sched_wakeup", "pid"),
+    (
+        "RETRANS_SKADDR_OFFSET",
+        "tcp",
+        "tcp_retransmit_skb",
+        "skaddr",
+    ),
+    ("RETRANS_SPORT_OFFSET", "tcp", "tcp_retransmit_skb", "sport"),
+    (
+        "STATE_SKADDR_OFFSET",
+        "sock",
+        "inet_sock_set_state",
+        "skaddr",
+    ),
+    (
+        "STATE_NEWSTATE_OFFSET",
+        "sock",
+        "inet_sock_set_state",
+        "newstate",
+    ),
+    ("STATE_SPORT_OFFSET", "sock", "inet_sock_set_state", "sport"),
+    (
+        "STATE_PROTOCOL_OFFSET",
+        "sock",
+        "inet_sock_set_state",
+        "protocol",
+    ),
+];
+
 /// What the loaded programs do besides syscall tracing.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -202,63 +266,18 @@ impl Probes {
         }
 
         let mut loader = EbpfLoader::new();
-        let offsets = [
-            (
-                "NEWTASK_PID_OFFSET",
-                sys::field_offset("task", "task_newtask", "pid"),
-            ),
-            (
-                "NEWTASK_FLAGS_OFFSET",
-                sys::field_offset("task", "task_newtask", "clone_flags"),
-            ),
-            (
-                "EXIT_GROUP_DEAD_OFFSET",
-                Some(sys::field_offset("sched", "sched_process_exit", "group_dead").unwrap_or(0)),
-            ),
-            (
-                "SWITCH_PREV_PID_OFFSET",
-                sys::field_offset("sched", "sched_switch", "prev_pid"),
-            ),
-            (
-                "SWITCH_PREV_STATE_OFFSET",
-                sys::field_offset("sched", "sched_switch", "prev_state"),
-            ),
-            (
-                "SWITCH_NEXT_PID_OFFSET",
-                sys::field_offset("sched", "sched_switch", "next_pid"),
-            ),
-            (
-                "WAKEUP_PID_OFFSET",
-                sys::field_offset("sched", "sched_wakeup", "pid"),
-            ),
-            (
-                "RETRANS_SKADDR_OFFSET",
-                sys::field_offset("tcp", "tcp_retransmit_skb", "skaddr"),
-            ),
-            (
-                "RETRANS_SPORT_OFFSET",
-                sys::field_offset("tcp", "tcp_retransmit_skb", "sport"),
-            ),
-            (
-                "STATE_SKADDR_OFFSET",
-                sys::field_offset("sock", "inet_sock_set_state", "skaddr"),
-            ),
-            (
-                "STATE_NEWSTATE_OFFSET",
-                sys::field_offset("sock", "inet_sock_set_state", "newstate"),
-            ),
-            (
-                "STATE_SPORT_OFFSET",
-                sys::field_offset("sock", "inet_sock_set_state", "sport"),
-            ),
-            (
-                "STATE_PROTOCOL_OFFSET",
-                sys::field_offset("sock", "inet_sock_set_state", "protocol"),
-            ),
-        ];
-        let offsets: Vec<(&'static str, u32)> = offsets
+        let offsets: Vec<(&'static str, u32)> = RECORD_OFFSETS
             .iter()
-            .filter_map(|(n, v)| v.map(|v| (*n, v)))
+            .filter_map(|(global, cat, event, field)| {
+                let found = sys::field_offset(cat, event, field);
+                // 0 tells the exit handler the kernel has no `group_dead` field.
+                let value = if *global == "EXIT_GROUP_DEAD_OFFSET" {
+                    Some(found.unwrap_or(0))
+                } else {
+                    found
+                };
+                value.map(|v| (*global, v))
+            })
             .collect();
         for (name, value) in &offsets {
             loader.override_global(name, value, true);
