@@ -140,3 +140,9 @@ pub fn cuda_sync_exit(_ctx: RetProbeContext) -> u32 {
     }
     0
 }
+
+/// An empty uprobe: the benchmark's floor (what the trap alone costs).
+#[uprobe]
+pub fn noop_uprobe(_ctx: ProbeContext) -> u32 {
+    0
+}

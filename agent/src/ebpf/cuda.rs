@@ -145,6 +145,27 @@ impl Probes {
         Ok(attached)
     }
 
+    /// The benchmark's floor: the empty `noop_uprobe` on every entry point `attach_cuda`
+    /// would probe. Returns how many were attached.
+    pub fn attach_cuda_floor(&mut self, path: &Path) -> Result<usize, String> {
+        let loaded = self.loaded.as_mut().ok_or("eBPF is not loaded")?;
+        let p: &mut UProbe = loaded
+            .bpf
+            .program_mut("noop_uprobe")
+            .ok_or("program noop_uprobe is missing")?
+            .try_into()
+            .map_err(|e| format!("noop_uprobe: {e}"))?;
+        p.load()
+            .map_err(|e| format!("noop_uprobe: load: {}", brief(e)))?;
+        let mut symbols: Vec<&str> = HOOKS.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+        symbols.sort_unstable();
+        symbols.dedup();
+        Ok(symbols
+            .into_iter()
+            .filter(|sym| p.attach(*sym, path, UProbeScope::AllProcesses).is_ok())
+            .count())
+    }
+
     /// Per-target CUDA counts summed over CPUs.
     pub fn read_cuda(
         &self,

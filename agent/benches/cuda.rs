@@ -1,0 +1,187 @@
+//! `cargo xtask bench cuda`: cost of the CUDA driver uprobes per call, measured side by
+//! side in one run.
+//!
+//! tests/cuda_app.c makes LOOPS x 170 calls into the stand-in libcuda.so.1 built from
+//! tests/fake_cuda.c (functions that return at once), under four configurations,
+//! interleaved over several rounds:
+//!   none     no probe
+//!   floor    an empty uprobe program on every probed entry point (the trap's cost)
+//!   other    the agent's CUDA programs, targeting another process
+//!   traced   the agent's CUDA programs, targeting the calling process
+//!
+//! Usage: cargo bench -p infersight --bench cuda -- [--loops N] [--rounds R]
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::Instant,
+};
+
+use infersight::{
+    config::{TargetRequest, TargetSpec},
+    ebpf::Probes,
+    targets::Targets,
+};
+
+/// Driver calls per loop of cuda_app (without synchronize calls).
+const CALLS_PER_LOOP: u64 = 170;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let loops = common::flag(&args, "--loops", 20_000);
+    let rounds = common::flag(&args, "--rounds", 5) as usize;
+    common::require_root("cuda");
+    let dir = std::env::temp_dir().join(format!("infersight-bench-cuda-{}", std::process::id()));
+    let (lib, app) = build(&dir);
+    run(&lib, &app, loops, rounds);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn build(dir: &Path) -> (PathBuf, PathBuf) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests");
+    std::fs::create_dir_all(dir).expect("bench dir");
+    let lib = dir.join("libcuda.so.1");
+    let app = dir.join("cuda-app");
+    let cc = |args: &[&str], out: &Path, file: &str| {
+        let st = Command::new("cc")
+            .args(args)
+            .arg("-o")
+            .arg(out)
+            .arg(src.join(file))
+            .arg("-ldl")
+            .status()
+            .expect("run cc");
+        assert!(st.success(), "cc {file}");
+    };
+    cc(&["-shared", "-fPIC", "-O1"], &lib, "fake_cuda.c");
+    cc(&["-O1"], &app, "cuda_app.c");
+    (lib, app)
+}
+
+struct App {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl App {
+    /// Started, and past dlopen: the library is mapped and waiting for the second gate.
+    fn loaded(app: &Path, lib: &Path, loops: u64) -> App {
+        let mut child = Command::new(app)
+            .arg(lib)
+            .arg(loops.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn cuda-app");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut a = App {
+            child,
+            stdin,
+            stdout,
+        };
+        a.expect("ready");
+        a.gate();
+        a.expect("loaded");
+        a
+    }
+
+    fn gate(&mut self) {
+        self.stdin.write_all(b"g").expect("gate");
+    }
+
+    fn expect(&mut self, word: &str) {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("cuda-app output");
+        assert_eq!(line.trim(), word);
+    }
+
+    /// Open the last gate and time the calls: ns per call.
+    fn run(mut self, calls: u64) -> f64 {
+        let start = Instant::now();
+        self.gate();
+        self.expect("done");
+        let ns = start.elapsed().as_nanos() as f64 / calls as f64;
+        let _ = self.child.wait();
+        ns
+    }
+}
+
+fn pid_targets(pid: u32) -> Targets {
+    Targets::resolve(&TargetSpec::List(vec![TargetRequest::Pid {
+        pid,
+        name: Some("bench".into()),
+    }]))
+    .expect("resolve target")
+}
+
+fn run(lib: &Path, app: &Path, loops: u64, rounds: usize) {
+    let calls = loops * CALLS_PER_LOOP;
+    let mut results: [Vec<f64>; 4] = Default::default();
+    let mut bystander = Command::new("sleep").arg("3600").spawn().expect("sleep");
+    let others = pid_targets(bystander.id());
+    for round in 0..rounds {
+        results[0].push(App::loaded(app, lib, loops).run(calls));
+
+        let a = App::loaded(app, lib, loops);
+        let mut probes = Probes::start(&others, &[]);
+        let n = probes.attach_cuda_floor(lib).expect("floor probes");
+        assert!(n >= 15, "floor attached {n} entry points");
+        results[1].push(a.run(calls));
+        drop(probes);
+
+        let a = App::loaded(app, lib, loops);
+        let mut probes = Probes::start(&others, &[]);
+        probes.attach_cuda(lib).expect("CUDA probes");
+        results[2].push(a.run(calls));
+        drop(probes);
+
+        let a = App::loaded(app, lib, loops);
+        let mut probes = Probes::start(&pid_targets(a.child.id()), &[]);
+        probes.attach_cuda(lib).expect("CUDA probes");
+        results[3].push(a.run(calls));
+        let launches: u64 = probes
+            .read_cuda(std::iter::once(1))
+            .expect("read CUDA counts")
+            .iter()
+            .map(|(_, s)| s.kernel_launches)
+            .sum();
+        assert_eq!(launches, loops * 120, "traced run counted every launch");
+        drop(probes);
+        eprintln!(
+            "round {}: none {:.0} floor {:.0} other {:.0} traced {:.0} ns/call",
+            round + 1,
+            results[0][round],
+            results[1][round],
+            results[2][round],
+            results[3][round]
+        );
+    }
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    let [n, f, o, t] = results.map(|mut v| common::median(&mut v));
+    println!(
+        "\ncuda benchmark: {calls} driver calls per run, median of {rounds} interleaved rounds\n"
+    );
+    println!("| configuration | ns/call | added vs none | ratio to floor |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!("| none (no probe) | {n:.1} | – | – |");
+    println!("| floor (empty uprobe) | {f:.0} | +{:.0} | 1.00 |", f - n);
+    println!(
+        "| agent, other PID targeted | {o:.0} | +{:.0} | {:.2} |",
+        o - n,
+        o / f
+    );
+    println!(
+        "| agent, this PID targeted | {t:.0} | +{:.0} | {:.2} |",
+        t - n,
+        t / f
+    );
+    println!(
+        "\nour program's own cost per traced call: {:.0} ns over the trap",
+        t - f
+    );
+}
