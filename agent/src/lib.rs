@@ -3,6 +3,7 @@
 //! Data flows one way: collectors (eBPF maps, /proc, NVML) → one `Snapshot` per tick →
 //! consumers (`/metrics`, `/health`, …). See DESIGN.md for the module owners.
 pub mod agent;
+pub mod alert;
 pub mod collect;
 pub mod config;
 pub mod ebpf;

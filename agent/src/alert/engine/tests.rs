@@ -1,0 +1,199 @@
+use std::{collections::HashMap, path::Path};
+
+use super::*;
+use crate::alert::rules;
+
+/// Signals set by the test: cpu_usage_percent and http_error_ratio{target}, or no data.
+#[derive(Default)]
+struct Fake(HashMap<&'static str, Option<Vec<Instance>>>);
+
+impl Signals for Fake {
+    fn get(&self, name: &str) -> Option<&[Instance]> {
+        self.0.get(name)?.as_deref()
+    }
+}
+
+fn cpu(v: Option<f64>) -> Fake {
+    let mut f = Fake::default();
+    f.0.insert(
+        "cpu_usage_percent",
+        v.map(|value| {
+            vec![Instance {
+                labels: Labels::new(),
+                value,
+            }]
+        }),
+    );
+    f
+}
+
+fn engine(rule: &str) -> Engine {
+    let l = rules::parse(Path::new("t.toml"), rule, &["log".into()]);
+    assert!(l.errors.is_empty(), "{:?}", l.errors);
+    Engine::new(l.rules, 300.0)
+}
+
+/// (time, status) of each notification over a series of (time, cpu) readings.
+fn run(e: &mut Engine, series: &[(f64, Option<f64>)]) -> Vec<(f64, Status)> {
+    let mut out = Vec::new();
+    for (t, v) in series {
+        for n in e.evaluate(&cpu(*v), *t) {
+            out.push((*t, n.status));
+        }
+    }
+    out
+}
+
+const HIGH_CPU: &str = r#"
+[[rule]]
+name = "HighCpu"
+expr = "cpu_usage_percent > 80"
+for = "5m"
+severity = "high"
+labels = { team = "ml" }
+[rule.annotations]
+summary = "CPU at {{ $value }}% ({{ $labels.team }}, {{ $labels.severity }})"
+"#;
+
+#[test]
+fn pending_for_the_whole_for_then_firing_then_resolved() {
+    let mut e = engine(HIGH_CPU);
+    let n = e.evaluate(&cpu(Some(90.0)), 0.0);
+    assert!(n.is_empty());
+    assert_eq!(e.alerts()[0].state, AlertState::Pending);
+    // A dip below the threshold while pending resets it, silently.
+    assert!(e.evaluate(&cpu(Some(50.0)), 100.0).is_empty());
+    assert!(e.alerts().is_empty());
+    assert!(e.evaluate(&cpu(Some(91.5)), 200.0).is_empty());
+    assert!(e.evaluate(&cpu(Some(91.5)), 499.0).is_empty());
+    let n = e.evaluate(&cpu(Some(92.25)), 500.0);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].status, Status::Firing);
+    assert_eq!(n[0].starts_at, 200.0);
+    assert_eq!(n[0].annotations["summary"], "CPU at 92.25% (ml, high)");
+    assert_eq!(n[0].labels["alertname"], "HighCpu");
+    assert_eq!(n[0].labels["team"], "ml");
+    assert_eq!(e.alerts()[0].state, AlertState::Firing);
+    let n = e.evaluate(&cpu(Some(10.0)), 560.0);
+    assert_eq!(n.len(), 1);
+    assert_eq!((n[0].status, n[0].ends_at), (Status::Resolved, Some(560.0)));
+    assert!(e.alerts().is_empty());
+}
+
+#[test]
+fn keep_firing_for_holds_through_a_short_dip() {
+    let mut e = engine(&HIGH_CPU.replace("for = \"5m\"", "keep_firing_for = \"2m\""));
+    let got = run(
+        &mut e,
+        &[
+            (0.0, Some(90.0)),
+            (60.0, Some(10.0)),  // dip: still firing
+            (120.0, Some(95.0)), // back before 2 m
+            (180.0, Some(10.0)),
+            (299.0, Some(10.0)),
+            (300.0, Some(10.0)), // 2 m after the dip began
+        ],
+    );
+    assert_eq!(got, vec![(0.0, Status::Firing), (300.0, Status::Resolved)]);
+}
+
+#[test]
+fn resolve_expr_gives_hysteresis() {
+    let mut e =
+        engine(&HIGH_CPU.replace("for = \"5m\"", "resolve_expr = \"cpu_usage_percent < 70\""));
+    let got = run(
+        &mut e,
+        &[
+            (0.0, Some(85.0)),
+            (10.0, Some(75.0)), // below 80, not below 70: still firing
+            (20.0, Some(79.0)),
+            (30.0, Some(65.0)),
+        ],
+    );
+    assert_eq!(got, vec![(0.0, Status::Firing), (30.0, Status::Resolved)]);
+}
+
+#[test]
+fn repeats_while_firing_and_cools_down_after_a_resolve() {
+    let mut e = engine(&HIGH_CPU.replace("for = \"5m\"", "repeat_interval = \"1h\""));
+    let got = run(
+        &mut e,
+        &[
+            (0.0, Some(90.0)),
+            (3599.0, Some(90.0)),
+            (3600.0, Some(90.0)), // repeat
+            (3700.0, Some(10.0)), // resolved
+            (3760.0, Some(90.0)), // re-fires within the 300 s cooldown: held
+            (3800.0, Some(10.0)), // and resolves unannounced
+            (3900.0, Some(90.0)), // held
+            (4000.0, Some(90.0)), // cooldown over, still firing: announced
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            (0.0, Status::Firing),
+            (3600.0, Status::Firing),
+            (3700.0, Status::Resolved),
+            (4000.0, Status::Firing),
+        ]
+    );
+}
+
+#[test]
+fn no_data_keeps_alerts_as_they_are() {
+    let mut e = engine(&HIGH_CPU.replace("for = \"5m\"", ""));
+    let got = run(&mut e, &[(0.0, Some(90.0)), (10.0, None), (20.0, None)]);
+    assert_eq!(got, vec![(0.0, Status::Firing)]);
+    assert_eq!(e.health()["HighCpu"], RuleHealth::Nodata);
+    assert_eq!(e.alerts().len(), 1, "not resolved by missing data");
+    let got = run(&mut e, &[(30.0, Some(10.0))]);
+    assert_eq!(got, vec![(30.0, Status::Resolved)]);
+    assert_eq!(e.health()["HighCpu"], RuleHealth::Ok);
+}
+
+#[test]
+fn each_label_set_is_its_own_instance() {
+    let mut e = engine(
+        r#"
+[[rule]]
+name = "Errors"
+expr = "http_error_ratio > 10%"
+severity = "high"
+"#,
+    );
+    let mut f = Fake::default();
+    let inst = |t: &str, v: f64| Instance {
+        labels: [("target".to_string(), t.to_string())].into(),
+        value: v,
+    };
+    f.0.insert(
+        "http_error_ratio",
+        Some(vec![inst("a", 0.5), inst("b", 0.01)]),
+    );
+    let n = e.evaluate(&f, 0.0);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].labels["target"], "a");
+    f.0.insert(
+        "http_error_ratio",
+        Some(vec![inst("a", 0.5), inst("b", 0.2)]),
+    );
+    let n = e.evaluate(&f, 1.0);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].labels["target"], "b");
+}
+
+#[test]
+fn templates() {
+    let l: Labels = [("target".to_string(), "vllm".to_string())].into();
+    assert_eq!(
+        render(
+            "{{$value}} on {{ $labels.target }}{{ $labels.x }}",
+            &l,
+            0.125
+        ),
+        "0.125 on vllm"
+    );
+    assert_eq!(render("100%: {{ $value }}", &l, 3.0), "100%: 3");
+    assert_eq!(render("{{ other }} {{", &l, 1.0), "{{ other }} {{");
+}
