@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod store;
 pub mod syscall_names;
 pub mod targets;

@@ -4,3 +4,6 @@ pub mod engine;
 pub mod expr;
 pub mod rules;
 pub mod signals;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! The shipped rules: every one parses and fires on a Snapshot that crosses it.
+use std::{collections::BTreeSet, path::Path};
+
+use super::{engine::Engine, rules, signals::SignalSet};
+use crate::{
+    collect::{
+        gpu::{DeviceReading, GpuProcess},
+        host::{Filesystem, HostSample, MemoryBytes},
+        process::ProcessSample,
+    },
+    snapshot::{CollectorStatus, Health, RequestSummary, Snapshot},
+};
+
+fn summary(target: &str, rate: f64, errors: f64, latency: f64, ttft: f64) -> RequestSummary {
+    RequestSummary {
+        target: target.into(),
+        active: Some(3),
+        accepted_connections: None,
+        ignored_connections: None,
+        unanswered: None,
+        request_rate: Some(rate),
+        error_ratio: Some(errors),
+        latency_avg_seconds: Some(latency),
+        latency_p50_seconds: None,
+        latency_p95_seconds: Some(latency),
+        latency_p99_seconds: None,
+        ttft_p50_seconds: None,
+        ttft_p95_seconds: Some(ttft),
+    }
+}
+
+/// Everything over its threshold.
+fn burning() -> Snapshot {
+    let active = |name: &str| CollectorStatus {
+        name: name.into(),
+        health: Health::active(),
+        duration_seconds: None,
+    };
+    Snapshot {
+        collectors: ["host", "gpu", "process", "http"].map(active).to_vec(),
+        host: Some(HostSample {
+            cpu_usage_ratio: Some(0.97),
+            memory: Some(MemoryBytes {
+                fields: vec![("MemTotal", 1000), ("MemAvailable", 50)],
+            }),
+            filesystems: vec![Filesystem {
+                device: "/dev/vda1".into(),
+                fstype: "ext4".into(),
+                mountpoint: "/".into(),
+                size_bytes: 100,
+                free_bytes: 8,
+                avail_bytes: 5,
+                files: 10,
+                files_free: 5,
+                readonly: false,
+            }],
+            ..HostSample::default()
+        }),
+        requests: vec![
+            summary("api", 12.0, 0.4, 7.5, 3.0),
+            summary("idle", 0.0, 0.0, 0.1, 0.1),
+        ],
+        processes: vec![ProcessSample {
+            target: "worker".into(),
+            up: false,
+            processes: 0,
+            pids: vec![],
+            cpu_seconds: None,
+            resident_bytes: None,
+            threads: None,
+            open_fds: None,
+            start_time_seconds: None,
+        }],
+        gpus: vec![DeviceReading {
+            index: 0,
+            uuid: "GPU-1".into(),
+            gpu_util_percent: Some(10),
+            fb_used_mib: Some(990),
+            fb_total_mib: Some(1000),
+            temperature_celsius: Some(91),
+            xid_counts: Some(vec![(79, 1)]),
+            processes: vec![GpuProcess {
+                pid: 1,
+                used_memory_bytes: None,
+                sm_util_percent: None,
+                mem_util_percent: None,
+            }],
+            ..DeviceReading::default()
+        }],
+        ..Snapshot::default()
+    }
+}
+
+#[test]
+fn every_shipped_rule_parses_and_fires() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let loaded = rules::parse(&path, &text, &["log".into()]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let names: BTreeSet<String> = loaded.rules.iter().map(|r| r.name.clone()).collect();
+    let mut engine = Engine::new(loaded.rules, 300.0);
+    let signals = SignalSet::from_snapshot(&burning());
+    let mut fired = BTreeSet::new();
+    // Longer than the longest `for`.
+    for t in [0.0, 3600.0] {
+        for n in engine.evaluate(&signals, t) {
+            fired.insert(n.rule);
+        }
+    }
+    assert_eq!(fired, names);
+    assert!(names.len() >= 12, "{names:?}");
+}

@@ -1,0 +1,318 @@
+//! SQLite in the state directory (WAL): alert instances (so states survive a restart),
+//! alert history, and the notification outbox (written before a notification is sent).
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::alert::{
+    engine::{Active, AlertState, Notification, Status},
+    expr::Labels,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database: bad stored value: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// One notification waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub channel: String,
+    pub notification: Notification,
+    pub attempts: u32,
+    pub created: f64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS alert_state (
+    rule TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    state TEXT NOT NULL,
+    active_since REAL NOT NULL,
+    value REAL NOT NULL,
+    last_sent REAL,
+    cleared_since REAL,
+    PRIMARY KEY (rule, labels)
+);
+CREATE TABLE IF NOT EXISTS alert_history (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started REAL NOT NULL,
+    resolved REAL,
+    acknowledged REAL,
+    value REAL NOT NULL,
+    UNIQUE (name, labels, started)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL,
+    next_attempt REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    in_flight REAL,
+    delivered REAL,
+    expired REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (next_attempt) WHERE delivered IS NULL AND expired IS NULL;
+";
+
+fn state_name(s: AlertState) -> &'static str {
+    match s {
+        AlertState::Pending => "pending",
+        AlertState::Firing => "firing",
+    }
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("infersight.db");
+        let open = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(open)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open)?;
+        conn.execute_batch(SCHEMA).map_err(open)?;
+        Ok(Store { conn })
+    }
+
+    /// Replace the saved alert instances with `items`.
+    pub fn save_alerts(&mut self, items: &[(String, Labels, Active)]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM alert_state", [])?;
+        for (rule, labels, a) in items {
+            tx.execute(
+                "INSERT INTO alert_state VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    rule,
+                    serde_json::to_string(labels)?,
+                    state_name(a.state),
+                    a.active_since,
+                    a.value,
+                    a.last_sent,
+                    a.cleared_since
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn load_alerts(&self) -> Result<Vec<(String, Labels, Active)>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT rule, labels, state, active_since, value, last_sent, cleared_since FROM alert_state",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, f64>(4)?,
+                r.get::<_, Option<f64>>(5)?,
+                r.get::<_, Option<f64>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (rule, labels, state, active_since, value, last_sent, cleared_since) = row?;
+            out.push((
+                rule,
+                serde_json::from_str(&labels)?,
+                Active {
+                    state: if state == "firing" {
+                        AlertState::Firing
+                    } else {
+                        AlertState::Pending
+                    },
+                    active_since,
+                    value,
+                    last_sent,
+                    cleared_since,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A firing notification opens a history row (once per alert start); a resolved one
+    /// closes it.
+    pub fn record_history(&mut self, n: &Notification) -> Result<(), StoreError> {
+        let labels = serde_json::to_string(&n.labels)?;
+        match n.status {
+            Status::Firing => self.conn.execute(
+                "INSERT INTO alert_history (name, labels, severity, state, started, value)
+                 VALUES (?1, ?2, ?3, 'firing', ?4, ?5)
+                 ON CONFLICT (name, labels, started) DO UPDATE SET value = excluded.value",
+                params![n.rule, labels, n.severity.as_str(), n.starts_at, n.value],
+            )?,
+            Status::Resolved => self.conn.execute(
+                "UPDATE alert_history SET state = 'resolved', resolved = ?4, value = ?5
+                 WHERE name = ?1 AND labels = ?2 AND started = ?3",
+                params![n.rule, labels, n.starts_at, n.ends_at, n.value],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// (name, labels JSON, state, started, resolved) of the newest `limit` history rows.
+    pub fn history(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String, f64, Option<f64>)>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT name, labels, state, started, resolved FROM alert_history ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Write a notification for `channel` before anything is sent. `key` makes it
+    /// idempotent: the same key is stored once. Returns whether it was new.
+    pub fn enqueue(
+        &mut self,
+        key: &str,
+        channel: &str,
+        n: &Notification,
+        now: f64,
+    ) -> Result<bool, StoreError> {
+        let inserted = self.conn.execute(
+            "INSERT OR IGNORE INTO outbox (key, channel, payload, created, next_attempt)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![key, channel, serde_json::to_string(n)?, now],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    /// Undelivered rows whose next attempt is due, oldest first.
+    pub fn due(&self, now: f64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, channel, payload, attempts, created FROM outbox
+             WHERE delivered IS NULL AND expired IS NULL AND next_attempt <= ?1
+             ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![now, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, f64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, channel, payload, attempts, created) = row?;
+            out.push(OutboxRow {
+                id,
+                channel,
+                notification: serde_json::from_str(&payload)?,
+                attempts,
+                created,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Mark rows as being sent now (a crash before `delivered` means a possible duplicate).
+    pub fn start_attempt(&mut self, ids: &[i64], now: f64) -> Result<(), StoreError> {
+        for id in ids {
+            self.conn.execute(
+                "UPDATE outbox SET in_flight = ?2, attempts = attempts + 1 WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn delivered(&mut self, ids: &[i64], now: f64) -> Result<(), StoreError> {
+        for id in ids {
+            self.conn.execute(
+                "UPDATE outbox SET delivered = ?2, in_flight = NULL WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn retry(&mut self, ids: &[i64], next: f64, error: &str) -> Result<(), StoreError> {
+        for id in ids {
+            self.conn.execute(
+                "UPDATE outbox SET next_attempt = ?2, last_error = ?3, in_flight = NULL WHERE id = ?1",
+                params![id, next, error],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn expire(&mut self, ids: &[i64], now: f64) -> Result<(), StoreError> {
+        for id in ids {
+            self.conn.execute(
+                "UPDATE outbox SET expired = ?2, in_flight = NULL WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Rows a previous run was sending when it stopped: sent again, maybe twice (the
+    /// at-least-once edge). Clears the mark and returns how many.
+    pub fn interrupted(&mut self) -> Result<u64, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE outbox SET in_flight = NULL WHERE in_flight IS NOT NULL AND delivered IS NULL",
+            [],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Notifications not yet delivered or expired.
+    pub fn depth(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE delivered IS NULL AND expired IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .unwrap_or(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests;

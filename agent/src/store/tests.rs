@@ -1,0 +1,83 @@
+use super::*;
+use crate::alert::rules::Severity;
+
+fn note(status: Status) -> Notification {
+    Notification {
+        rule: "HighCpu".into(),
+        status,
+        severity: Severity::High,
+        labels: [("alertname".to_string(), "HighCpu".to_string())].into(),
+        annotations: Default::default(),
+        value: 91.0,
+        starts_at: 100.0,
+        ends_at: (status == Status::Resolved).then_some(200.0),
+        channels: vec![],
+    }
+}
+
+fn temp() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "infersight-store-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn outbox_rows_are_idempotent_and_survive_reopening() {
+    let dir = temp();
+    let mut s = Store::open(&dir).unwrap();
+    assert!(s.enqueue("k1", "log", &note(Status::Firing), 10.0).unwrap());
+    assert!(!s.enqueue("k1", "log", &note(Status::Firing), 11.0).unwrap());
+    assert!(s
+        .enqueue("k2", "slack", &note(Status::Resolved), 10.0)
+        .unwrap());
+    assert_eq!(s.depth().unwrap(), 2);
+    let due = s.due(10.0, 10).unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(due[1].notification, note(Status::Resolved));
+    s.start_attempt(&[due[0].id, due[1].id], 10.0).unwrap();
+    s.delivered(&[due[0].id], 10.5).unwrap();
+    drop(s);
+    // As after a crash: the second row was in flight.
+    let mut s = Store::open(&dir).unwrap();
+    assert_eq!(s.interrupted().unwrap(), 1);
+    assert_eq!(s.depth().unwrap(), 1);
+    let due = s.due(20.0, 10).unwrap();
+    assert_eq!((due.len(), due[0].attempts), (1, 1));
+    s.retry(&[due[0].id], 30.0, "HTTP 500").unwrap();
+    assert!(s.due(29.0, 10).unwrap().is_empty());
+    assert_eq!(s.due(30.0, 10).unwrap().len(), 1);
+    s.expire(&[due[0].id], 31.0).unwrap();
+    assert_eq!(s.depth().unwrap(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn alert_states_and_history_round_trip() {
+    let dir = temp();
+    let mut s = Store::open(&dir).unwrap();
+    let labels: Labels = [("target".to_string(), "a".to_string())].into();
+    let a = Active {
+        state: AlertState::Firing,
+        active_since: 5.0,
+        value: 2.5,
+        last_sent: Some(6.0),
+        cleared_since: None,
+    };
+    s.save_alerts(&[("R".into(), labels.clone(), a.clone())])
+        .unwrap();
+    assert_eq!(s.load_alerts().unwrap(), vec![("R".to_string(), labels, a)]);
+    s.record_history(&note(Status::Firing)).unwrap();
+    s.record_history(&note(Status::Firing)).unwrap();
+    s.record_history(&note(Status::Resolved)).unwrap();
+    let h = s.history(10).unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(
+        (h[0].2.as_str(), h[0].3, h[0].4),
+        ("resolved", 100.0, Some(200.0))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
