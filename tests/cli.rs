@@ -99,9 +99,21 @@ fn conflicting_targets() {
 #[test]
 fn shipped_config_is_valid() {
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/infersight.toml");
-    let agent = Agent::start(&["--config", cfg]);
-    let (status, _) = agent.get("/metrics");
-    assert_eq!(status, 200);
+    let state = std::env::temp_dir().join(format!("infersight-shipped-{}", std::process::id()));
+    let agent = Agent::start(&["--config", cfg, "--state-dir", state.to_str().unwrap()]);
+    agent.settle();
+    let m = agent.metrics();
+    // The shipped rules load, every one of them, with the alerting collector healthy.
+    assert_eq!(
+        m.get("infersight_collector_up", &[("collector", "alerting")]),
+        Some(1.0),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(m.matching("infersight_alert_rule_nodata", &[]).len(), 12);
+    assert!(state.join("infersight.db").exists());
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&state);
 }
 
 /// As an unprivileged user the agent runs, says what is missing, and serves both

@@ -67,6 +67,7 @@ pub struct Agent {
     price_per_kwh: Option<f64>,
     currency: String,
     hostname: String,
+    alerting: Option<crate::alert::runtime::Alerting>,
 }
 
 /// Start the GPU sampler on `open`'s source (NVML in the agent, recorded values in tests).
@@ -132,6 +133,16 @@ impl Agent {
             energy: EnergyLedger::default(),
             price_per_kwh: config.energy_price_per_kwh,
             currency: config.energy_currency.clone(),
+            alerting: crate::alert::runtime::Alerting::start(
+                &config.alerting,
+                &config.state_dir,
+                sysinfo::System::host_name().unwrap_or_default(),
+                config
+                    .alerting
+                    .dashboard_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}/", config.listen)),
+            ),
             hostname: sysinfo::System::host_name().unwrap_or_default(),
             targets,
             http_health: if config.http {
@@ -144,6 +155,13 @@ impl Agent {
             syscalls: Vec::new(),
             syscall_health,
             http: Arc::new(Mutex::new(http)),
+        }
+    }
+
+    /// Start the notification dispatcher (needs a tokio runtime).
+    pub fn spawn_dispatcher(&self) {
+        if let Some(a) = &self.alerting {
+            a.spawn_dispatcher();
         }
     }
 
@@ -230,6 +248,15 @@ impl Agent {
     }
 
     pub fn snapshot(&mut self) -> Snapshot {
+        let mut snap = self.collect();
+        if let Some(a) = &mut self.alerting {
+            snap.alerting = a.evaluate(&snap);
+            snap.collectors.push(status("alerting", a.health(), None));
+        }
+        snap
+    }
+
+    fn collect(&mut self) -> Snapshot {
         self.tick += 1;
         let (gpus, gpu_status) = match self
             .gpu
@@ -356,6 +383,7 @@ impl Agent {
             cuda,
             sched,
             tcp,
+            alerting: Default::default(),
         }
     }
 
@@ -432,6 +460,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let targets = Targets::resolve(&config.targets)?;
     let mut agent = Agent::new(targets, &config);
     agent.spawn_event_reader();
+    agent.spawn_dispatcher();
     agent.log_summary();
 
     let (tx, rx) = watch::channel(Arc::new(agent.snapshot()));

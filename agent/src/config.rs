@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -16,6 +18,9 @@ pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 pub const DEFAULT_ROUTE_LIMIT: usize = 100;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_GPU_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/infersight";
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Used when `--config` is not given and this file exists.
 pub const SYSTEM_CONFIG: &str = "/etc/infersight/infersight.toml";
 
@@ -51,6 +56,7 @@ pub struct Overrides {
     pub all: bool,
     pub gpu_processes: bool,
     pub no_host: bool,
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What to trace, before it is checked against the running system (see `targets`).
@@ -100,6 +106,9 @@ pub struct Config {
     /// Price of a kWh for the energy cost estimate, and its currency.
     pub energy_price_per_kwh: Option<f64>,
     pub energy_currency: String,
+    pub alerting: Alerting,
+    /// SQLite state (alert states, history, outbox).
+    pub state_dir: PathBuf,
     /// Distinct `http_route` values per target before new ones fold into `_OTHER`.
     pub route_limit: usize,
     /// Window of the per-target request summaries (rate, error ratio, percentiles).
@@ -127,6 +136,89 @@ struct FileConfig {
     gpu: GpuSection,
     #[serde(default)]
     energy: EnergySection,
+    #[serde(default)]
+    alerting: AlertingSection,
+    #[serde(default)]
+    channels: ChannelsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertingSection {
+    rules_file: Option<PathBuf>,
+    default_channels: Option<Vec<String>>,
+    #[serde(default)]
+    severity_channels: BTreeMap<String, Vec<String>>,
+    cooldown: Option<String>,
+    notification_max_age: Option<String>,
+    dashboard_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelsSection {
+    slack: Option<SlackSection>,
+    email: Option<EmailSection>,
+    webhook: Option<UrlSection>,
+    alertmanager: Option<UrlSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlackSection {
+    webhook_url: Option<String>,
+    webhook_url_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailSection {
+    smtp_host: String,
+    smtp_port: Option<u16>,
+    tls: Option<crate::notify::send::Tls>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    from: String,
+    to: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlSection {
+    url: String,
+}
+
+/// Alerting, resolved: rules file path, routing, and the channels with their secrets read.
+#[derive(Debug, Clone, Default)]
+pub struct Alerting {
+    pub rules_file: Option<PathBuf>,
+    pub default_channels: Vec<String>,
+    pub severity_channels: BTreeMap<String, Vec<String>>,
+    pub cooldown: Duration,
+    pub max_age: Duration,
+    pub dashboard_url: Option<String>,
+    pub slack_url: Option<String>,
+    pub email: Option<crate::notify::send::Smtp>,
+    pub webhook_url: Option<String>,
+    pub alertmanager_url: Option<String>,
+}
+
+impl Alerting {
+    /// Names of the configured channels (`log` always).
+    pub fn channel_names(&self) -> Vec<String> {
+        let mut v = vec!["log".to_string()];
+        for (name, on) in [
+            ("slack", self.slack_url.is_some()),
+            ("email", self.email.is_some()),
+            ("webhook", self.webhook_url.is_some()),
+            ("alertmanager", self.alertmanager_url.is_some()),
+        ] {
+            if on {
+                v.push(name.to_string());
+            }
+        }
+        v
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -393,8 +485,171 @@ fn build(
         gpu_interval,
         energy_price_per_kwh,
         energy_currency: file.energy.currency.unwrap_or_else(|| "USD".into()),
+        alerting: alerting(&file.alerting, &file.channels, source.as_deref())?,
+        state_dir: over
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         source,
     })
+}
+
+/// A secret from a file (trimmed), else an environment variable, else the inline value.
+fn secret(
+    origin: &str,
+    inline: Option<&String>,
+    file: Option<&PathBuf>,
+    env: &str,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(f) = file {
+        let v = std::fs::read_to_string(f).map_err(|e| ConfigError::Invalid {
+            origin: origin.to_string(),
+            value: f.display().to_string(),
+            reason: format!("cannot read the secret file: {e}"),
+        })?;
+        return Ok(Some(v.trim().to_string()));
+    }
+    if let Ok(v) = std::env::var(env) {
+        if !v.trim().is_empty() {
+            return Ok(Some(v.trim().to_string()));
+        }
+    }
+    Ok(inline.cloned())
+}
+
+fn alerting(
+    a: &AlertingSection,
+    c: &ChannelsSection,
+    source: Option<&Path>,
+) -> Result<Alerting, ConfigError> {
+    let origin = |key: &str| match source {
+        Some(p) => format!("{}: {key}", p.display()),
+        None => key.to_string(),
+    };
+    let base = source.and_then(Path::parent).unwrap_or(Path::new("."));
+    let dur = |key: &str, v: &Option<String>, default: Duration| match v {
+        Some(v) => parse_duration(
+            &origin(key),
+            v,
+            Duration::ZERO,
+            Duration::from_secs(30 * 86400),
+        ),
+        None => Ok(default),
+    };
+    let slack_url = match &c.slack {
+        Some(s) => secret(
+            &origin("channels.slack.webhook_url_file"),
+            s.webhook_url.as_ref(),
+            s.webhook_url_file.as_ref(),
+            "INFERSIGHT_SLACK_WEBHOOK_URL",
+        )?,
+        None => None,
+    };
+    // A Slack section without any URL cannot deliver: say so at load.
+    if c.slack.is_some() && slack_url.is_none() {
+        return Err(ConfigError::Invalid {
+            origin: origin("channels.slack"),
+            value: String::new(),
+            reason: "needs webhook_url, webhook_url_file or INFERSIGHT_SLACK_WEBHOOK_URL".into(),
+        });
+    }
+    let email = match &c.email {
+        None => None,
+        Some(e) => {
+            let mailbox = |key: &str, v: &str| {
+                v.parse::<lettre::message::Mailbox>()
+                    .map_err(|err| ConfigError::Invalid {
+                        origin: origin(key),
+                        value: v.to_string(),
+                        reason: format!("not an email address: {err}"),
+                    })
+            };
+            if e.to.is_empty() {
+                return Err(ConfigError::Invalid {
+                    origin: origin("channels.email.to"),
+                    value: "[]".into(),
+                    reason: "needs at least one recipient".into(),
+                });
+            }
+            let password = secret(
+                &origin("channels.email.password_file"),
+                None,
+                e.password_file.as_ref(),
+                "INFERSIGHT_SMTP_PASSWORD",
+            )?;
+            let tls = e.tls.unwrap_or(crate::notify::send::Tls::Starttls);
+            Some(crate::notify::send::Smtp {
+                host: e.smtp_host.clone(),
+                port: e.smtp_port.unwrap_or(match tls {
+                    crate::notify::send::Tls::None => 25,
+                    crate::notify::send::Tls::Starttls => 587,
+                    crate::notify::send::Tls::Tls => 465,
+                }),
+                tls,
+                credentials: e
+                    .username
+                    .clone()
+                    .map(|u| (u, password.clone().unwrap_or_default())),
+                from: mailbox("channels.email.from", &e.from)?,
+                to: e
+                    .to
+                    .iter()
+                    .map(|t| mailbox("channels.email.to", t))
+                    .collect::<Result<_, _>>()?,
+            })
+        }
+    };
+    let out = Alerting {
+        rules_file: a.rules_file.as_ref().map(|f| base.join(f)),
+        default_channels: a
+            .default_channels
+            .clone()
+            .unwrap_or_else(|| vec!["log".to_string()]),
+        severity_channels: a.severity_channels.clone(),
+        cooldown: dur("alerting.cooldown", &a.cooldown, DEFAULT_COOLDOWN)?,
+        max_age: dur(
+            "alerting.notification_max_age",
+            &a.notification_max_age,
+            DEFAULT_MAX_AGE,
+        )?,
+        dashboard_url: a.dashboard_url.clone(),
+        slack_url,
+        email,
+        webhook_url: c.webhook.as_ref().map(|w| w.url.clone()),
+        alertmanager_url: c.alertmanager.as_ref().map(|w| w.url.clone()),
+    };
+    let names = out.channel_names();
+    let routes = std::iter::once((
+        "alerting.default_channels".to_string(),
+        &out.default_channels,
+    ))
+    .chain(
+        out.severity_channels
+            .iter()
+            .map(|(k, v)| (format!("alerting.severity_channels.{k}"), v)),
+    );
+    for (key, list) in routes {
+        if let Some(bad) = list.iter().find(|c| !names.contains(c)) {
+            return Err(ConfigError::Invalid {
+                origin: origin(&key),
+                value: bad.clone(),
+                reason: format!(
+                    "not a configured channel (configured: {})",
+                    names.join(", ")
+                ),
+            });
+        }
+    }
+    for k in out.severity_channels.keys() {
+        if !["info", "warning", "medium", "high", "critical"].contains(&k.as_str()) {
+            return Err(ConfigError::Invalid {
+                origin: origin("alerting.severity_channels"),
+                value: k.clone(),
+                reason: "not a severity (info, warning, medium, high, critical)".into(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn spec(

@@ -9,6 +9,7 @@ pub mod config;
 pub mod ebpf;
 pub mod hist;
 pub mod metrics;
+pub mod notify;
 pub mod route;
 pub mod server;
 pub mod snapshot;

@@ -40,6 +40,10 @@ struct Cli {
     /// Turn the host collector (node_* metrics) off, for hosts that run node_exporter.
     #[arg(long)]
     no_host: bool,
+    /// Where alert states, history and the notification outbox live (SQLite)
+    /// [default: /var/lib/infersight].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// How often collectors are read and a snapshot is published [default: 1s].
     #[arg(long, value_name = "DURATION")]
     tick: Option<String>,
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         all: cli.all,
         gpu_processes: cli.gpu_processes,
         no_host: cli.no_host,
+        state_dir: cli.state_dir,
     };
     let config = match Config::load(&over) {
         Ok(c) => c,

@@ -84,12 +84,12 @@ fn sample(kind: MetricType, pairs: &[(&str, &str)], v: f64) -> Metric {
 }
 
 /// One family with a sample per item that has a value.
-fn series<T>(
+fn series<T, K: AsRef<str>>(
     name: &str,
     help: &str,
     kind: MetricType,
     items: &[T],
-    labels: impl Fn(&T) -> Vec<(&'static str, String)>,
+    labels: impl Fn(&T) -> Vec<(K, String)>,
     value: impl Fn(&T) -> Option<f64>,
 ) -> MetricFamily {
     let metrics = items
@@ -97,7 +97,10 @@ fn series<T>(
         .filter_map(|item| {
             let v = value(item)?;
             let owned = labels(item);
-            let pairs: Vec<(&str, &str)> = owned.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let pairs: Vec<(&str, &str)> = owned
+                .iter()
+                .map(|(n, v)| (n.as_ref(), v.as_str()))
+                .collect();
             Some(sample(kind, &pairs, v))
         })
         .collect();
@@ -238,6 +241,7 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
     gpu::families(snap, &mut out);
     cuda::families(snap, &mut out);
     sched::families(snap, &mut out);
+    alerts::families(snap, &mut out);
     // The text encoder rejects families without samples.
     out.retain(|f| !f.get_metric().is_empty());
     out
@@ -387,6 +391,7 @@ pub fn render(snap: &Snapshot) -> Result<Vec<u8>, prometheus::Error> {
     Ok(buf)
 }
 
+mod alerts;
 mod cuda;
 mod gpu;
 mod node;

@@ -5,6 +5,7 @@ use agent_common::HIST_BUCKETS;
 use serde::Serialize;
 
 use crate::{
+    alert::runtime::AlertingView,
     collect::{
         cuda::CudaSeries,
         energy::EnergySummary,
@@ -187,6 +188,7 @@ pub struct Snapshot {
     pub cuda: Vec<CudaSeries>,
     pub sched: Vec<SchedSeries>,
     pub tcp: Vec<TcpSeries>,
+    pub alerting: AlertingView,
 }
 
 impl Snapshot {

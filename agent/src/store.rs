@@ -31,6 +31,16 @@ pub struct Store {
     conn: Connection,
 }
 
+/// One alert of the history: labels as JSON, times as unix seconds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HistoryRow {
+    pub name: String,
+    pub labels: String,
+    pub state: String,
+    pub started: f64,
+    pub resolved: Option<f64>,
+}
+
 /// One notification waiting in the outbox.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
@@ -188,16 +198,19 @@ impl Store {
         Ok(())
     }
 
-    /// (name, labels JSON, state, started, resolved) of the newest `limit` history rows.
-    pub fn history(
-        &self,
-        limit: u32,
-    ) -> Result<Vec<(String, String, String, f64, Option<f64>)>, StoreError> {
+    /// The newest `limit` history rows.
+    pub fn history(&self, limit: u32) -> Result<Vec<HistoryRow>, StoreError> {
         let mut st = self.conn.prepare(
             "SELECT name, labels, state, started, resolved FROM alert_history ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = st.query_map([limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok(HistoryRow {
+                name: r.get(0)?,
+                labels: r.get(1)?,
+                state: r.get(2)?,
+                started: r.get(3)?,
+                resolved: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 /// Debian packages: LLVM 22 for bpf-linker (build and run time), a C compiler for the
 /// test workloads, python3 for the test HTTP server, promtool (package prometheus) for
 /// exposition checks, wrk for the HTTP benchmark, iproute2 and nftables for the TCP test's
-/// network namespace and packet loss.
+/// network namespace and packet loss, aiosmtpd (a real SMTP server) and Alertmanager for
+/// the alerting tests.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "gcc",
@@ -21,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",
     "iproute2",
     "nftables",
+    "python3-aiosmtpd",
+    "prometheus-alertmanager",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -114,6 +114,7 @@ impl Engine {
                 out.push((rule.clone(), l.clone(), a.clone()));
             }
         }
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out
     }
 
@@ -132,6 +133,19 @@ impl Engine {
                     active_since: a.active_since,
                     value: a.value,
                 });
+            }
+        }
+        out
+    }
+
+    /// A firing notification for every firing instance (Alertmanager's periodic resend).
+    pub fn firing(&self) -> Vec<Notification> {
+        let mut out = Vec::new();
+        for r in &self.rules {
+            for (l, a) in self.active.get(&r.name).into_iter().flatten() {
+                if a.state == AlertState::Firing {
+                    out.push(notification(r, l, a, Status::Firing, None));
+                }
             }
         }
         out

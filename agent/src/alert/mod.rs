@@ -5,5 +5,6 @@ pub mod expr;
 pub mod rules;
 pub mod signals;
 
+pub mod runtime;
 #[cfg(test)]
 mod tests;

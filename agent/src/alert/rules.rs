@@ -170,6 +170,18 @@ fn build(value: toml::Value, channels: &[String]) -> Result<Rule, String> {
             e.severity
         )
     })?;
+    let valid = |k: &str| {
+        k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !k.starts_with("__")
+    };
+    if let Some(k) = e.labels.keys().find(|k| !valid(k)) {
+        return Err(format!(
+            "labels: {k:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+        ));
+    }
     if let Some(c) = e.channels.iter().find(|c| !channels.contains(c)) {
         return Err(format!(
             "channels: {c:?} is not a configured channel (configured: {})",

@@ -76,7 +76,7 @@ fn alert_states_and_history_round_trip() {
     let h = s.history(10).unwrap();
     assert_eq!(h.len(), 1);
     assert_eq!(
-        (h[0].2.as_str(), h[0].3, h[0].4),
+        (h[0].state.as_str(), h[0].started, h[0].resolved),
         ("resolved", 100.0, Some(200.0))
     );
     let _ = std::fs::remove_dir_all(&dir);

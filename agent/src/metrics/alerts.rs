@@ -1,0 +1,79 @@
+//! Alert families: Prometheus's `ALERTS` and `ALERTS_FOR_STATE`, rule health and
+//! notification delivery.
+use prometheus::proto::{MetricFamily, MetricType};
+
+use super::series;
+use crate::{alert::engine::AlertState, snapshot::Snapshot};
+
+pub(super) fn families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
+    let a = &snap.alerting;
+    let state = |s: AlertState| match s {
+        AlertState::Pending => "pending",
+        AlertState::Firing => "firing",
+    };
+    out.push(series(
+        "ALERTS",
+        "Active alerts (pending or firing), as Prometheus exports them.",
+        MetricType::GAUGE,
+        &a.alerts,
+        |v| {
+            let mut l: Vec<(String, String)> = v
+                .labels
+                .iter()
+                .map(|(k, val)| (k.clone(), val.clone()))
+                .collect();
+            l.push(("alertstate".into(), state(v.state).to_string()));
+            l
+        },
+        |_| Some(1.0),
+    ));
+    out.push(series(
+        "ALERTS_FOR_STATE",
+        "Unix time each active alert became active.",
+        MetricType::GAUGE,
+        &a.alerts,
+        |v| {
+            v.labels
+                .iter()
+                .map(|(k, val)| (k.clone(), val.clone()))
+                .collect()
+        },
+        |v| Some(v.active_since),
+    ));
+    out.push(series(
+        "infersight_alert_rule_nodata",
+        "1 while a rule cannot be evaluated because a signal it reads has no data.",
+        MetricType::GAUGE,
+        &a.rules,
+        |(r, _)| vec![("rule", r.clone())],
+        |(_, h)| {
+            Some(f64::from(u8::from(
+                *h == crate::alert::engine::RuleHealth::Nodata,
+            )))
+        },
+    ));
+    let counts: Vec<(&str, &str, u64)> = a
+        .notifications
+        .counts
+        .iter()
+        .flat_map(|(c, m)| m.iter().map(move |(r, n)| (c.as_str(), *r, *n)))
+        .collect();
+    out.push(series(
+        "infersight_notifications_total",
+        "Notification deliveries by channel and result (delivered, failed attempt, expired, redelivered after a restart).",
+        MetricType::COUNTER,
+        &counts,
+        |(c, r, _)| vec![("channel", c.to_string()), ("result", r.to_string())],
+        |(_, _, n)| Some(*n as f64),
+    ));
+    if let Some(d) = a.notifications.outbox_depth {
+        out.push(series(
+            "infersight_notification_outbox_depth",
+            "Notifications written and not yet delivered or expired.",
+            MetricType::GAUGE,
+            &[d],
+            |_| Vec::<(&str, String)>::new(),
+            |d| Some(*d as f64),
+        ));
+    }
+}

@@ -1,0 +1,292 @@
+//! Notifications: routed to channels, written to the SQLite outbox before anything is
+//! sent, delivered by one dispatcher task with exponential backoff and jitter until
+//! delivered or expired. Alerts of the same dispatch go out as one message per channel.
+pub mod format;
+pub mod send;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use tokio::sync::Notify;
+
+use crate::{
+    alert::engine::{Notification, Status},
+    config::Alerting,
+    store::{OutboxRow, Store},
+};
+
+/// First retry after this; doubles per attempt up to `MAX_BACKOFF`, ±50 % jitter.
+const BASE_BACKOFF: f64 = 1.0;
+const MAX_BACKOFF: f64 = 300.0;
+/// How often firing alerts are sent to Alertmanager again, and for how long each sending
+/// keeps them firing there (as Prometheus does: a silent agent's alerts resolve).
+pub const ALERTMANAGER_RESEND: f64 = 60.0;
+const ALERTMANAGER_VALIDITY: f64 = 4.0 * ALERTMANAGER_RESEND;
+
+/// Delivery counts by (channel, result) and the outbox depth, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct NotifyStats {
+    pub counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub outbox_depth: Option<u64>,
+}
+
+impl NotifyStats {
+    fn add(&mut self, channel: &str, result: &'static str, n: u64) {
+        *self
+            .counts
+            .entry(channel.to_string())
+            .or_default()
+            .entry(result)
+            .or_default() += n;
+    }
+}
+
+pub fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Clone)]
+pub struct Notifier {
+    store: Arc<Mutex<Store>>,
+    config: Arc<Alerting>,
+    stats: Arc<Mutex<NotifyStats>>,
+    wake: Arc<Notify>,
+    http: Arc<send::Http>,
+    host: String,
+    url: String,
+}
+
+impl Notifier {
+    pub fn new(store: Arc<Mutex<Store>>, config: Alerting, host: String, url: String) -> Notifier {
+        let n = Notifier {
+            store,
+            config: Arc::new(config),
+            stats: Arc::default(),
+            wake: Arc::default(),
+            http: Arc::new(send::Http::new()),
+            host,
+            url,
+        };
+        // Rows a crashed run was sending are sent again: the counted at-least-once edge.
+        match lock(&n.store).interrupted() {
+            Ok(0) => {}
+            Ok(k) => {
+                tracing::warn!(
+                    "{k} notification(s) were being sent when the agent stopped; sending again"
+                );
+                lock(&n.stats).add("all", "redelivered", k);
+            }
+            Err(e) => tracing::error!("outbox: {e}"),
+        }
+        n
+    }
+
+    pub fn stats(&self) -> NotifyStats {
+        let mut s = lock(&self.stats).clone();
+        s.outbox_depth = lock(&self.store).depth().ok();
+        s
+    }
+
+    /// The channels a notification goes to.
+    fn route(&self, n: &Notification) -> Vec<String> {
+        if !n.channels.is_empty() {
+            return n.channels.clone();
+        }
+        self.config
+            .severity_channels
+            .get(n.severity.as_str())
+            .unwrap_or(&self.config.default_channels)
+            .clone()
+    }
+
+    /// Record history and write each notification to the outbox for each of its
+    /// channels; then wake the dispatcher.
+    pub fn submit(&self, notes: &[Notification], now: f64) {
+        if notes.is_empty() {
+            return;
+        }
+        let mut store = lock(&self.store);
+        for n in notes {
+            if let Err(e) = store.record_history(n) {
+                tracing::error!("alert history: {e}");
+            }
+            let labels = serde_json::to_string(&n.labels).unwrap_or_default();
+            let at = match n.status {
+                Status::Firing => now,
+                Status::Resolved => n.ends_at.unwrap_or(now),
+            };
+            for ch in self.route(n) {
+                let key = format!(
+                    "{ch}|{}|{labels}|{:?}|{}|{at}",
+                    n.rule, n.status, n.starts_at
+                );
+                if let Err(e) = store.enqueue(&key, &ch, n, now) {
+                    tracing::error!("outbox: cannot store a notification for {ch}: {e}");
+                }
+            }
+        }
+        drop(store);
+        self.wake.notify_one();
+    }
+
+    /// Send firing alerts routed to Alertmanager again (call every ALERTMANAGER_RESEND).
+    pub fn refresh_alertmanager(&self, firing: &[Notification], now: f64) {
+        if self.config.alertmanager_url.is_none() {
+            return;
+        }
+        let slot = (now / ALERTMANAGER_RESEND).floor();
+        let mut store = lock(&self.store);
+        for n in firing {
+            if !self.route(n).iter().any(|c| c == "alertmanager") {
+                continue;
+            }
+            let key = format!(
+                "alertmanager|refresh|{}|{slot}",
+                format::fingerprint(&n.labels)
+            );
+            if let Err(e) = store.enqueue(&key, "alertmanager", n, now) {
+                tracing::error!("outbox: {e}");
+            }
+        }
+        drop(store);
+        self.wake.notify_one();
+    }
+
+    /// Deliver due rows forever.
+    pub async fn run(self) {
+        loop {
+            self.dispatch_once().await;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// One pass over the outbox: expire what is too old, send the rest grouped by channel.
+    pub async fn dispatch_once(&self) {
+        let now = now_seconds();
+        let due = match lock(&self.store).due(now, 500) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("outbox: {e}");
+                return;
+            }
+        };
+        let max_age = self.config.max_age.as_secs_f64();
+        let mut groups: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
+        for row in due {
+            if now - row.created > max_age {
+                let r = lock(&self.store).expire(&[row.id], now);
+                if let Err(e) = r {
+                    tracing::error!("outbox: {e}");
+                }
+                tracing::error!(
+                    "notification to {} expired undelivered: {}",
+                    row.channel,
+                    row.notification.rule
+                );
+                lock(&self.stats).add(&row.channel, "expired", 1);
+                continue;
+            }
+            groups.entry(row.channel.clone()).or_default().push(row);
+        }
+        for (channel, rows) in groups {
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            if let Err(e) = lock(&self.store).start_attempt(&ids, now) {
+                tracing::error!("outbox: {e}");
+                continue;
+            }
+            let notes: Vec<Notification> = rows.iter().map(|r| r.notification.clone()).collect();
+            let result = self.deliver(&channel, &notes, now).await;
+            let mut store = lock(&self.store);
+            let mut stats = lock(&self.stats);
+            match result {
+                Ok(()) => {
+                    if let Err(e) = store.delivered(&ids, now_seconds()) {
+                        tracing::error!("outbox: {e}");
+                    }
+                    stats.add(&channel, "delivered", ids.len() as u64);
+                }
+                Err(e) => {
+                    let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0);
+                    let backoff = (BASE_BACKOFF * 2f64.powi(attempts.min(20) as i32))
+                        .min(MAX_BACKOFF)
+                        * (0.5 + fastrand::f64());
+                    tracing::warn!(
+                        "{channel}: delivery failed (attempt {}), retrying in {backoff:.1} s: {e}",
+                        attempts + 1
+                    );
+                    if let Err(e) = store.retry(&ids, now + backoff, &e) {
+                        tracing::error!("outbox: {e}");
+                    }
+                    stats.add(&channel, "failed", ids.len() as u64);
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, channel: &str, notes: &[Notification], now: f64) -> Result<(), String> {
+        let c = &self.config;
+        match channel {
+            "log" => {
+                for n in notes {
+                    tracing::warn!(
+                        "alert {:?} {}: {} (value {})",
+                        n.status,
+                        n.rule,
+                        n.annotations
+                            .get("summary")
+                            .map(String::as_str)
+                            .unwrap_or(""),
+                        crate::alert::engine::format_value(n.value)
+                    );
+                }
+                Ok(())
+            }
+            "slack" => match &c.slack_url {
+                Some(url) => {
+                    self.http
+                        .post_json(url, &format::slack(notes, &self.host, &self.url))
+                        .await
+                }
+                None => Err("slack is not configured".into()),
+            },
+            "webhook" => match &c.webhook_url {
+                Some(url) => {
+                    self.http
+                        .post_json(url, &format::webhook(notes, "webhook", &self.url))
+                        .await
+                }
+                None => Err("webhook is not configured".into()),
+            },
+            "alertmanager" => match &c.alertmanager_url {
+                Some(base) => {
+                    let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+                    let body = format::alertmanager(notes, &self.url, now + ALERTMANAGER_VALIDITY);
+                    self.http.post_json(&url, &body).await
+                }
+                None => Err("alertmanager is not configured".into()),
+            },
+            "email" => match &c.email {
+                Some(smtp) => {
+                    let (text, html) = format::email(notes, &self.host, &self.url);
+                    smtp.send(&format::title(notes, &self.host), text, html)
+                        .await
+                }
+                None => Err("email is not configured".into()),
+            },
+            other => Err(format!("unknown channel {other:?}")),
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! Alerting end to end with real peers: an HTTP receiver standing in for Slack and a
+//! webhook (500 three times, then 200), a real SMTP server (aiosmtpd) that is down when
+//! the alert fires, a real Alertmanager, and a kill -9 with notifications undelivered.
+//!
+//! The rule: `target_up == 0` on a PID-file target whose file names no live process, so
+//! it fires at once; writing a live PID into the file resolves it.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use common::{http_get, Agent, Metrics};
+
+const RULES: &str = r#"
+[[rule]]
+name = "SvcDown"
+expr = "target_up == 0"
+severity = "critical"
+channels = CHANNELS
+labels = { team = "infer" }
+[rule.annotations]
+summary = "{{ $labels.target }} is down"
+"#;
+
+/// A temporary directory with the agent's config, rules, PID file and state.
+struct Setup {
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new(tag: &str, channels: &str, sections: &str) -> Setup {
+        let dir =
+            std::env::temp_dir().join(format!("infersight-alert-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("rules.toml"), RULES.replace("CHANNELS", channels)).unwrap();
+        std::fs::write(
+            dir.join("infersight.toml"),
+            format!("[alerting]\nrules_file = \"rules.toml\"\n\n{sections}"),
+        )
+        .unwrap();
+        // No such process: the target is down from the start.
+        std::fs::write(dir.join("svc.pid"), "999999999\n").unwrap();
+        Setup { dir }
+    }
+
+    fn agent(&self) -> Agent {
+        let config = self.dir.join("infersight.toml");
+        let state = self.dir.join("state");
+        let pid = format!("{}=svc", self.dir.join("svc.pid").display());
+        Agent::start(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--pid-file",
+            &pid,
+            "--no-host",
+        ])
+    }
+
+    /// Point the PID file at a live process: the alert resolves.
+    fn bring_up(&self, pid: u32) {
+        std::fs::write(self.dir.join("svc.pid"), format!("{pid}\n")).unwrap();
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An HTTP server recording each POST body, answering with scripted statuses (the last
+/// one repeats).
+struct Receiver {
+    port: u16,
+    bodies: Arc<Mutex<Vec<(u16, serde_json::Value)>>>,
+}
+
+impl Receiver {
+    fn start(statuses: Vec<u16>) -> Receiver {
+        Self::on(TcpListener::bind("127.0.0.1:0").unwrap(), statuses)
+    }
+
+    fn on(listener: TcpListener, statuses: Vec<u16>) -> Receiver {
+        let port = listener.local_addr().unwrap().port();
+        let bodies: Arc<Mutex<Vec<(u16, serde_json::Value)>>> = Arc::default();
+        let seen = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let mut all = seen.lock().unwrap();
+                let status = *statuses.get(all.len()).or(statuses.last()).unwrap();
+                let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                all.push((status, json));
+                drop(all);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                );
+            }
+        });
+        Receiver { port, bodies }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn got(&self) -> Vec<(u16, serde_json::Value)> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    /// Wait until `n` requests arrived.
+    fn wait(&self, n: usize, limit: Duration) -> Vec<(u16, serde_json::Value)> {
+        let start = Instant::now();
+        while self.got().len() < n {
+            assert!(
+                start.elapsed() < limit,
+                "{} of {n} requests: {:?}",
+                self.got().len(),
+                self.got()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.got()
+    }
+}
+
+fn sleeper() -> Child {
+    Command::new("sleep").arg("600").spawn().unwrap()
+}
+
+fn notifications(m: &Metrics, channel: &str, result: &str) -> f64 {
+    m.get(
+        "infersight_notifications_total",
+        &[("channel", channel), ("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn webhook_and_slack_get_firing_and_resolved_with_retries() {
+    let webhook = Receiver::start(vec![500, 500, 500, 200]);
+    let slack = Receiver::start(vec![200]);
+    let s = Setup::new(
+        "http",
+        r#"["webhook", "slack"]"#,
+        &format!(
+            "[channels.webhook]\nurl = \"{}\"\n[channels.slack]\nwebhook_url = \"{}\"\n",
+            webhook.url(),
+            slack.url()
+        ),
+    );
+    let agent = s.agent();
+    let got = webhook.wait(4, Duration::from_secs(30));
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![500, 500, 500, 200]
+    );
+    let body = &got[3].1;
+    assert_eq!(body["version"], "4");
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["receiver"], "webhook");
+    let alert = &body["alerts"][0];
+    assert_eq!(alert["status"], "firing");
+    assert_eq!(alert["labels"]["alertname"], "SvcDown");
+    assert_eq!(alert["labels"]["target"], "svc");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["team"], "infer");
+    assert_eq!(alert["annotations"]["summary"], "svc is down");
+    assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+    // The four attempts carried the same alert.
+    assert!(got
+        .iter()
+        .all(|g| g.1["alerts"][0]["startsAt"] == alert["startsAt"]));
+
+    let sl = slack.wait(1, Duration::from_secs(10));
+    let title = format!("[FIRING:1] SvcDown {}", hostname());
+    assert_eq!(sl[0].1["text"], title.as_str());
+    assert_eq!(sl[0].1["attachments"][0]["color"], "#d00000");
+    assert!(sl[0].1["attachments"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("svc is down"));
+
+    // Marked delivered once the answer is read; the next snapshot shows it.
+    let m = agent.wait_for(Duration::from_secs(5), "deliveries counted", |m| {
+        notifications(m, "webhook", "delivered") == 1.0
+            && notifications(m, "slack", "delivered") == 1.0
+    });
+    assert_eq!(notifications(&m, "webhook", "failed"), 3.0);
+    assert_eq!(notifications(&m, "webhook", "delivered"), 1.0);
+    assert_eq!(notifications(&m, "slack", "delivered"), 1.0);
+    let firing = m.matching(
+        "ALERTS",
+        &[("alertname", "SvcDown"), ("alertstate", "firing")],
+    );
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0].0["target"], "svc");
+
+    let mut up = sleeper();
+    s.bring_up(up.id());
+    let got = webhook.wait(5, Duration::from_secs(10));
+    assert_eq!(got[4].1["status"], "resolved");
+    assert_ne!(got[4].1["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    let sl = slack.wait(2, Duration::from_secs(10));
+    assert_eq!(sl[1].1["attachments"][0]["color"], "#2eb886");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(webhook.got().len(), 5, "no extra deliveries");
+    let m = agent.wait_for(Duration::from_secs(5), "outbox empty", |m| {
+        m.get("infersight_notification_outbox_depth", &[]) == Some(0.0)
+    });
+    assert!(m.matching("ALERTS", &[("alertname", "SvcDown")]).is_empty());
+    assert_eq!(
+        m.get("infersight_notification_outbox_depth", &[]),
+        Some(0.0)
+    );
+    let _ = up.kill();
+    let _ = up.wait();
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Messages in an aiosmtpd Mailbox (maildir) directory.
+fn mails(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+            for e in entries.flatten() {
+                out.push(std::fs::read_to_string(e.path()).unwrap());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn email_arrives_once_after_the_smtp_server_comes_up_late() {
+    let port = free_port();
+    let s = Setup::new(
+        "smtp",
+        r#"["email"]"#,
+        &format!(
+            "[channels.email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"none\"\nfrom = \"infersight@test.local\"\nto = [\"oncall@test.local\", \"lead@test.local\"]\n"
+        ),
+    );
+    let agent = s.agent();
+    // The mail server is down when the alert fires.
+    agent.wait_for(Duration::from_secs(10), "a failed delivery", |m| {
+        notifications(m, "email", "failed") >= 1.0
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    let maildir = s.dir.join("maildir");
+    let mut smtpd = Command::new("/usr/bin/python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+        ])
+        .arg(&maildir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("aiosmtpd (python3-aiosmtpd; the test command installs it)");
+    let start = Instant::now();
+    while mails(&maildir).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "no mail; log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mail = &mails(&maildir)[0];
+    let host = hostname();
+    assert!(
+        mail.contains(&format!("Subject: [FIRING:1] SvcDown {host}")),
+        "{mail}"
+    );
+    assert!(mail.contains("From: infersight@test.local"), "{mail}");
+    assert!(
+        mail.contains("To: oncall@test.local, lead@test.local"),
+        "{mail}"
+    );
+    assert!(mail.contains("svc is down"), "{mail}");
+    assert!(mail.contains("Content-Type: text/html"), "{mail}");
+
+    let mut up = sleeper();
+    s.bring_up(up.id());
+    let start = Instant::now();
+    while mails(&maildir).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no resolved mail"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let all = mails(&maildir);
+    assert_eq!(all.len(), 2, "exactly one firing and one resolved mail");
+    assert!(all
+        .iter()
+        .any(|m| m.contains(&format!("Subject: [RESOLVED:1] SvcDown {host}"))));
+    let m = agent.wait_for(Duration::from_secs(5), "deliveries counted", |m| {
+        notifications(m, "email", "delivered") == 2.0
+    });
+    assert_eq!(notifications(&m, "email", "delivered"), 2.0);
+    let _ = smtpd.kill();
+    let _ = smtpd.wait();
+    let _ = up.kill();
+    let _ = up.wait();
+}
+
+#[test]
+fn alertmanager_receives_the_alert_and_its_resolution() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("infersight-am-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("am.yml"),
+        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+    )
+    .unwrap();
+    let mut am = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", dir.join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager (the test command installs it)");
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() || http_get(addr, "/-/ready").0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "Alertmanager did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = Setup::new(
+        "am",
+        r#"["alertmanager"]"#,
+        &format!("[channels.alertmanager]\nurl = \"http://127.0.0.1:{port}\"\n"),
+    );
+    let _agent = s.agent();
+    let ours = || -> Vec<serde_json::Value> {
+        let (status, body) = http_get(addr, "/api/v2/alerts");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == "SvcDown")
+            .cloned()
+            .collect()
+    };
+    let start = Instant::now();
+    while ours().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "alert not in Alertmanager"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let a = &ours()[0];
+    assert_eq!(a["labels"]["target"], "svc");
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(a["labels"]["team"], "infer");
+    assert_eq!(a["annotations"]["summary"], "svc is down");
+    assert_eq!(a["status"]["state"], "active");
+
+    let mut up = sleeper();
+    s.bring_up(up.id());
+    let start = Instant::now();
+    while !ours().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "alert did not resolve: {:?}",
+            ours()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = up.kill();
+    let _ = up.wait();
+    let _ = am.kill();
+    let _ = am.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn undelivered_notifications_survive_kill_9() {
+    // The receiver's port is reserved but nobody answers yet.
+    let port = free_port();
+    let s = Setup::new(
+        "restart",
+        r#"["webhook"]"#,
+        &format!("[channels.webhook]\nurl = \"http://127.0.0.1:{port}/hook\"\n"),
+    );
+    let mut agent = s.agent();
+    agent.wait_for(Duration::from_secs(10), "a failed delivery", |m| {
+        notifications(m, "webhook", "failed") >= 1.0
+            && m.get("infersight_notification_outbox_depth", &[]) == Some(1.0)
+    });
+    agent.child.kill().unwrap(); // SIGKILL
+    let _ = agent.child.wait();
+
+    let receiver = Receiver::on(TcpListener::bind(("127.0.0.1", port)).unwrap(), vec![200]);
+    let agent = s.agent();
+    let got = receiver.wait(1, Duration::from_secs(15));
+    assert_eq!(got[0].1["alerts"][0]["labels"]["alertname"], "SvcDown");
+    // The restored alert state knows it was already announced: no second firing message.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receiver.got().len(), 1, "{:?}", receiver.got());
+    let m = agent.metrics();
+    assert_eq!(notifications(&m, "webhook", "delivered"), 1.0);
+    assert_eq!(
+        m.get("infersight_notification_outbox_depth", &[]),
+        Some(0.0)
+    );
+    let firing = m.matching(
+        "ALERTS",
+        &[("alertname", "SvcDown"), ("alertstate", "firing")],
+    );
+    assert_eq!(firing.len(), 1);
+}
