@@ -33,7 +33,7 @@ enum Task {
     Test,
     /// Benchmarks, printed as ratios measured side by side in one run.
     Bench {
-        /// Which benchmark: syscalls, http or cuda.
+        /// Which benchmark: syscalls, http, cuda or alerts.
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -78,12 +78,12 @@ fn main() -> Result<()> {
         Task::Bench { name, args } => {
             setup::ensure()?;
             match name.as_str() {
-                "syscalls" | "http" | "cuda" => {
+                "syscalls" | "http" | "cuda" | "alerts" => {
                     let mut a = vec!["bench", "-p", "infersight", "--bench", name.as_str(), "--"];
                     a.extend(args.iter().map(String::as_str));
                     cargo(&a)
                 }
-                other => bail!("unknown benchmark {other:?} (known: syscalls, http, cuda)"),
+                other => bail!("unknown benchmark {other:?} (known: syscalls, http, cuda, alerts)"),
             }
         }
     }

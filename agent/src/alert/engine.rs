@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    expr::{eval, Instance, Labels, Signals},
+    expr::{eval, Labels, Signals},
     rules::{Rule, Severity},
 };
 
@@ -73,23 +73,38 @@ pub enum RuleHealth {
     Nodata,
 }
 
+/// Instances are identified by the 64-bit hash of their labels, as Prometheus identifies
+/// series by fingerprint (a collision between two label sets of one rule is ~n²/2⁶⁵).
+type Slot = (std::sync::Arc<Labels>, Active);
+
 pub struct Engine {
     rules: Vec<Rule>,
-    active: HashMap<String, BTreeMap<Labels, Active>>,
-    resolved_at: HashMap<(String, Labels), f64>,
-    health: BTreeMap<String, RuleHealth>,
+    /// Per rule (same index): its active instances.
+    active: Vec<BTreeMap<u64, Slot>>,
+    /// Per rule: when each instance's last announced resolve happened (cooldown).
+    resolved_at: Vec<HashMap<u64, f64>>,
+    /// Whether a state worth saving changed since `take_dirty`.
+    dirty: bool,
+    /// Per rule: its last evaluation.
+    health: Vec<RuleHealth>,
     cooldown: f64,
 }
 
 impl Engine {
     pub fn new(rules: Vec<Rule>, cooldown_seconds: f64) -> Engine {
         Engine {
+            active: vec![BTreeMap::new(); rules.len()],
+            resolved_at: vec![HashMap::new(); rules.len()],
+            health: vec![RuleHealth::Ok; rules.len()],
             rules,
-            active: HashMap::new(),
-            resolved_at: HashMap::new(),
-            health: BTreeMap::new(),
             cooldown: cooldown_seconds,
+            dirty: false,
         }
+    }
+
+    /// Whether instances appeared, changed state or went away since the last call.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -98,34 +113,34 @@ impl Engine {
 
     /// Restore instances saved before a restart (rules that no longer exist are dropped).
     pub fn restore(&mut self, rule: &str, labels: Labels, a: Active) {
-        if self.rules.iter().any(|r| r.name == rule) {
-            self.active
-                .entry(rule.to_string())
-                .or_default()
-                .insert(labels, a);
+        if let Some(i) = self.rules.iter().position(|r| r.name == rule) {
+            self.active[i].insert(super::expr::label_hash(&labels), (labels.into(), a));
         }
     }
 
-    /// Every active instance, for saving.
+    /// Every active instance, for saving, in a stable order.
     pub fn instances(&self) -> Vec<(String, Labels, Active)> {
         let mut out = Vec::new();
-        for (rule, m) in &self.active {
-            for (l, a) in m {
-                out.push((rule.clone(), l.clone(), a.clone()));
+        for (r, m) in self.rules.iter().zip(&self.active) {
+            for (l, a) in m.values() {
+                out.push((r.name.clone(), Labels::clone(l), a.clone()));
             }
         }
-        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out
     }
 
-    pub fn health(&self) -> &BTreeMap<String, RuleHealth> {
-        &self.health
+    /// Each rule's name and last evaluation.
+    pub fn health(&self) -> impl Iterator<Item = (&str, RuleHealth)> {
+        self.rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .zip(self.health.iter().copied())
     }
 
     pub fn alerts(&self) -> Vec<AlertView> {
         let mut out = Vec::new();
-        for r in &self.rules {
-            for (l, a) in self.active.get(&r.name).into_iter().flatten() {
+        for (r, m) in self.rules.iter().zip(&self.active) {
+            for (l, a) in m.values() {
                 out.push(AlertView {
                     rule: r.name.clone(),
                     labels: full_labels(r, l),
@@ -141,8 +156,8 @@ impl Engine {
     /// A firing notification for every firing instance (Alertmanager's periodic resend).
     pub fn firing(&self) -> Vec<Notification> {
         let mut out = Vec::new();
-        for r in &self.rules {
-            for (l, a) in self.active.get(&r.name).into_iter().flatten() {
+        for (r, m) in self.rules.iter().zip(&self.active) {
+            for (l, a) in m.values() {
                 if a.state == AlertState::Firing {
                     out.push(notification(r, l, a, Status::Firing, None));
                 }
@@ -154,80 +169,98 @@ impl Engine {
     /// Evaluate every rule at `now`; returns the notifications due.
     pub fn evaluate(&mut self, signals: &dyn Signals, now: f64) -> Vec<Notification> {
         let mut out = Vec::new();
-        for rule in &self.rules {
+        for (i, rule) in self.rules.iter().enumerate() {
             let Some(matches) = eval(&rule.expr, signals) else {
-                self.health.insert(rule.name.clone(), RuleHealth::Nodata);
+                self.health[i] = RuleHealth::Nodata;
                 continue;
             };
-            self.health.insert(rule.name.clone(), RuleHealth::Ok);
-            let resolve: Option<Option<Vec<Instance>>> =
-                rule.resolve.as_ref().map(|e| eval(e, signals));
-            let insts = self.active.entry(rule.name.clone()).or_default();
+            self.health[i] = RuleHealth::Ok;
+            let insts = &mut self.active[i];
+            let resolved_at = &mut self.resolved_at[i];
+            let mut matched: Vec<u64> = matches.iter().map(|m| m.id).collect();
+            matched.sort_unstable();
+            // Hysteresis: an active instance ends only once resolve_expr holds for it (no
+            // data for resolve_expr: it stays).
+            let resolve: Option<Vec<u64>> = rule.resolve.as_ref().map(|e| {
+                let mut ids: Vec<u64> = eval(e, signals)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|i| i.id)
+                    .collect();
+                ids.sort_unstable();
+                ids
+            });
             for m in &matches {
-                let a = insts.entry(m.labels.clone()).or_insert(Active {
-                    state: AlertState::Pending,
-                    active_since: now,
-                    value: m.value,
-                    last_sent: None,
-                    cleared_since: None,
-                });
-                a.value = m.value;
-                a.cleared_since = None;
-            }
-            let mut gone = Vec::new();
-            for (labels, a) in insts.iter_mut() {
-                if matches.iter().any(|m| &m.labels == labels) {
-                    continue;
-                }
-                // Hysteresis: an active instance ends only once resolve_expr holds for it
-                // (no data for resolve_expr: it stays).
-                if let Some(res) = &resolve {
-                    let resolved = res
-                        .as_ref()
-                        .is_some_and(|r| r.iter().any(|i| &i.labels == labels));
-                    if !resolved {
-                        continue;
+                match insts.get_mut(&m.id) {
+                    Some((_, a)) => {
+                        a.value = m.value;
+                        a.cleared_since = None;
+                    }
+                    None => {
+                        self.dirty = true;
+                        insts.insert(
+                            m.id,
+                            (
+                                m.labels.clone(),
+                                Active {
+                                    state: AlertState::Pending,
+                                    active_since: now,
+                                    value: m.value,
+                                    last_sent: None,
+                                    cleared_since: None,
+                                },
+                            ),
+                        );
                     }
                 }
+            }
+            let mut gone = Vec::new();
+            for (id, (_, a)) in insts.iter_mut() {
+                if matched.binary_search(id).is_ok()
+                    || resolve
+                        .as_ref()
+                        .is_some_and(|r| r.binary_search(id).is_err())
+                {
+                    continue;
+                }
                 match a.state {
-                    AlertState::Pending => gone.push((labels.clone(), false)),
+                    AlertState::Pending => gone.push((*id, false)),
                     AlertState::Firing => {
                         let since = *a.cleared_since.get_or_insert(now);
                         if now - since >= rule.keep_firing_for.as_secs_f64() {
-                            gone.push((labels.clone(), a.last_sent.is_some()));
+                            gone.push((*id, a.last_sent.is_some()));
                         }
                     }
                 }
             }
-            for (labels, notified) in gone {
-                let Some(a) = insts.remove(&labels) else {
+            for (id, notified) in gone {
+                let Some((labels, a)) = insts.remove(&id) else {
                     continue;
                 };
+                self.dirty = true;
                 if notified {
                     // The cooldown runs from the last resolve people were told about.
-                    self.resolved_at
-                        .insert((rule.name.clone(), labels.clone()), now);
+                    resolved_at.insert(id, now);
                     out.push(notification(rule, &labels, &a, Status::Resolved, Some(now)));
                 }
             }
-            for (labels, a) in insts.iter_mut() {
+            for (id, (labels, a)) in insts.iter_mut() {
                 if a.state == AlertState::Pending && now - a.active_since >= rule.for_.as_secs_f64()
                 {
                     a.state = AlertState::Firing;
+                    self.dirty = true;
                 }
                 if a.state != AlertState::Firing {
                     continue;
                 }
                 let due = match a.last_sent {
                     // A re-fire soon after a resolve waits out the cooldown (no flood).
-                    None => self
-                        .resolved_at
-                        .get(&(rule.name.clone(), labels.clone()))
-                        .is_none_or(|t| now - t >= self.cooldown),
+                    None => resolved_at.get(id).is_none_or(|t| now - t >= self.cooldown),
                     Some(t) => now - t >= rule.repeat_interval.as_secs_f64(),
                 };
                 if due {
                     a.last_sent = Some(now);
+                    self.dirty = true;
                     out.push(notification(rule, labels, a, Status::Firing, None));
                 }
             }

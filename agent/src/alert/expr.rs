@@ -341,11 +341,32 @@ impl Expr {
     }
 }
 
-/// One instance of a signal: its labels and value.
+/// One instance of a signal: its labels (shared: evaluation copies instances a lot) and
+/// value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
-    pub labels: Labels,
+    pub labels: std::sync::Arc<Labels>,
+    /// A hash of the labels, computed once: the engine orders instances by it first, so
+    /// finding an instance compares label sets only when the hashes are equal.
+    pub id: u64,
     pub value: f64,
+}
+
+impl Instance {
+    pub fn new(labels: Labels, value: f64) -> Instance {
+        Instance {
+            id: label_hash(&labels),
+            labels: std::sync::Arc::new(labels),
+            value,
+        }
+    }
+}
+
+pub fn label_hash(labels: &Labels) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut h);
+    h.finish()
 }
 
 /// Where expressions read signals: `None` when the signal's collector is not working
@@ -357,24 +378,16 @@ pub trait Signals {
 /// The instances for which `e` holds; `None` when a signal it reads has no data.
 pub fn eval(e: &Expr, s: &dyn Signals) -> Option<Vec<Instance>> {
     match e {
-        Expr::Select { name, matchers, .. } => Some(
-            s.get(name)?
-                .iter()
-                .filter(|i| {
-                    matchers.iter().all(|m| {
-                        let v = i.labels.get(&m.label).map(String::as_str).unwrap_or("");
-                        (v == m.value) == m.equal
-                    })
-                })
-                .cloned()
-                .collect(),
-        ),
-        Expr::Compare { lhs, op, rhs } => Some(
-            eval(lhs, s)?
-                .into_iter()
-                .filter(|i| op.holds(i.value, *rhs))
-                .collect(),
-        ),
+        Expr::Select { .. } => select(e, s, |_| true),
+        Expr::Compare { lhs, op, rhs } => {
+            let holds = |i: &Instance| op.holds(i.value, *rhs);
+            match lhs.as_ref() {
+                // The common case: filter the signal's instances in one pass, copying
+                // only those that hold.
+                Expr::Select { .. } => select(lhs, s, holds),
+                other => Some(eval(other, s)?.into_iter().filter(holds).collect()),
+            }
+        }
         Expr::And(a, b) => {
             let (a, b) = (eval(a, s)?, eval(b, s)?);
             Some(
@@ -386,13 +399,33 @@ pub fn eval(e: &Expr, s: &dyn Signals) -> Option<Vec<Instance>> {
         Expr::Or(a, b) => {
             let (mut a, b) = (eval(a, s)?, eval(b, s)?);
             for j in b {
-                if !a.iter().any(|i| i.labels == j.labels) {
+                if !a.iter().any(|i| i.id == j.id && i.labels == j.labels) {
                     a.push(j);
                 }
             }
             Some(a)
         }
     }
+}
+
+/// The instances of a selector's signal that pass its matchers and `keep`.
+fn select(e: &Expr, s: &dyn Signals, keep: impl Fn(&Instance) -> bool) -> Option<Vec<Instance>> {
+    let Expr::Select { name, matchers, .. } = e else {
+        return eval(e, s);
+    };
+    Some(
+        s.get(name)?
+            .iter()
+            .filter(|i| {
+                keep(i)
+                    && matchers.iter().all(|m| {
+                        let v = i.labels.get(&m.label).map(String::as_str).unwrap_or("");
+                        (v == m.value) == m.equal
+                    })
+            })
+            .cloned()
+            .collect(),
+    )
 }
 
 /// Two instances agree when every label both have is equal.

@@ -19,7 +19,6 @@ pub struct Alerting {
     notifier: Option<Notifier>,
     store: Option<Arc<Mutex<Store>>>,
     health: Health,
-    saved: Vec<(String, super::expr::Labels, super::engine::Active)>,
     last_refresh: f64,
 }
 
@@ -67,14 +66,12 @@ impl Alerting {
                 None
             }
         };
-        let mut saved = Vec::new();
         if let Some(s) = &store {
             match s.lock().map(|s| s.load_alerts()) {
                 Ok(Ok(list)) => {
-                    for (rule, labels, a) in list.iter().cloned() {
+                    for (rule, labels, a) in list {
                         engine.restore(&rule, labels, a);
                     }
-                    saved = engine.instances();
                 }
                 Ok(Err(e)) => problems.push(format!("restoring alert states: {e}")),
                 Err(_) => problems.push("restoring alert states: store lock poisoned".into()),
@@ -92,7 +89,6 @@ impl Alerting {
             } else {
                 Health::failed(problems.join("; "))
             },
-            saved,
             last_refresh: 0.0,
         })
     }
@@ -131,9 +127,11 @@ impl Alerting {
                 }
             }
         }
-        let instances = self.engine.instances();
-        if instances != self.saved {
+        // Saved on transitions (a new, promoted, announced or ended instance); values
+        // alone changing is not worth a write per tick.
+        if self.engine.take_dirty() {
             if let Some(s) = &self.store {
+                let instances = self.engine.instances();
                 let r = s
                     .lock()
                     .map_err(|_| "store lock poisoned".to_string())
@@ -142,23 +140,13 @@ impl Alerting {
                     tracing::error!("saving alert states: {e}");
                 }
             }
-            self.saved = instances;
         }
         AlertingView {
             alerts: self.engine.alerts(),
             rules: self
                 .engine
-                .rules()
-                .iter()
-                .map(|r| {
-                    let h = self
-                        .engine
-                        .health()
-                        .get(&r.name)
-                        .copied()
-                        .unwrap_or(RuleHealth::Ok);
-                    (r.name.clone(), h)
-                })
+                .health()
+                .map(|(name, h)| (name.to_string(), h))
                 .collect(),
             notifications: self
                 .notifier

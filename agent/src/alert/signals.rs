@@ -120,10 +120,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 fn one(value: Option<f64>) -> Vec<Instance> {
     value
-        .map(|value| Instance {
-            labels: Labels::new(),
-            value,
-        })
+        .map(|value| Instance::new(Labels::new(), value))
         .into_iter()
         .collect()
 }
@@ -162,13 +159,15 @@ impl SignalSet {
                 h.filesystems
                     .iter()
                     .filter(|f| f.size_bytes > 0)
-                    .map(|f| Instance {
-                        labels: labels(&[
-                            ("device", &f.device),
-                            ("fstype", &f.fstype),
-                            ("mountpoint", &f.mountpoint),
-                        ]),
-                        value: 100.0 * (1.0 - f.avail_bytes as f64 / f.size_bytes as f64),
+                    .map(|f| {
+                        Instance::new(
+                            labels(&[
+                                ("device", &f.device),
+                                ("fstype", &f.fstype),
+                                ("mountpoint", &f.mountpoint),
+                            ]),
+                            100.0 * (1.0 - f.avail_bytes as f64 / f.size_bytes as f64),
+                        )
                     })
                     .collect()
             })
@@ -195,10 +194,10 @@ impl SignalSet {
                 .gpus
                 .iter()
                 .filter_map(|d| {
-                    Some(Instance {
-                        labels: labels(&[("gpu", &d.index.to_string()), ("UUID", &d.uuid)]),
-                        value: field(d)?,
-                    })
+                    Some(Instance::new(
+                        labels(&[("gpu", &d.index.to_string()), ("UUID", &d.uuid)]),
+                        field(d)?,
+                    ))
                 })
                 .collect();
             put(name, "gpu", v);
@@ -208,10 +207,7 @@ impl SignalSet {
             "process",
             s.processes
                 .iter()
-                .map(|p| Instance {
-                    labels: labels(&[("target", &p.target)]),
-                    value: f64::from(u8::from(p.up)),
-                })
+                .map(|p| Instance::new(labels(&[("target", &p.target)]), f64::from(u8::from(p.up))))
                 .collect(),
         );
         type HttpField = fn(&crate::snapshot::RequestSummary) -> Option<f64>;
@@ -227,12 +223,7 @@ impl SignalSet {
             let v = s
                 .requests
                 .iter()
-                .filter_map(|r| {
-                    Some(Instance {
-                        labels: labels(&[("target", &r.target)]),
-                        value: field(r)?,
-                    })
-                })
+                .filter_map(|r| Some(Instance::new(labels(&[("target", &r.target)]), field(r)?)))
                 .collect();
             put(name, "http", v);
         }

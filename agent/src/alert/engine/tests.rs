@@ -1,7 +1,7 @@
 use std::{collections::HashMap, path::Path};
 
 use super::*;
-use crate::alert::rules;
+use crate::alert::{expr::Instance, rules};
 
 /// Signals set by the test: cpu_usage_percent and http_error_ratio{target}, or no data.
 #[derive(Default)]
@@ -17,12 +17,7 @@ fn cpu(v: Option<f64>) -> Fake {
     let mut f = Fake::default();
     f.0.insert(
         "cpu_usage_percent",
-        v.map(|value| {
-            vec![Instance {
-                labels: Labels::new(),
-                value,
-            }]
-        }),
+        v.map(|value| vec![Instance::new(Labels::new(), value)]),
     );
     f
 }
@@ -145,11 +140,17 @@ fn no_data_keeps_alerts_as_they_are() {
     let mut e = engine(&HIGH_CPU.replace("for = \"5m\"", ""));
     let got = run(&mut e, &[(0.0, Some(90.0)), (10.0, None), (20.0, None)]);
     assert_eq!(got, vec![(0.0, Status::Firing)]);
-    assert_eq!(e.health()["HighCpu"], RuleHealth::Nodata);
+    assert_eq!(
+        e.health().collect::<Vec<_>>(),
+        vec![("HighCpu", RuleHealth::Nodata)]
+    );
     assert_eq!(e.alerts().len(), 1, "not resolved by missing data");
     let got = run(&mut e, &[(30.0, Some(10.0))]);
     assert_eq!(got, vec![(30.0, Status::Resolved)]);
-    assert_eq!(e.health()["HighCpu"], RuleHealth::Ok);
+    assert_eq!(
+        e.health().collect::<Vec<_>>(),
+        vec![("HighCpu", RuleHealth::Ok)]
+    );
 }
 
 #[test]
@@ -163,10 +164,7 @@ severity = "high"
 "#,
     );
     let mut f = Fake::default();
-    let inst = |t: &str, v: f64| Instance {
-        labels: [("target".to_string(), t.to_string())].into(),
-        value: v,
-    };
+    let inst = |t: &str, v: f64| Instance::new([("target".to_string(), t.to_string())].into(), v);
     f.0.insert(
         "http_error_ratio",
         Some(vec![inst("a", 0.5), inst("b", 0.01)]),

@@ -10,13 +10,13 @@ impl Signals for Fixed {
 }
 
 fn inst(labels: &[(&str, &str)], value: f64) -> Instance {
-    Instance {
-        labels: labels
+    Instance::new(
+        labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         value,
-    }
+    )
 }
 
 fn signals() -> Fixed {

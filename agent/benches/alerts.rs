@@ -1,0 +1,155 @@
+//! `cargo xtask bench alerts`: time to evaluate 1000 rules on one Snapshot (signals built
+//! from the Snapshot included). Goal: ≤ 1 ms.
+//!
+//! The Snapshot is a busy inference host: 8 GPUs, 32 targets, 12 filesystems. The rules
+//! cycle through every signal with thresholds that make about a third of the instances
+//! match, plus `and`/`or` combinations.
+//!
+//! Usage: cargo bench -p infersight --bench alerts -- [--rules N] [--rounds R]
+mod common;
+
+use std::{path::Path, time::Instant};
+
+use infersight::{
+    alert::{engine::Engine, rules, signals::SignalSet},
+    collect::{
+        gpu::DeviceReading,
+        host::{Filesystem, HostSample, MemoryBytes},
+        process::ProcessSample,
+    },
+    snapshot::{CollectorStatus, Health, RequestSummary, Snapshot},
+};
+
+fn snapshot() -> Snapshot {
+    let active = |name: &str| CollectorStatus {
+        name: name.into(),
+        health: Health::active(),
+        duration_seconds: None,
+    };
+    let targets: Vec<String> = (0..32).map(|i| format!("svc{i}")).collect();
+    Snapshot {
+        collectors: ["host", "gpu", "process", "http"].map(active).to_vec(),
+        host: Some(HostSample {
+            cpu_usage_ratio: Some(0.6),
+            memory: Some(MemoryBytes {
+                fields: vec![("MemTotal", 1 << 40), ("MemAvailable", 1 << 38)],
+            }),
+            load: Some([4.0, 3.0, 2.0]),
+            filesystems: (0..12)
+                .map(|i| Filesystem {
+                    device: format!("/dev/nvme{i}n1"),
+                    fstype: "xfs".into(),
+                    mountpoint: format!("/data{i}"),
+                    size_bytes: 1000,
+                    free_bytes: 100 * i,
+                    avail_bytes: 80 * i,
+                    files: 10,
+                    files_free: 5,
+                    readonly: false,
+                })
+                .collect(),
+            ..HostSample::default()
+        }),
+        gpus: (0..8)
+            .map(|i| DeviceReading {
+                index: i,
+                uuid: format!("GPU-{i}"),
+                gpu_util_percent: Some(i * 12),
+                fb_used_mib: Some(u64::from(i) * 10_000),
+                fb_total_mib: Some(81_559),
+                temperature_celsius: Some(50 + i * 5),
+                power_watts: Some(300.0),
+                xid_counts: Some(vec![]),
+                ..DeviceReading::default()
+            })
+            .collect(),
+        processes: targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ProcessSample {
+                target: t.clone(),
+                up: i % 3 != 0,
+                processes: 1,
+                pids: vec![],
+                cpu_seconds: None,
+                resident_bytes: None,
+                threads: None,
+                open_fds: None,
+                start_time_seconds: None,
+            })
+            .collect(),
+        requests: targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| RequestSummary {
+                target: t.clone(),
+                active: Some(i as u64 % 4),
+                accepted_connections: None,
+                ignored_connections: None,
+                unanswered: None,
+                request_rate: Some(i as f64),
+                error_ratio: Some(i as f64 / 100.0),
+                latency_avg_seconds: Some(i as f64 / 10.0),
+                latency_p50_seconds: None,
+                latency_p95_seconds: Some(i as f64 / 5.0),
+                latency_p99_seconds: None,
+                ttft_p50_seconds: None,
+                ttft_p95_seconds: Some(i as f64 / 20.0),
+            })
+            .collect(),
+        ..Snapshot::default()
+    }
+}
+
+const EXPRS: &[&str] = &[
+    "cpu_usage_percent > 50",
+    "memory_usage_percent > 70",
+    "disk_usage_percent > 50",
+    "load1 > 3",
+    "gpu_utilization_percent > 40",
+    "gpu_memory_used_ratio > 50%",
+    "gpu_temperature_celsius > 70",
+    "gpu_xid_errors > 0",
+    "target_up == 0",
+    "http_request_rate > 20",
+    "http_error_ratio > 20%",
+    "http_latency_avg_seconds > 2s",
+    "http_latency_p95_seconds > 4",
+    r#"ttft_p95_seconds{target!="svc1"} > 1"#,
+    "gpu_utilization_percent < 50 and http_active_requests > 0",
+    "http_error_ratio > 5% or http_latency_p95_seconds > 5",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n = common::flag(&args, "--rules", 1000) as usize;
+    let rounds = common::flag(&args, "--rounds", 200) as usize;
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[rule]]\nname = \"R{i}\"\nexpr = '{}'\nfor = \"{}s\"\nseverity = \"warning\"\n[rule.annotations]\nsummary = \"{{{{ $labels.target }}}} at {{{{ $value }}}}\"\n\n",
+            EXPRS[i % EXPRS.len()],
+            i % 3 * 60
+        ));
+    }
+    let loaded = rules::parse(Path::new("bench.toml"), &text, &["log".into()]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let mut engine = Engine::new(loaded.rules, 300.0);
+    let snap = snapshot();
+    let mut times = Vec::with_capacity(rounds);
+    let mut notes = 0;
+    for r in 0..rounds {
+        let start = Instant::now();
+        let signals = SignalSet::from_snapshot(&snap);
+        notes += engine.evaluate(&signals, r as f64 * 10.0).len();
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let alerts = engine.alerts().len();
+    let median = common::median(&mut times);
+    let max = times.last().copied().unwrap_or(0.0);
+    println!("\nalerts benchmark: {n} rules, {alerts} active alert instances, {notes} notifications over {rounds} evaluations\n");
+    println!("| | ms per evaluation |");
+    println!("| --- | ---: |");
+    println!("| median | {median:.3} (goal ≤ 1 ms) |");
+    println!("| worst | {max:.3} |");
+}
