@@ -68,6 +68,7 @@ pub struct Agent {
     currency: String,
     hostname: String,
     alerting: Option<crate::alert::runtime::Alerting>,
+    push: Option<(String, Arc<crate::push::PushStats>)>,
 }
 
 /// Start the GPU sampler on `open`'s source (NVML in the agent, recorded values in tests).
@@ -143,6 +144,7 @@ impl Agent {
                     .clone()
                     .unwrap_or_else(|| format!("http://{}/", config.listen)),
             ),
+            push: None,
             hostname: sysinfo::System::host_name().unwrap_or_default(),
             targets,
             http_health: if config.http {
@@ -249,6 +251,7 @@ impl Agent {
 
     pub fn snapshot(&mut self) -> Snapshot {
         let mut snap = self.collect();
+        snap.push = self.push.as_ref().map(|(url, s)| s.view(url));
         if let Some(a) = &mut self.alerting {
             snap.alerting = a.evaluate(&snap);
             snap.collectors.push(status("alerting", a.health(), None));
@@ -384,6 +387,7 @@ impl Agent {
             sched,
             tcp,
             alerting: Default::default(),
+            push: None,
         }
     }
 
@@ -463,8 +467,19 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     agent.spawn_dispatcher();
     agent.log_summary();
 
+    let (stream_tx, _) = tokio::sync::broadcast::channel(crate::stream::QUEUE);
+    if let Some(url) = &config.push_url {
+        let stats = Arc::new(crate::push::PushStats::default());
+        tokio::spawn(crate::push::run(
+            url.clone(),
+            config.push_interval,
+            stream_tx.subscribe(),
+            stats.clone(),
+        ));
+        agent.push = Some((url.clone(), stats));
+    }
     let (tx, rx) = watch::channel(Arc::new(agent.snapshot()));
-    let server = tokio::spawn(server::serve(listener, rx));
+    let server = tokio::spawn(server::serve(listener, rx, stream_tx.clone()));
     tracing::info!("listening on http://{local}");
 
     let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
@@ -474,7 +489,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = ticker.tick() => { tx.send_replace(Arc::new(agent.snapshot())); }
+            _ = ticker.tick() => {
+                let snap = Arc::new(agent.snapshot());
+                crate::stream::publish(&stream_tx, &snap);
+                tx.send_replace(snap);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

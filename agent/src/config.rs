@@ -109,6 +109,9 @@ pub struct Config {
     pub alerting: Alerting,
     /// SQLite state (alert states, history, outbox).
     pub state_dir: PathBuf,
+    /// Where to push the live stream (WebSocket URL), and how often a Snapshot goes.
+    pub push_url: Option<String>,
+    pub push_interval: Duration,
     /// Distinct `http_route` values per target before new ones fold into `_OTHER`.
     pub route_limit: usize,
     /// Window of the per-target request summaries (rate, error ratio, percentiles).
@@ -140,6 +143,15 @@ struct FileConfig {
     alerting: AlertingSection,
     #[serde(default)]
     channels: ChannelsSection,
+    #[serde(default)]
+    push: PushSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushSection {
+    url: Option<String>,
+    interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -486,12 +498,39 @@ fn build(
         energy_price_per_kwh,
         energy_currency: file.energy.currency.unwrap_or_else(|| "USD".into()),
         alerting: alerting(&file.alerting, &file.channels, source.as_deref())?,
+        push_url: ["INFERSIGHT_PUSH_URL", "MONITORING_WEBSOCKET_URL"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+            .or(file.push.url.clone()),
+        push_interval: push_interval(&file.push, &file_origin)?,
         state_dir: over
             .state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         source,
     })
+}
+
+/// `MONITORING_INTERVAL_SECONDS` (the user documents' name), else `[push] interval`, else
+/// the tick.
+fn push_interval(
+    p: &PushSection,
+    file_origin: &dyn Fn(&str) -> String,
+) -> Result<Duration, ConfigError> {
+    if let Ok(v) = std::env::var("MONITORING_INTERVAL_SECONDS") {
+        return match v.trim().parse::<f64>() {
+            Ok(s) if (0.1..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+            _ => Err(ConfigError::Invalid {
+                origin: "MONITORING_INTERVAL_SECONDS".into(),
+                value: v,
+                reason: "expected seconds between 0.1 and 3600".into(),
+            }),
+        };
+    }
+    match &p.interval {
+        Some(v) => parse_duration(&file_origin("push.interval"), v, MIN_TICK, MAX_TICK),
+        None => Ok(DEFAULT_TICK),
+    }
 }
 
 /// A secret from a file (trimmed), else an environment variable, else the inline value.

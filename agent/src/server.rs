@@ -1,5 +1,12 @@
-//! HTTP endpoints (hyper): `/metrics` and `/health`, both read from the latest Snapshot.
-use std::{convert::Infallible, sync::Arc, time::Duration};
+//! HTTP endpoints (hyper): `/metrics`, `/health`, the read-only `/api/v1` views and the
+//! `/ws` live stream, all from the latest Snapshot.
+mod ws;
+
+use std::{
+    convert::Infallible,
+    sync::{atomic::AtomicUsize, Arc},
+    time::Duration,
+};
 
 use http_body_util::Full;
 use hyper::{
@@ -11,11 +18,15 @@ use hyper::{
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{broadcast, watch},
+};
 
 use crate::{
     metrics,
     snapshot::{CollectorStatus, ProgramStatus, Snapshot, State, TargetStatus},
+    stream::Message,
 };
 
 /// Slow or idle clients cannot hold a connection open without sending a request.
@@ -24,7 +35,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub type Snapshots = watch::Receiver<Arc<Snapshot>>;
 
 /// Accept connections until the task is dropped; one task per connection.
-pub async fn serve(listener: TcpListener, snapshots: Snapshots) {
+pub async fn serve(listener: TcpListener, snapshots: Snapshots, live: broadcast::Sender<Message>) {
+    let clients = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
@@ -36,15 +48,22 @@ pub async fn serve(listener: TcpListener, snapshots: Snapshots) {
             }
         };
         let snapshots = snapshots.clone();
+        let (stream_tx, clients) = (live.clone(), clients.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let snap = snapshots.borrow().clone();
-                async move { Ok::<_, Infallible>(route(&req, &snap)) }
+            let service = service_fn(move |req: Request<Incoming>| {
+                let resp = if req.uri().path() == "/ws" {
+                    ws::upgrade(req, &stream_tx, &clients)
+                } else {
+                    let snap = snapshots.borrow().clone();
+                    route(&req, &snap)
+                };
+                async move { Ok::<_, Infallible>(resp) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             if let Err(e) = conn.await {
                 tracing::debug!("connection ended: {e}");
             }
@@ -64,6 +83,19 @@ fn response(
     r
 }
 
+fn json<T: Serialize + ?Sized>(v: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(v) {
+        Ok(body) => response(StatusCode::OK, "application/json", body),
+        Err(e) => response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application/json",
+            serde_json::json!({ "error": format!("encoding failed: {e}") })
+                .to_string()
+                .into_bytes(),
+        ),
+    }
+}
+
 #[derive(Serialize)]
 struct HealthBody<'a> {
     status: &'static str,
@@ -75,7 +107,15 @@ struct HealthBody<'a> {
 
 fn route(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let known = matches!(path, "/metrics" | "/health");
+    let known = matches!(
+        path,
+        "/metrics"
+            | "/health"
+            | "/api/v1/snapshot"
+            | "/api/v1/alerts"
+            | "/api/v1/targets"
+            | "/api/v1/rules"
+    );
     if known && req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -116,6 +156,10 @@ fn route(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
             let json = serde_json::to_vec_pretty(&body).unwrap_or_default();
             response(code, "application/json", json)
         }
+        "/api/v1/snapshot" => json(snap),
+        "/api/v1/alerts" => json(&snap.alerting.alerts),
+        "/api/v1/targets" => json(&snap.targets),
+        "/api/v1/rules" => json(&snap.alerting.rules),
         _ => response(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
     }
 }

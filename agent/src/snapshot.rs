@@ -189,6 +189,8 @@ pub struct Snapshot {
     pub sched: Vec<SchedSeries>,
     pub tcp: Vec<TcpSeries>,
     pub alerting: AlertingView,
+    /// The push client, when one is configured.
+    pub push: Option<crate::push::PushView>,
 }
 
 impl Snapshot {

@@ -26,6 +26,8 @@ pub struct Alerting {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct AlertingView {
     pub alerts: Vec<AlertView>,
+    /// The transitions of this tick (the stream sends them as alert events).
+    pub events: Vec<super::engine::Notification>,
     pub rules: Vec<(String, RuleHealth)>,
     pub notifications: NotifyStats,
 }
@@ -142,6 +144,7 @@ impl Alerting {
             }
         }
         AlertingView {
+            events: notes,
             alerts: self.engine.alerts(),
             rules: self
                 .engine

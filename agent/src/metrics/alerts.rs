@@ -77,3 +77,33 @@ pub(super) fn families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
         ));
     }
 }
+
+/// The push client's families, when one is configured.
+pub(super) fn push_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
+    let Some(p) = &snap.push else { return };
+    let one = |v: f64| vec![v];
+    out.push(series(
+        "infersight_push_connected",
+        "Whether the push client is connected to its WebSocket URL.",
+        MetricType::GAUGE,
+        &one(f64::from(u8::from(p.connected))),
+        |_| Vec::<(&str, String)>::new(),
+        |v| Some(*v),
+    ));
+    out.push(series(
+        "infersight_push_messages_total",
+        "Stream messages the push client sent, and dropped (buffer full or fell behind).",
+        MetricType::COUNTER,
+        &[("sent", p.sent), ("dropped", p.dropped)],
+        |(r, _)| vec![("result", r.to_string())],
+        |(_, n)| Some(*n as f64),
+    ));
+    out.push(series(
+        "infersight_push_connects_total",
+        "Successful connections of the push client (reconnects after the first).",
+        MetricType::COUNTER,
+        &one(p.connects as f64),
+        |_| Vec::<(&str, String)>::new(),
+        |v| Some(*v),
+    ));
+}

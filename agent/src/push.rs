@@ -1,0 +1,140 @@
+//! The push client: sends the live stream to a configured WebSocket URL (a monitoring
+//! server), a Snapshot every interval and every alert event. Reconnects with exponential
+//! backoff and jitter; while down, keeps a bounded buffer and counts what it drops. Not
+//! started at all when no URL is configured.
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::SinkExt;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::stream::Message;
+
+/// Messages kept while disconnected; older ones are dropped first.
+pub const BUFFER: usize = 1000;
+const MIN_BACKOFF: f64 = 0.5;
+const MAX_BACKOFF: f64 = 30.0;
+
+#[derive(Debug, Default)]
+pub struct PushStats {
+    pub connected: AtomicBool,
+    pub sent: AtomicU64,
+    pub dropped: AtomicU64,
+    pub connects: AtomicU64,
+}
+
+/// What `/metrics` shows of the push client.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PushView {
+    pub url: String,
+    pub connected: bool,
+    pub sent: u64,
+    pub dropped: u64,
+    pub connects: u64,
+}
+
+impl PushStats {
+    pub fn view(&self, url: &str) -> PushView {
+        PushView {
+            url: url.to_string(),
+            connected: self.connected.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            connects: self.connects.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn is_snapshot(m: &str) -> bool {
+    m.starts_with("{\"type\":\"snapshot\"")
+}
+
+/// Run forever: take messages from `rx`, push them to `url`.
+pub async fn run(
+    url: String,
+    interval: Duration,
+    mut rx: broadcast::Receiver<Message>,
+    stats: Arc<PushStats>,
+) {
+    let mut buffer: VecDeque<Message> = VecDeque::new();
+    let mut last_snapshot: Option<Instant> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut next_try = Instant::now();
+    let mut conn = None;
+    let keep = |buffer: &mut VecDeque<Message>, m: Message, stats: &PushStats| {
+        if buffer.len() >= BUFFER {
+            buffer.pop_front();
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        buffer.push_back(m);
+    };
+    loop {
+        // Wait for the next message, or for the reconnect time while down.
+        let wait = if conn.is_none() {
+            next_try.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            m = rx.recv() => match m {
+                Ok(m) => {
+                    if is_snapshot(&m) {
+                        // One Snapshot per interval; alert events always go.
+                        if last_snapshot.is_some_and(|t| t.elapsed() < interval) {
+                            continue;
+                        }
+                        last_snapshot = Some(Instant::now());
+                    }
+                    keep(&mut buffer, m, &stats);
+                }
+                Err(RecvError::Lagged(n)) => {
+                    stats.dropped.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if conn.is_none() && Instant::now() >= next_try {
+            match tokio_tungstenite::connect_async(url.as_str()).await {
+                Ok((ws, _)) => {
+                    tracing::info!("push: connected to {url}");
+                    stats.connects.fetch_add(1, Ordering::Relaxed);
+                    stats.connected.store(true, Ordering::Relaxed);
+                    backoff = MIN_BACKOFF;
+                    conn = Some(ws);
+                }
+                Err(e) => {
+                    let delay = backoff * (0.5 + fastrand::f64());
+                    tracing::warn!("push: cannot connect to {url}: {e}; retrying in {delay:.1} s");
+                    next_try = Instant::now() + Duration::from_secs_f64(delay);
+                    backoff = (backoff * 2.0).min(MAX_BACKOFF);
+                }
+            }
+        }
+        let Some(ws) = conn.as_mut() else { continue };
+        while let Some(m) = buffer.front() {
+            match ws.send(WsMessage::text(m.to_string())).await {
+                Ok(()) => {
+                    buffer.pop_front();
+                    stats.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!("push: connection to {url} lost: {e}");
+                    stats.connected.store(false, Ordering::Relaxed);
+                    conn = None;
+                    next_try =
+                        Instant::now() + Duration::from_secs_f64(backoff * (0.5 + fastrand::f64()));
+                    backoff = (backoff * 2.0).min(MAX_BACKOFF);
+                    break;
+                }
+            }
+        }
+    }
+}

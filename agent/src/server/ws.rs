@@ -1,0 +1,115 @@
+//! `/ws`: the live stream over WebSocket. Each client reads from its own bounded queue on
+//! the broadcast channel; a client that falls behind is told and dropped, so a slow client
+//! never slows the agent or other clients.
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::{
+    body::{Bytes, Incoming},
+    header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE},
+    Request, Response, StatusCode,
+};
+use hyper_util::rt::TokioIo;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_tungstenite::{
+    tungstenite::{handshake::derive_accept_key, protocol::Role, Message as WsMessage},
+    WebSocketStream,
+};
+
+use crate::stream::Message;
+
+/// More clients than this get 503.
+pub const MAX_CLIENTS: usize = 64;
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *r.status_mut() = status;
+    r
+}
+
+/// Answer the upgrade request and serve the client on its own task.
+pub fn upgrade(
+    mut req: Request<Incoming>,
+    stream: &broadcast::Sender<Message>,
+    clients: &Arc<AtomicUsize>,
+) -> Response<Full<Bytes>> {
+    let is_ws = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade request",
+        );
+    };
+    if !is_ws {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade request",
+        );
+    }
+    if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+        clients.fetch_sub(1, Ordering::SeqCst);
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "too many stream clients");
+    }
+    let rx = stream.subscribe();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let clients = clients.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                serve_client(ws, rx).await;
+            }
+            Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
+        }
+        clients.fetch_sub(1, Ordering::SeqCst);
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
+}
+
+async fn serve_client<S>(ws: WebSocketStream<S>, mut rx: broadcast::Receiver<Message>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut tx, mut incoming) = ws.split();
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Ok(m) => {
+                    if tx.send(WsMessage::text(m.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    let note = format!("{{\"type\":\"lagged\",\"dropped\":{n}}}");
+                    let _ = tx.send(WsMessage::text(note)).await;
+                    let _ = tx.close().await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            // Client messages are ignored; a close or an error ends the session.
+            m = incoming.next() => match m {
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

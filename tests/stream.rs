@@ -1,0 +1,230 @@
+//! The live stream and the read-only API: a real WebSocket client gets a Snapshot per tick
+//! and alert events; a client that never reads does not delay another; the push client
+//! reaches a real WebSocket server, and reconnects and resumes after it restarts.
+mod common;
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use common::Agent;
+use futures_util::StreamExt;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn sleeper() -> Child {
+    Command::new("sleep").arg("600").spawn().unwrap()
+}
+
+/// An agent with one rule that fires when the PID-file target goes down.
+struct Alerting {
+    dir: std::path::PathBuf,
+    agent: Agent,
+}
+
+fn alerting_agent(tag: &str, pid: u32, extra: &[&str]) -> Alerting {
+    let dir = std::env::temp_dir().join(format!("infersight-stream-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        "[[rule]]\nname = \"SvcDown\"\nexpr = \"target_up == 0\"\nseverity = \"critical\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("infersight.toml"),
+        "[alerting]\nrules_file = \"rules.toml\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("svc.pid"), format!("{pid}\n")).unwrap();
+    let config = dir.join("infersight.toml");
+    let state = dir.join("state");
+    let pidfile = format!("{}=svc", dir.join("svc.pid").display());
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--pid-file",
+        &pidfile,
+        "--no-host",
+    ];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(&args);
+    Alerting { dir, agent }
+}
+
+impl Drop for Alerting {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ws_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/ws")
+}
+
+#[test]
+fn websocket_clients_get_snapshots_and_alert_events_and_a_slow_one_delays_nobody() {
+    let mut svc = sleeper();
+    let a = alerting_agent("ws", svc.id(), &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let url = ws_url(a.agent.addr);
+        // A client that connects and never reads.
+        let (_slow, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let (mut fast, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let mut arrivals = Vec::new();
+        let mut alert = None;
+        let start = Instant::now();
+        let mut killed = false;
+        while start.elapsed() < Duration::from_secs(4) {
+            let msg = tokio::time::timeout(Duration::from_secs(2), fast.next())
+                .await
+                .expect("a message within 2 s")
+                .unwrap()
+                .unwrap();
+            let Message::Text(text) = msg else { continue };
+            let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            match v["type"].as_str() {
+                Some("snapshot") => {
+                    assert!(v["data"]["tick"].as_u64().is_some(), "{v}");
+                    arrivals.push(start.elapsed());
+                }
+                Some("alert") => alert = Some(v),
+                other => panic!("unexpected message type {other:?}"),
+            }
+            if !killed && start.elapsed() > Duration::from_secs(1) {
+                // The target goes down (killed and reaped): an alert event follows.
+                let _ = svc.kill();
+                let _ = svc.wait();
+                killed = true;
+            }
+        }
+        let alert = alert.expect("an alert event");
+        assert_eq!(alert["data"]["rule"], "SvcDown");
+        assert_eq!(alert["data"]["status"], "firing");
+        assert_eq!(alert["data"]["labels"]["target"], "svc");
+        // 100 ms ticks for 4 s, with a client that never reads connected all along.
+        assert!(arrivals.len() >= 30, "{} snapshots", arrivals.len());
+        let worst = arrivals.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+        assert!(
+            worst < Duration::from_millis(500),
+            "a gap of {worst:?} between ticks"
+        );
+    });
+    let _ = svc.kill();
+    let _ = svc.wait();
+}
+
+#[test]
+fn read_only_api_answers_json() {
+    let svc = sleeper();
+    let a = alerting_agent("api", svc.id(), &[]);
+    a.agent.settle();
+    let get = |path: &str| {
+        let (status, body) = a.agent.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let snap = get("/api/v1/snapshot");
+    assert!(snap["tick"].as_u64().unwrap() >= 1);
+    assert!(snap["collectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "alerting"));
+    let targets = get("/api/v1/targets");
+    assert_eq!(targets[0]["name"], "svc");
+    assert_eq!(targets[0]["kind"], "pidfile");
+    let rules = get("/api/v1/rules");
+    assert_eq!(rules, serde_json::json!([["SvcDown", "ok"]]));
+    assert_eq!(get("/api/v1/alerts"), serde_json::json!([]));
+    let mut svc = svc;
+    let _ = svc.kill();
+    let _ = svc.wait();
+    a.agent.wait_for(Duration::from_secs(5), "the alert", |m| {
+        !m.matching("ALERTS", &[("alertname", "SvcDown")]).is_empty()
+    });
+    let alerts = get("/api/v1/alerts");
+    assert_eq!(alerts[0]["rule"], "SvcDown");
+    assert_eq!(alerts[0]["state"], "firing");
+    let (status, _) = a.agent.get("/api/v1/nope");
+    assert_eq!(status, 404);
+}
+
+/// A WebSocket server that counts the messages each connection gets.
+async fn server(
+    listener: TcpListener,
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, String)>,
+    conn_no: usize,
+) {
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m {
+            let _ = tx.send((conn_no, t.to_string()));
+        }
+    }
+}
+
+#[test]
+fn push_client_reconnects_and_resumes() {
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let first = tokio::spawn(server(listener, tx.clone(), 1));
+        let mut cmd = Command::new(common::AGENT);
+        cmd.env("MONITORING_WEBSOCKET_URL", format!("ws://{addr}/ingest"))
+            .env("MONITORING_INTERVAL_SECONDS", "0.2");
+        let agent = Agent::start_with(cmd, &["--no-host"]);
+        let mut got = 0;
+        while got < 5 {
+            let (conn, text) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("pushes")
+                .unwrap();
+            assert_eq!(conn, 1);
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["type"], "snapshot");
+            got += 1;
+        }
+        // The monitoring server goes away, then comes back on the same port.
+        first.abort();
+        let _ = first.await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let _second = tokio::spawn(server(listener, tx, 2));
+        let start = Instant::now();
+        loop {
+            let (conn, _) = tokio::time::timeout(Duration::from_secs(40), rx.recv())
+                .await
+                .expect("pushes after the restart")
+                .unwrap();
+            if conn == 2 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(40));
+        }
+        let m = agent.wait_for(Duration::from_secs(5), "reconnected", |m| {
+            m.get("infersight_push_connects_total", &[]) == Some(2.0)
+        });
+        assert_eq!(m.get("infersight_push_connected", &[]), Some(1.0));
+        assert!(
+            m.get("infersight_push_messages_total", &[("result", "sent")])
+                .unwrap()
+                >= 6.0
+        );
+    });
+}
