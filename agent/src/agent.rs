@@ -69,6 +69,7 @@ pub struct Agent {
     hostname: String,
     alerting: Option<crate::alert::runtime::Alerting>,
     push: Option<(String, Arc<crate::push::PushStats>)>,
+    history: Result<crate::history::Recorder, Health>,
 }
 
 /// Start the GPU sampler on `open`'s source (NVML in the agent, recorded values in tests).
@@ -145,6 +146,12 @@ impl Agent {
                     .unwrap_or_else(|| format!("http://{}/", config.listen)),
             ),
             push: None,
+            history: match config.history {
+                Some((raw, minute)) => {
+                    crate::history::Recorder::start(&config.state_dir, raw, minute)
+                }
+                None => Err(Health::unsupported("disabled ([history] enabled = false)")),
+            },
             hostname: sysinfo::System::host_name().unwrap_or_default(),
             targets,
             http_health: if config.http {
@@ -157,6 +164,15 @@ impl Agent {
             syscalls: Vec::new(),
             syscall_health,
             http: Arc::new(Mutex::new(http)),
+        }
+    }
+
+    /// What the API reads besides the Snapshot.
+    pub fn api(&self, token: Option<String>) -> crate::server::Api {
+        crate::server::Api {
+            history: self.history.as_ref().ok().map(|r| r.reader.clone()),
+            store: self.alerting.as_ref().and_then(|a| a.store()),
+            token,
         }
     }
 
@@ -252,9 +268,19 @@ impl Agent {
     pub fn snapshot(&mut self) -> Snapshot {
         let mut snap = self.collect();
         snap.push = self.push.as_ref().map(|(url, s)| s.view(url));
+        let signals = crate::alert::signals::SignalSet::from_snapshot(&snap);
         if let Some(a) = &mut self.alerting {
-            snap.alerting = a.evaluate(&snap);
+            snap.alerting = a.evaluate(&signals);
             snap.collectors.push(status("alerting", a.health(), None));
+        }
+        match &self.history {
+            Ok(r) => {
+                r.record((snap.timestamp_ms / 1000) as i64, signals.samples());
+                snap.history_dropped = Some(r.dropped.load(std::sync::atomic::Ordering::Relaxed));
+                snap.collectors
+                    .push(status("history", r.health.clone(), None));
+            }
+            Err(h) => snap.collectors.push(status("history", h.clone(), None)),
         }
         snap
     }
@@ -388,6 +414,7 @@ impl Agent {
             tcp,
             alerting: Default::default(),
             push: None,
+            history_dropped: None,
         }
     }
 
@@ -479,7 +506,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         agent.push = Some((url.clone(), stats));
     }
     let (tx, rx) = watch::channel(Arc::new(agent.snapshot()));
-    let server = tokio::spawn(server::serve(listener, rx, stream_tx.clone()));
+    let api = Arc::new(agent.api(config.api_token.clone()));
+    let server = tokio::spawn(server::serve(listener, rx, stream_tx.clone(), api));
     tracing::info!("listening on http://{local}");
 
     let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;

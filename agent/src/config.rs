@@ -112,6 +112,10 @@ pub struct Config {
     /// Where to push the live stream (WebSocket URL), and how often a Snapshot goes.
     pub push_url: Option<String>,
     pub push_interval: Duration,
+    /// History in SQLite: on/off, raw and 1-minute retention.
+    pub history: Option<(Duration, Duration)>,
+    /// Bearer token for API writes (none: writes are refused).
+    pub api_token: Option<String>,
     /// Distinct `http_route` values per target before new ones fold into `_OTHER`.
     pub route_limit: usize,
     /// Window of the per-target request summaries (rate, error ratio, percentiles).
@@ -145,6 +149,25 @@ struct FileConfig {
     channels: ChannelsSection,
     #[serde(default)]
     push: PushSection,
+    #[serde(default)]
+    history: HistorySection,
+    #[serde(default)]
+    api: ApiSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistorySection {
+    enabled: Option<bool>,
+    raw_retention: Option<String>,
+    minute_retention: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    token: Option<String>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -503,6 +526,38 @@ fn build(
             .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
             .or(file.push.url.clone()),
         push_interval: push_interval(&file.push, &file_origin)?,
+        history: if file.history.enabled.unwrap_or(true) {
+            let long = Duration::from_secs(366 * 86400);
+            Some((
+                match &file.history.raw_retention {
+                    Some(v) => parse_duration(
+                        &file_origin("history.raw_retention"),
+                        v,
+                        Duration::from_secs(60),
+                        long,
+                    )?,
+                    None => Duration::from_secs(24 * 3600),
+                },
+                match &file.history.minute_retention {
+                    Some(v) => parse_duration(
+                        &file_origin("history.minute_retention"),
+                        v,
+                        Duration::from_secs(60),
+                        long,
+                    )?,
+                    None => Duration::from_secs(7 * 86400),
+                },
+            ))
+        } else {
+            None
+        },
+        api_token: secret(
+            &file_origin("api.token_file"),
+            file.api.token.as_ref(),
+            file.api.token_file.as_ref(),
+            "INFERSIGHT_API_TOKEN",
+        )?
+        .filter(|t| !t.is_empty()),
         state_dir: over
             .state_dir
             .clone()

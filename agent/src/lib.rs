@@ -8,6 +8,7 @@ pub mod collect;
 pub mod config;
 pub mod ebpf;
 pub mod hist;
+pub mod history;
 pub mod metrics;
 pub mod notify;
 pub mod push;

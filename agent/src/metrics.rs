@@ -243,6 +243,7 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
     sched::families(snap, &mut out);
     alerts::families(snap, &mut out);
     alerts::push_families(snap, &mut out);
+    alerts::history_families(snap, &mut out);
     // The text encoder rejects families without samples.
     out.retain(|f| !f.get_metric().is_empty());
     out

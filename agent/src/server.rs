@@ -1,6 +1,9 @@
 //! HTTP endpoints (hyper): `/metrics`, `/health`, the read-only `/api/v1` views and the
 //! `/ws` live stream, all from the latest Snapshot.
+mod api;
 mod ws;
+
+pub use api::Api;
 
 use std::{
     convert::Infallible,
@@ -35,7 +38,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub type Snapshots = watch::Receiver<Arc<Snapshot>>;
 
 /// Accept connections until the task is dropped; one task per connection.
-pub async fn serve(listener: TcpListener, snapshots: Snapshots, live: broadcast::Sender<Message>) {
+pub async fn serve(
+    listener: TcpListener,
+    snapshots: Snapshots,
+    live: broadcast::Sender<Message>,
+    context: Arc<Api>,
+) {
     let clients = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, _) = match listener.accept().await {
@@ -48,11 +56,21 @@ pub async fn serve(listener: TcpListener, snapshots: Snapshots, live: broadcast:
             }
         };
         let snapshots = snapshots.clone();
-        let (stream_tx, clients) = (live.clone(), clients.clone());
+        let (stream_tx, clients, ctx) = (live.clone(), clients.clone(), context.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let resp = if req.uri().path() == "/ws" {
+                let path = req.uri().path().to_string();
+                let resp = if path == "/ws" {
                     ws::upgrade(req, &stream_tx, &clients)
+                } else if path == "/api/v1/history" {
+                    api::history(&ctx, &req)
+                } else if path == "/api/v1/alerts/history" {
+                    api::alert_history(&ctx)
+                } else if let Some(id) = path
+                    .strip_prefix("/api/v1/alerts/")
+                    .and_then(|r| r.strip_suffix("/ack"))
+                {
+                    api::ack(&ctx, &req, id)
                 } else {
                     let snap = snapshots.borrow().clone();
                     route(&req, &snap)
@@ -71,7 +89,7 @@ pub async fn serve(listener: TcpListener, snapshots: Snapshots, live: broadcast:
     }
 }
 
-fn response(
+pub(crate) fn response(
     status: StatusCode,
     content_type: &'static str,
     body: Vec<u8>,

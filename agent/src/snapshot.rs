@@ -191,6 +191,8 @@ pub struct Snapshot {
     pub alerting: AlertingView,
     /// The push client, when one is configured.
     pub push: Option<crate::push::PushView>,
+    /// Ticks the history writer could not keep up with (absent: history off).
+    pub history_dropped: Option<u64>,
 }
 
 impl Snapshot {

@@ -34,11 +34,13 @@ pub struct Store {
 /// One alert of the history: labels as JSON, times as unix seconds.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HistoryRow {
+    pub id: i64,
     pub name: String,
     pub labels: String,
     pub state: String,
     pub started: f64,
     pub resolved: Option<f64>,
+    pub acknowledged: Option<f64>,
 }
 
 /// One notification waiting in the outbox.
@@ -201,18 +203,29 @@ impl Store {
     /// The newest `limit` history rows.
     pub fn history(&self, limit: u32) -> Result<Vec<HistoryRow>, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT name, labels, state, started, resolved FROM alert_history ORDER BY id DESC LIMIT ?1",
+            "SELECT id, name, labels, state, started, resolved, acknowledged FROM alert_history ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = st.query_map([limit], |r| {
             Ok(HistoryRow {
-                name: r.get(0)?,
-                labels: r.get(1)?,
-                state: r.get(2)?,
-                started: r.get(3)?,
-                resolved: r.get(4)?,
+                id: r.get(0)?,
+                name: r.get(1)?,
+                labels: r.get(2)?,
+                state: r.get(3)?,
+                started: r.get(4)?,
+                resolved: r.get(5)?,
+                acknowledged: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Mark a history row acknowledged at `now`; false when there is no such row.
+    pub fn acknowledge(&mut self, id: i64, now: f64) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE alert_history SET acknowledged = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(n == 1)
     }
 
     /// Write a notification for `channel` before anything is sent. `key` makes it

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     config::Alerting as AlertingConfig,
     notify::{now_seconds, Notifier, NotifyStats, ALERTMANAGER_RESEND},
-    snapshot::{Health, Snapshot},
+    snapshot::Health,
     store::Store,
 };
 
@@ -99,6 +99,11 @@ impl Alerting {
         self.health.clone()
     }
 
+    /// The state store (alert history for the API).
+    pub fn store(&self) -> Option<Arc<Mutex<Store>>> {
+        self.store.clone()
+    }
+
     /// The dispatcher task (needs a tokio runtime).
     pub fn spawn_dispatcher(&self) {
         if let Some(n) = &self.notifier {
@@ -107,10 +112,9 @@ impl Alerting {
     }
 
     /// Evaluate the rules on `snap`, hand out notifications, save changed states.
-    pub fn evaluate(&mut self, snap: &Snapshot) -> AlertingView {
+    pub fn evaluate(&mut self, signals: &SignalSet) -> AlertingView {
         let now = now_seconds();
-        let signals = SignalSet::from_snapshot(snap);
-        let notes = self.engine.evaluate(&signals, now);
+        let notes = self.engine.evaluate(signals, now);
         match &self.notifier {
             Some(n) => {
                 n.submit(&notes, now);

@@ -230,6 +230,17 @@ impl SignalSet {
         SignalSet { values }
     }
 
+    /// Every instance of every signal with data, for the history.
+    pub fn samples(&self) -> crate::history::Samples {
+        let mut out = Vec::new();
+        for (name, v) in &self.values {
+            for i in v.iter().flatten() {
+                out.push((*name, Labels::clone(&i.labels), i.value));
+            }
+        }
+        out
+    }
+
     /// A signal name rules may use.
     pub fn known(name: &str) -> bool {
         SIGNALS.iter().any(|(n, ..)| *n == name)

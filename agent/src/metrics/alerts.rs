@@ -107,3 +107,15 @@ pub(super) fn push_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
         |v| Some(*v),
     ));
 }
+
+/// The history writer's dropped ticks, when history is on.
+pub(super) fn history_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
+    out.push(series(
+        "infersight_history_dropped_ticks_total",
+        "Ticks not written to the history because the writer fell behind.",
+        MetricType::COUNTER,
+        &snap.history_dropped.into_iter().collect::<Vec<_>>(),
+        |_| Vec::<(&str, String)>::new(),
+        |n| Some(*n as f64),
+    ));
+}

@@ -1,0 +1,135 @@
+use super::*;
+
+fn temp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "infersight-history-{tag}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn round_trip_downsampling_and_retention_with_an_injected_clock() {
+    let dir = temp("rt");
+    let (mut h, note) = History::open(&dir, HOUR, 24 * HOUR).unwrap();
+    assert_eq!(note, None);
+    // Two hours of 1 s samples: cpu = minute number, two targets' rates.
+    // On an hour boundary: query buckets align to multiples of the step.
+    let start = 1_699_999_200;
+    for i in 0..7200 {
+        let t = start + i;
+        let samples: Samples = vec![
+            ("cpu_usage_percent", Labels::new(), (i / 60) as f64),
+            ("http_request_rate", labels(&[("target", "a")]), 1.0),
+            ("http_request_rate", labels(&[("target", "b")]), 2.0),
+        ];
+        h.write(t, &samples).unwrap();
+    }
+    let now = start + 7200;
+    h.maintain(now).unwrap();
+    // Raw: only the last hour is kept.
+    let raw = h
+        .query(
+            "cpu_usage_percent",
+            &BTreeMap::new(),
+            now - 600,
+            now,
+            1,
+            now,
+        )
+        .unwrap();
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0].points.len(), 600);
+    assert_eq!(raw[0].points[0], (now - 600, 110.0));
+    let all_raw: i64 = h
+        .conn
+        .query_row("SELECT count(*) FROM points", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(all_raw, 3 * 3600);
+    // Older than the raw retention: minute averages, here per 5 minutes.
+    let old = h
+        .query(
+            "cpu_usage_percent",
+            &BTreeMap::new(),
+            start,
+            start + 1799,
+            300,
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        old[0].points,
+        vec![
+            (start, 2.0),
+            (start + 300, 7.0),
+            (start + 600, 12.0),
+            (start + 900, 17.0),
+            (start + 1200, 22.0),
+            (start + 1500, 27.0)
+        ]
+    );
+    // Label matchers pick one series.
+    let b = h
+        .query(
+            "http_request_rate",
+            &[("target".to_string(), "b".to_string())].into(),
+            now - 60,
+            now,
+            60,
+            now,
+        )
+        .unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].labels["target"], "b");
+    assert!(b[0].points.iter().all(|(_, v)| *v == 2.0));
+    // A day later the minute rows expire too.
+    h.maintain(now + 25 * 3600).unwrap();
+    let left: i64 = h
+        .conn
+        .query_row("SELECT count(*) FROM points_1m", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_corrupt_file_is_moved_aside() {
+    let dir = temp("corrupt");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("history.db"), vec![0x42u8; 8192]).unwrap();
+    let (mut h, note) = History::open(&dir, HOUR, HOUR).unwrap();
+    let note = note.expect("a note");
+    assert!(note.contains("moved to"), "{note}");
+    let aside: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("history.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    h.write(100, &vec![("load1", Labels::new(), 1.0)]).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unwritable_directory_is_an_error_not_a_crash() {
+    let e = History::open(Path::new("/proc/infersight-history"), HOUR, HOUR)
+        .err()
+        .expect("an error");
+    assert!(
+        e.to_string()
+            .starts_with("state directory /proc/infersight-history"),
+        "{e}"
+    );
+}

@@ -1,0 +1,198 @@
+//! `/api/v1` views that read more than the Snapshot: history from SQLite, the alert
+//! history, and acknowledging an alert (a write: bearer token).
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use http_body_util::Full;
+use hyper::{body::Bytes, header::AUTHORIZATION, Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use super::response;
+use crate::{history::History, notify::now_seconds, store::Store};
+
+/// What the API reads besides the Snapshot.
+#[derive(Default)]
+pub struct Api {
+    pub history: Option<Arc<Mutex<History>>>,
+    pub store: Option<Arc<Mutex<Store>>>,
+    /// Bearer token for writes; none configured: writes are refused.
+    pub token: Option<String>,
+}
+
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
+    response(
+        status,
+        "application/json",
+        json!({ "error": message.into() }).to_string().into_bytes(),
+    )
+}
+
+fn ok(v: serde_json::Value) -> Response<Full<Bytes>> {
+    response(
+        StatusCode::OK,
+        "application/json",
+        v.to_string().into_bytes(),
+    )
+}
+
+/// RFC 3339 or unix seconds.
+fn time(name: &str, v: &str) -> Result<i64, String> {
+    if let Ok(n) = v.parse::<f64>() {
+        return Ok(n as i64);
+    }
+    humantime::parse_rfc3339_weak(v)
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        })
+        .map_err(|e| format!("{name}: {v:?} is neither RFC 3339 nor unix seconds: {e}"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `GET /api/v1/history?metric=…&from=…&to=…&step=…&LABEL=VALUE…`
+pub fn history<B>(api: &Api, req: &Request<B>) -> Response<Full<Bytes>> {
+    let Some(h) = &api.history else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history is off (see /health)",
+        );
+    };
+    let query = req.uri().query().unwrap_or("");
+    let mut metric = None;
+    let (mut from, mut to, mut step) = (None, None, None);
+    let mut matchers = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let parsed = match k.as_ref() {
+            "metric" => {
+                metric = Some(v.to_string());
+                Ok(())
+            }
+            "from" => time("from", &v).map(|t| from = Some(t)),
+            "to" => time("to", &v).map(|t| to = Some(t)),
+            "step" => humantime::parse_duration(&v)
+                .map(|d| step = Some(d.as_secs() as i64))
+                .or_else(|_| v.parse::<i64>().map(|s| step = Some(s)))
+                .map_err(|_| format!("step: {v:?} is not a duration (\"60s\") or seconds")),
+            label => {
+                matchers.insert(label.to_string(), v.to_string());
+                Ok(())
+            }
+        };
+        if let Err(e) = parsed {
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+    }
+    let Some(metric) = metric else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "metric: required (a signal name, as in alert rules)",
+        );
+    };
+    if !crate::alert::signals::SignalSet::known(&metric) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("metric: unknown signal {metric:?}"),
+        );
+    }
+    let now = now_seconds() as i64;
+    let to = to.unwrap_or(now);
+    let from = from.unwrap_or(to - 3600);
+    if from > to {
+        return error(StatusCode::BAD_REQUEST, "from is after to");
+    }
+    // About 300 points by default.
+    let step = step.unwrap_or(((to - from) / 300).max(1)).max(1);
+    match lock(h).query(&metric, &matchers, from, to, step, now) {
+        Ok(series) => {
+            let points = (series.len() == 1).then(|| series[0].points.clone());
+            ok(
+                json!({ "metric": metric, "from": from, "to": to, "step": step, "points": points, "series": series }),
+            )
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /api/v1/alerts/history`
+pub fn alert_history(api: &Api) -> Response<Full<Bytes>> {
+    let Some(s) = &api.store else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "alerting is off or has no state store",
+        );
+    };
+    match lock(s).history(1000) {
+        Ok(rows) => ok(json!(rows)),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Equal strings, compared in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Writes need `Authorization: Bearer <token>`: 401 without one, 403 with a wrong one or
+/// when no token is configured.
+fn authorize<B>(api: &Api, req: &Request<B>) -> Result<(), (StatusCode, &'static str)> {
+    let Some(token) = &api.token else {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "writes are disabled: no API token is configured ([api] token_file or INFERSIGHT_API_TOKEN)",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => Err((
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <token>",
+        )),
+        Some(g) if same(g, token) => Ok(()),
+        Some(_) => Err((StatusCode::FORBIDDEN, "wrong token")),
+    }
+}
+
+/// `POST /api/v1/alerts/{id}/ack`
+pub fn ack<B>(api: &Api, req: &Request<B>, id: &str) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    }
+    if let Err((status, message)) = authorize(api, req) {
+        return error(status, message);
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("alert id {id:?} is not a number"),
+        );
+    };
+    let Some(s) = &api.store else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "alerting is off or has no state store",
+        );
+    };
+    let now = now_seconds();
+    match lock(s).acknowledge(id, now) {
+        Ok(true) => ok(json!({ "id": id, "acknowledged": now })),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("no alert {id} in the history"),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,194 @@
+//! History and the alert API of the running agent: signals recorded each tick and queried
+//! by name and labels; the alert history; acknowledging needs the bearer token; bad
+//! queries get a 4xx with a message; an unwritable state directory does not stop it.
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
+    time::Duration,
+};
+
+use common::Agent;
+
+fn request(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(agent.addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: t\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn history_alert_history_and_acknowledging() {
+    let dir = std::env::temp_dir().join(format!("infersight-hist-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        "[[rule]]\nname = \"SvcDown\"\nexpr = \"target_up == 0\"\nseverity = \"critical\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("infersight.toml"),
+        "[alerting]\nrules_file = \"rules.toml\"\n",
+    )
+    .unwrap();
+    let mut svc = Command::new("sleep").arg("600").spawn().unwrap();
+    std::fs::write(dir.join("svc.pid"), format!("{}\n", svc.id())).unwrap();
+    let mut cmd = Command::new(common::AGENT);
+    cmd.env("INFERSIGHT_API_TOKEN", "s3cret");
+    let config = dir.join("infersight.toml");
+    let state = dir.join("state");
+    let pidfile = format!("{}=svc", dir.join("svc.pid").display());
+    let agent = Agent::start_with(
+        cmd,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--pid-file",
+            &pidfile,
+        ],
+    );
+    let t0 = now() as i64;
+    std::thread::sleep(Duration::from_millis(2200));
+    let _ = svc.kill();
+    let _ = svc.wait();
+    agent.wait_for(Duration::from_secs(5), "the alert", |m| {
+        !m.matching(
+            "ALERTS",
+            &[("alertname", "SvcDown"), ("alertstate", "firing")],
+        )
+        .is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // target_up was 1, then 0, at one point per second.
+    let (status, h) = request(
+        &agent,
+        "GET",
+        &format!(
+            "/api/v1/history?metric=target_up&target=svc&from={}&step=1s",
+            t0 - 5
+        ),
+        None,
+    );
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["metric"], "target_up");
+    let points = h["points"].as_array().unwrap();
+    let values: Vec<f64> = points.iter().map(|p| p[1].as_f64().unwrap()).collect();
+    assert!(values.len() >= 3, "{h}");
+    assert_eq!(values[0], 1.0, "{h}");
+    assert_eq!(*values.last().unwrap(), 0.0, "{h}");
+    // Whole seconds, increasing.
+    let ts: Vec<i64> = points.iter().map(|p| p[0].as_i64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
+    // Host signals are recorded too, with RFC 3339 times accepted.
+    let from = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_secs((t0 - 5) as u64),
+    );
+    let (status, cpu) = request(
+        &agent,
+        "GET",
+        &format!("/api/v1/history?metric=cpu_usage_percent&from={from}"),
+        None,
+    );
+    assert_eq!(status, 200, "{cpu}");
+    assert!(!cpu["points"].as_array().unwrap().is_empty(), "{cpu}");
+
+    let (status, e) = request(&agent, "GET", "/api/v1/history?metric=nope", None);
+    assert_eq!(status, 400);
+    assert_eq!(e["error"], "metric: unknown signal \"nope\"");
+    let (status, e) = request(
+        &agent,
+        "GET",
+        "/api/v1/history?metric=load1&from=yesterday",
+        None,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("from: \"yesterday\""),
+        "{e}"
+    );
+
+    let (status, rows) = request(&agent, "GET", "/api/v1/alerts/history", None);
+    assert_eq!(status, 200);
+    let row = &rows[0];
+    assert_eq!(row["name"], "SvcDown");
+    assert_eq!(row["state"], "firing");
+    assert!(row["acknowledged"].is_null());
+    let id = row["id"].as_i64().unwrap();
+    let ack = format!("/api/v1/alerts/{id}/ack");
+    assert_eq!(request(&agent, "POST", &ack, None).0, 401);
+    assert_eq!(request(&agent, "POST", &ack, Some("wrong")).0, 403);
+    assert_eq!(
+        request(&agent, "POST", "/api/v1/alerts/99999/ack", Some("s3cret")).0,
+        404
+    );
+    let (status, body) = request(&agent, "POST", &ack, Some("s3cret"));
+    assert_eq!(status, 200, "{body}");
+    let (_, rows) = request(&agent, "GET", "/api/v1/alerts/history", None);
+    assert!(rows[0]["acknowledged"].as_f64().is_some(), "{rows}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn writes_are_refused_without_a_configured_token_and_history_survives_a_bad_state_dir() {
+    // /proc takes no new directories, even from root.
+    let agent = Agent::start(&["--state-dir", "/proc/infersight-state"]);
+    agent.settle();
+    let (status, e) = request(&agent, "POST", "/api/v1/alerts/1/ack", Some("anything"));
+    assert_eq!(status, 403);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("writes are disabled"),
+        "{e}"
+    );
+    let m = agent.metrics();
+    assert_eq!(
+        m.get("infersight_collector_up", &[("collector", "history")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.get("infersight_collector_up", &[("collector", "syscalls")]),
+        Some(1.0)
+    );
+    let (status, e) = request(&agent, "GET", "/api/v1/history?metric=load1", None);
+    assert_eq!(status, 503);
+    assert!(
+        e["error"].as_str().unwrap().contains("history is off"),
+        "{e}"
+    );
+}
