@@ -32,6 +32,8 @@ use crate::{
     stream::Message,
 };
 
+static DASHBOARD: &str = include_str!("server/dashboard/index.html");
+
 /// Slow or idle clients cannot hold a connection open without sending a request.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -127,7 +129,7 @@ fn route(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let known = matches!(
         path,
-        "/metrics"
+        "/" | "/metrics"
             | "/health"
             | "/api/v1/snapshot"
             | "/api/v1/alerts"
@@ -145,6 +147,12 @@ fn route(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
         return r;
     }
     match path {
+        // The dashboard: one self-contained page (no CDN, works offline), fed by /ws.
+        "/" => response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            DASHBOARD.as_bytes().to_vec(),
+        ),
         "/metrics" => match metrics::render(snap) {
             Ok(body) => response(StatusCode::OK, metrics::CONTENT_TYPE, body),
             Err(e) => response(

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 /// test workloads, python3 for the test HTTP server, promtool (package prometheus) for
 /// exposition checks, wrk for the HTTP benchmark, iproute2 and nftables for the TCP test's
 /// network namespace and packet loss, aiosmtpd (a real SMTP server) and Alertmanager for
-/// the alerting tests.
+/// the alerting tests, Chromium for the dashboard test.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "gcc",
@@ -24,6 +24,7 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "python3-aiosmtpd",
     "prometheus-alertmanager",
+    "chromium",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
