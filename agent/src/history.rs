@@ -62,7 +62,8 @@ pub type Samples = Vec<(&'static str, Labels, f64)>;
 /// The database side: write, downsample, expire, query. Times are unix seconds.
 pub struct History {
     conn: Connection,
-    series: HashMap<(String, String), i64>,
+    /// (metric, label hash) → series id: no encoding per sample once a series is known.
+    series: HashMap<(&'static str, u64), i64>,
     pub raw_retention: i64,
     pub minute_retention: i64,
 }
@@ -80,6 +81,9 @@ fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Each tick appends to every series' B-tree range: keep those leaf pages cached
+    // (16 MiB; SQLite's default is 2 MiB).
+    conn.pragma_update(None, "cache_size", -16384)?;
     let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
     if ok != "ok" {
         return Err(rusqlite::Error::SqliteFailure(
@@ -142,11 +146,12 @@ impl History {
         ))
     }
 
-    fn series_id(&mut self, metric: &str, labels: &Labels) -> Result<i64, HistoryError> {
-        let l = serde_json::to_string(labels).unwrap_or_default();
-        if let Some(id) = self.series.get(&(metric.to_string(), l.clone())) {
+    fn series_id(&mut self, metric: &'static str, labels: &Labels) -> Result<i64, HistoryError> {
+        let key = (metric, crate::alert::expr::label_hash(labels));
+        if let Some(id) = self.series.get(&key) {
             return Ok(*id);
         }
+        let l = serde_json::to_string(labels).unwrap_or_default();
         self.conn.execute(
             "INSERT OR IGNORE INTO series (metric, labels) VALUES (?1, ?2)",
             params![metric, l],
@@ -156,7 +161,7 @@ impl History {
             params![metric, l],
             |r| r.get(0),
         )?;
-        self.series.insert((metric.to_string(), l), id);
+        self.series.insert(key, id);
         Ok(id)
     }
 
@@ -217,8 +222,7 @@ impl History {
     }
 
     /// Series of `metric` whose labels include `matchers`, between `from` and `to`,
-    /// averaged per `step` seconds. Raw points while `from` is within the raw retention
-    /// of `now`, minute averages before that.
+    /// averaged per `step` seconds (buckets aligned to multiples of `step`).
     pub fn query(
         &self,
         metric: &str,
@@ -228,12 +232,28 @@ impl History {
         step: i64,
         now: i64,
     ) -> Result<Vec<Series>, HistoryError> {
-        let table = if from >= now - self.raw_retention {
-            "points"
-        } else {
-            "points_1m"
-        };
         let step = step.max(1);
+        let done: i64 = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'minutes_done'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        // Whole-minute steps read the minute averages (60× fewer rows) up to the last
+        // averaged minute, and raw points after it; finer steps read raw points while
+        // they are kept.
+        let sql = if step % 60 == 0 || from < now - self.raw_retention {
+            "SELECT t - (t % ?4) AS b, avg(v) FROM (
+                 SELECT t, v FROM points_1m WHERE series = ?1 AND t >= ?2 AND t <= ?3 AND t < ?5
+                 UNION ALL
+                 SELECT t, v FROM points WHERE series = ?1 AND t >= max(?2, ?5) AND t <= ?3)
+             GROUP BY b ORDER BY b"
+        } else {
+            "SELECT t - (t % ?4) AS b, avg(v) FROM points
+             WHERE series = ?1 AND t >= ?2 AND t <= ?3 AND ?5 = ?5 GROUP BY b ORDER BY b"
+        };
         let mut st = self
             .conn
             .prepare_cached("SELECT id, labels FROM series WHERE metric = ?1 ORDER BY id")?;
@@ -247,12 +267,11 @@ impl History {
             if !matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
                 continue;
             }
-            let mut q = self.conn.prepare_cached(&format!(
-                "SELECT t - (t % ?4) AS b, avg(v) FROM {table}
-                 WHERE series = ?1 AND t >= ?2 AND t <= ?3 GROUP BY b ORDER BY b"
-            ))?;
+            let mut q = self.conn.prepare_cached(sql)?;
             let points = q
-                .query_map(params![id, from, to, step], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(params![id, from, to, step, done], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
                 .collect::<Result<_, _>>()?;
             out.push(Series { labels, points });
         }

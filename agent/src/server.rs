@@ -47,6 +47,7 @@ pub async fn serve(
     context: Arc<Api>,
 ) {
     let clients = Arc::new(AtomicUsize::new(0));
+    let cache = Arc::new(MetricsCache::default());
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
@@ -59,6 +60,7 @@ pub async fn serve(
         };
         let snapshots = snapshots.clone();
         let (stream_tx, clients, ctx) = (live.clone(), clients.clone(), context.clone());
+        let cache = cache.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let path = req.uri().path().to_string();
@@ -75,7 +77,7 @@ pub async fn serve(
                     api::ack(&ctx, &req, id)
                 } else {
                     let snap = snapshots.borrow().clone();
-                    route(&req, &snap)
+                    route(&req, &snap, &cache)
                 };
                 async move { Ok::<_, Infallible>(resp) }
             });
@@ -125,7 +127,28 @@ struct HealthBody<'a> {
     targets: &'a [TargetStatus],
 }
 
-fn route(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
+/// The exposition of the latest tick, rendered once however many scrapers ask.
+#[derive(Default)]
+struct MetricsCache(std::sync::Mutex<Option<(u64, Bytes)>>);
+
+impl MetricsCache {
+    fn get(&self, snap: &Snapshot) -> Result<Bytes, prometheus::Error> {
+        let mut c = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((tick, body)) = c.as_ref() {
+            if *tick == snap.tick {
+                return Ok(body.clone());
+            }
+        }
+        let body = Bytes::from(metrics::render(snap)?);
+        *c = Some((snap.tick, body.clone()));
+        Ok(body)
+    }
+}
+
+fn route(req: &Request<Incoming>, snap: &Snapshot, cache: &MetricsCache) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let known = matches!(
         path,
@@ -153,8 +176,15 @@ fn route(req: &Request<Incoming>, snap: &Snapshot) -> Response<Full<Bytes>> {
             "text/html; charset=utf-8",
             DASHBOARD.as_bytes().to_vec(),
         ),
-        "/metrics" => match metrics::render(snap) {
-            Ok(body) => response(StatusCode::OK, metrics::CONTENT_TYPE, body),
+        "/metrics" => match cache.get(snap) {
+            Ok(body) => {
+                let mut r = Response::new(Full::new(body));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(metrics::CONTENT_TYPE),
+                );
+                r
+            }
             Err(e) => response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain",

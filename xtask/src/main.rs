@@ -33,7 +33,7 @@ enum Task {
     Test,
     /// Benchmarks, printed as ratios measured side by side in one run.
     Bench {
-        /// Which benchmark: syscalls, http, cuda or alerts.
+        /// Which benchmark: syscalls, http, cuda, alerts or store.
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -78,12 +78,14 @@ fn main() -> Result<()> {
         Task::Bench { name, args } => {
             setup::ensure()?;
             match name.as_str() {
-                "syscalls" | "http" | "cuda" | "alerts" => {
+                "syscalls" | "http" | "cuda" | "alerts" | "store" => {
                     let mut a = vec!["bench", "-p", "infersight", "--bench", name.as_str(), "--"];
                     a.extend(args.iter().map(String::as_str));
                     cargo(&a)
                 }
-                other => bail!("unknown benchmark {other:?} (known: syscalls, http, cuda, alerts)"),
+                other => bail!(
+                    "unknown benchmark {other:?} (known: syscalls, http, cuda, alerts, store)"
+                ),
             }
         }
     }

@@ -1,0 +1,194 @@
+//! `cargo xtask bench store`: history writes per second (goal ≥ 100k samples/s), a
+//! history query over 24 h of 1 s samples (goal ≤ 20 ms), and rendering `/metrics` and
+//! `/api/v1/snapshot` for a Snapshot with 1 GPU and 10 targets (goal ≤ 5 ms).
+//!
+//! Usage: cargo bench -p infersight --bench store
+mod common;
+
+use std::{collections::BTreeMap, time::Duration, time::Instant};
+
+use infersight::{
+    alert::expr::Labels,
+    collect::{gpu::DeviceReading, host::HostCollector},
+    hist::Hist,
+    history::{History, Samples},
+    snapshot::{HttpSeries, RequestSummary, Snapshot, SyscallSeries},
+};
+
+fn labels(pairs: &[(&str, String)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("infersight-bench-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let day = Duration::from_secs(86_400);
+    let (mut h, _) = History::open(&dir, day, 7 * day).expect("open history");
+
+    // 1. Writes: 200 ticks of 1000 samples (1000 series), one transaction per tick.
+    let tick: Samples = (0..1000)
+        .map(|i| {
+            (
+                "http_request_rate",
+                labels(&[("target", format!("t{i}"))]),
+                i as f64,
+            )
+        })
+        .collect();
+    let t0 = 1_700_000_000;
+    h.write(t0 - 1, &tick).expect("warm up");
+    let start = Instant::now();
+    for i in 0..200 {
+        h.write(t0 + i, &tick).expect("write");
+    }
+    let write_rate = 200_000.0 / start.elapsed().as_secs_f64();
+
+    // 2. A day of 1 s samples of one series, then queries over it.
+    let now = t0 + 86_400;
+    let one: Samples = vec![("cpu_usage_percent", Labels::new(), 0.0)];
+    let fill = Instant::now();
+    for i in 0..86_400 {
+        let mut s = one.clone();
+        s[0].2 = (i % 100) as f64;
+        h.write(t0 + i, &s).expect("fill");
+    }
+    let fill_s = fill.elapsed().as_secs_f64();
+    // What the writer thread does once a minute.
+    h.maintain(now).expect("maintain");
+    let mut q300 = Vec::new();
+    let mut q1 = Vec::new();
+    for _ in 0..20 {
+        let s = Instant::now();
+        let r = h
+            .query(
+                "cpu_usage_percent",
+                &BTreeMap::new(),
+                now - 86_400,
+                now,
+                300,
+                now,
+            )
+            .expect("query");
+        q300.push(s.elapsed().as_secs_f64() * 1e3);
+        // 288 buckets, plus one where the day does not start on a 300 s boundary.
+        assert!((288..=289).contains(&r[0].points.len()));
+        let s = Instant::now();
+        let r = h
+            .query(
+                "cpu_usage_percent",
+                &BTreeMap::new(),
+                now - 86_400,
+                now,
+                1,
+                now,
+            )
+            .expect("query");
+        q1.push(s.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(r[0].points.len(), 86_400);
+    }
+
+    // 3. Rendering with 1 GPU and 10 targets.
+    let mut host = HostCollector::default();
+    let _ = host.sample();
+    let mut d = Hist::new(infersight::hist::HTTP_DURATION);
+    for i in 0..100 {
+        d.observe(f64::from(i) / 1000.0);
+    }
+    let targets: Vec<String> = (0..10).map(|i| format!("svc{i}")).collect();
+    let snap = Snapshot {
+        host: Some(host.sample()),
+        gpus: vec![DeviceReading {
+            uuid: "GPU-0".into(),
+            gpu_util_percent: Some(50),
+            fb_used_mib: Some(1000),
+            ..DeviceReading::default()
+        }],
+        http: targets
+            .iter()
+            .flat_map(|t| {
+                let d = d.clone();
+                (0..5).map(move |r| HttpSeries {
+                    target: t.clone(),
+                    method: "GET".into(),
+                    route: format!("/v1/r{r}"),
+                    status: 200,
+                    duration: d.clone(),
+                    request_body: Hist::new(infersight::hist::BODY_SIZE),
+                    response_body: Hist::new(infersight::hist::BODY_SIZE),
+                })
+            })
+            .collect(),
+        syscalls: targets
+            .iter()
+            .flat_map(|t| {
+                (0..30).map(move |n| SyscallSeries {
+                    target: t.clone(),
+                    syscall: format!("nr_{n}"),
+                    count: 10,
+                    errors: 0,
+                    duration_sum_seconds: 0.1,
+                    buckets: [1; agent_common::HIST_BUCKETS],
+                })
+            })
+            .collect(),
+        requests: targets
+            .iter()
+            .map(|t| RequestSummary {
+                target: t.clone(),
+                active: Some(1),
+                accepted_connections: Some(1),
+                ignored_connections: Some(0),
+                unanswered: Some(0),
+                request_rate: Some(1.0),
+                error_ratio: Some(0.0),
+                latency_avg_seconds: Some(0.1),
+                latency_p50_seconds: Some(0.1),
+                latency_p95_seconds: Some(0.2),
+                latency_p99_seconds: Some(0.3),
+                ttft_p50_seconds: None,
+                ttft_p95_seconds: None,
+            })
+            .collect(),
+        ..Snapshot::default()
+    };
+    let mut metrics = Vec::new();
+    let mut json = Vec::new();
+    let mut size = (0, 0);
+    for _ in 0..100 {
+        let s = Instant::now();
+        let m = infersight::metrics::render(&snap).expect("render");
+        metrics.push(s.elapsed().as_secs_f64() * 1e3);
+        let s = Instant::now();
+        let j = serde_json::to_vec(&snap).expect("json");
+        json.push(s.elapsed().as_secs_f64() * 1e3);
+        size = (m.len(), j.len());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!("\nstore benchmark\n");
+    println!("| measure | result | goal |");
+    println!("| --- | ---: | --- |");
+    println!("| history writes (1000 samples per tick-transaction) | {write_rate:.0} samples/s | ≥ 100000 |");
+    println!(
+        "| query 24 h of 1 s samples, step 300 s (288 points) | {:.2} ms median | ≤ 20 ms |",
+        common::median(&mut q300)
+    );
+    println!(
+        "| query 24 h of 1 s samples, step 1 s (86400 points) | {:.2} ms median | – |",
+        common::median(&mut q1)
+    );
+    println!(
+        "| render /metrics, 1 GPU + 10 targets ({} bytes) | {:.2} ms median | ≤ 5 ms |",
+        size.0,
+        common::median(&mut metrics)
+    );
+    println!(
+        "| encode /api/v1/snapshot, same ({} bytes) | {:.2} ms median | ≤ 5 ms |",
+        size.1,
+        common::median(&mut json)
+    );
+    println!("\n(filling 86400 one-sample ticks took {fill_s:.1} s: one transaction per tick)");
+}
