@@ -18,13 +18,24 @@ fn request(
     path: &str,
     token: Option<&str>,
 ) -> (u16, serde_json::Value) {
+    send(agent, method, path, token, "")
+}
+
+fn send(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect(agent.addr).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: t\r\n{auth}Content-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = String::new();
@@ -191,4 +202,126 @@ fn writes_are_refused_without_a_configured_token_and_history_survives_a_bad_stat
         e["error"].as_str().unwrap().contains("history is off"),
         "{e}"
     );
+}
+
+#[test]
+fn rules_created_through_the_api_fire_persist_and_are_validated() {
+    let dir = std::env::temp_dir().join(format!("infersight-apirules-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        "[[rule]]\nname = \"FromFile\"\nexpr = \"target_up > 5\"\nseverity = \"info\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("infersight.toml"),
+        "[alerting]\nrules_file = \"rules.toml\"\n",
+    )
+    .unwrap();
+    let mut svc = Command::new("sleep").arg("600").spawn().unwrap();
+    std::fs::write(dir.join("svc.pid"), format!("{}\n", svc.id())).unwrap();
+    let config = dir.join("infersight.toml");
+    let state = dir.join("state");
+    let pidfile = format!("{}=svc", dir.join("svc.pid").display());
+    let start = || {
+        let mut cmd = Command::new(common::AGENT);
+        cmd.env("INFERSIGHT_API_TOKEN", "tok");
+        Agent::start_with(
+            cmd,
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--pid-file",
+                &pidfile,
+                "--no-host",
+            ],
+        )
+    };
+    let agent = start();
+    let rule =
+        r#"{"name":"ApiDown","expr":"target_up == 0","severity":"high","labels":{"via":"api"}}"#;
+    let t = Some("tok");
+    assert_eq!(send(&agent, "POST", "/api/v1/rules", None, rule).0, 401);
+    assert_eq!(
+        send(&agent, "POST", "/api/v1/rules", Some("bad"), rule).0,
+        403
+    );
+    let (status, e) = send(&agent, "POST", "/api/v1/rules", t, "{not json");
+    assert_eq!(status, 400);
+    assert!(e["error"].as_str().unwrap().starts_with("bad JSON"), "{e}");
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(70_000));
+    assert_eq!(send(&agent, "POST", "/api/v1/rules", t, &big).0, 413);
+    let (status, e) = send(
+        &agent,
+        "POST",
+        "/api/v1/rules",
+        t,
+        r#"{"name":"X","expr":"load1 >","severity":"high"}"#,
+    );
+    assert_eq!(
+        (status, e["error"].as_str().unwrap()),
+        (422, "expr: column 8: expected a number, found the end")
+    );
+    let (status, e) = send(
+        &agent,
+        "POST",
+        "/api/v1/rules",
+        t,
+        r#"{"name":"X","expr":"load1 > 1","severity":"high","colour":"red"}"#,
+    );
+    assert_eq!(status, 422);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `colour`"),
+        "{e}"
+    );
+    assert_eq!(send(&agent, "POST", "/api/v1/rules", t, rule).0, 201);
+    assert_eq!(send(&agent, "POST", "/api/v1/rules", t, rule).0, 409);
+    let file_rule = r#"{"name":"FromFile","expr":"load1 > 1","severity":"info"}"#;
+    assert_eq!(
+        send(&agent, "PUT", "/api/v1/rules/FromFile", t, file_rule).0,
+        409
+    );
+    // The snapshot shows the new rule from the next tick on.
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, rules) = request(&agent, "GET", "/api/v1/rules", None);
+    assert_eq!(
+        rules,
+        serde_json::json!([["FromFile", "ok"], ["ApiDown", "ok"]])
+    );
+    drop(agent);
+
+    // Persisted: after a restart the API rule is back, and fires like a file rule.
+    let agent = start();
+    let _ = svc.kill();
+    let _ = svc.wait();
+    let m = agent.wait_for(Duration::from_secs(10), "the API rule fires", |m| {
+        !m.matching(
+            "ALERTS",
+            &[("alertname", "ApiDown"), ("alertstate", "firing")],
+        )
+        .is_empty()
+    });
+    assert_eq!(
+        m.matching("ALERTS", &[("alertname", "ApiDown"), ("via", "api")])
+            .len(),
+        1
+    );
+    assert_eq!(
+        send(&agent, "DELETE", "/api/v1/rules/ApiDown", t, "").0,
+        200
+    );
+    assert_eq!(
+        send(&agent, "DELETE", "/api/v1/rules/ApiDown", t, "").0,
+        404
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, rules) = request(&agent, "GET", "/api/v1/rules", None);
+    assert_eq!(rules, serde_json::json!([["FromFile", "ok"]]));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -167,12 +167,31 @@ impl Agent {
         }
     }
 
-    /// What the API reads besides the Snapshot.
-    pub fn api(&self, token: Option<String>) -> crate::server::Api {
+    /// What the API reads besides the Snapshot; rule changes come back on `rules`.
+    pub fn api(
+        &self,
+        token: Option<String>,
+        rules: Option<tokio::sync::mpsc::Sender<crate::server::RuleRequest>>,
+    ) -> crate::server::Api {
         crate::server::Api {
             history: self.history.as_ref().ok().map(|r| r.reader.clone()),
             store: self.alerting.as_ref().and_then(|a| a.store()),
             token,
+            rules: rules.filter(|_| self.alerting.is_some()),
+        }
+    }
+
+    /// Apply a rule change from the API.
+    pub fn rule_command(
+        &mut self,
+        cmd: crate::alert::runtime::RuleCommand,
+    ) -> (u16, serde_json::Value) {
+        match &mut self.alerting {
+            Some(a) => a.command(cmd),
+            None => (
+                503,
+                serde_json::json!({ "error": "alerting is off (no [alerting] rules_file)" }),
+            ),
         }
     }
 
@@ -506,7 +525,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         agent.push = Some((url.clone(), stats));
     }
     let (tx, rx) = watch::channel(Arc::new(agent.snapshot()));
-    let api = Arc::new(agent.api(config.api_token.clone()));
+    let (rules_tx, mut rules_rx) = tokio::sync::mpsc::channel::<crate::server::RuleRequest>(16);
+    let api = Arc::new(agent.api(config.api_token.clone(), Some(rules_tx)));
     let server = tokio::spawn(server::serve(listener, rx, stream_tx.clone(), api));
     tracing::info!("listening on http://{local}");
 
@@ -521,6 +541,9 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 let snap = Arc::new(agent.snapshot());
                 crate::stream::publish(&stream_tx, &snap);
                 tx.send_replace(snap);
+            }
+            Some((cmd, reply)) = rules_rx.recv() => {
+                let _ = reply.send(agent.rule_command(cmd));
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

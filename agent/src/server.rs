@@ -3,7 +3,7 @@
 mod api;
 mod ws;
 
-pub use api::Api;
+pub use api::{Api, RuleRequest};
 
 use std::{
     convert::Infallible,
@@ -64,22 +64,34 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let path = req.uri().path().to_string();
-                let resp = if path == "/ws" {
-                    ws::upgrade(req, &stream_tx, &clients)
+                let write = req.method() != Method::GET && req.method() != Method::HEAD;
+                let rule_name = path.strip_prefix("/api/v1/rules/").map(str::to_string);
+                let ctx2 = ctx.clone();
+                // Rule writes read a body and wait for the agent: the rest answers at once.
+                let next = if write && (path == "/api/v1/rules" || rule_name.is_some()) {
+                    Next::Rule(req)
+                } else if path == "/ws" {
+                    Next::Now(ws::upgrade(req, &stream_tx, &clients))
                 } else if path == "/api/v1/history" {
-                    api::history(&ctx, &req)
+                    Next::Now(api::history(&ctx, &req))
                 } else if path == "/api/v1/alerts/history" {
-                    api::alert_history(&ctx)
+                    Next::Now(api::alert_history(&ctx))
                 } else if let Some(id) = path
                     .strip_prefix("/api/v1/alerts/")
                     .and_then(|r| r.strip_suffix("/ack"))
                 {
-                    api::ack(&ctx, &req, id)
+                    Next::Now(api::ack(&ctx, &req, id))
                 } else {
                     let snap = snapshots.borrow().clone();
-                    route(&req, &snap, &cache)
+                    Next::Now(route(&req, &snap, &cache))
                 };
-                async move { Ok::<_, Infallible>(resp) }
+                async move {
+                    let resp = match next {
+                        Next::Now(r) => r,
+                        Next::Rule(req) => api::rule_write(ctx2, req, rule_name).await,
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -125,6 +137,11 @@ struct HealthBody<'a> {
     collectors: &'a [CollectorStatus],
     programs: &'a [ProgramStatus],
     targets: &'a [TargetStatus],
+}
+
+enum Next {
+    Now(Response<Full<Bytes>>),
+    Rule(Request<Incoming>),
 }
 
 /// The exposition of the latest tick, rendered once however many scrapers ask.

@@ -89,6 +89,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     expired REAL,
     last_error TEXT
 );
+CREATE TABLE IF NOT EXISTS api_rules (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (next_attempt) WHERE delivered IS NULL AND expired IS NULL;
 ";
 
@@ -217,6 +221,30 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rules created through the API, as their JSON bodies.
+    pub fn api_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name, body FROM api_rules ORDER BY name")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn save_api_rule(&mut self, name: &str, body: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO api_rules (name, body) VALUES (?1, ?2)",
+            params![name, body],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_api_rule(&mut self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM api_rules WHERE name = ?1", params![name])?
+            == 1)
     }
 
     /// Mark a history row acknowledged at `now`; false when there is no such row.

@@ -111,6 +111,29 @@ impl Engine {
         &self.rules
     }
 
+    /// Add a rule, or replace the rule of the same name (its alerts start over).
+    pub fn upsert(&mut self, rule: Rule) {
+        self.remove(&rule.name);
+        self.rules.push(rule);
+        self.active.push(BTreeMap::new());
+        self.resolved_at.push(HashMap::new());
+        self.health.push(RuleHealth::Ok);
+        self.dirty = true;
+    }
+
+    /// Remove a rule and its alerts (no notification); false when there is none.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let Some(i) = self.rules.iter().position(|r| r.name == name) else {
+            return false;
+        };
+        self.rules.remove(i);
+        self.active.remove(i);
+        self.resolved_at.remove(i);
+        self.health.remove(i);
+        self.dirty = true;
+        true
+    }
+
     /// Restore instances saved before a restart (rules that no longer exist are dropped).
     pub fn restore(&mut self, rule: &str, labels: Labels, a: Active) {
         if let Some(i) = self.rules.iter().position(|r| r.name == rule) {

@@ -157,6 +157,13 @@ fn expression(field: &str, src: &str) -> Result<Expr, String> {
     Ok(e)
 }
 
+/// A rule given as JSON (the API), with the same fields and checks as in the file.
+pub fn from_json(value: serde_json::Value, channels: &[String]) -> Result<Rule, String> {
+    let value: toml::Value =
+        serde_json::from_value(value).map_err(|e| format!("not a rule: {e}"))?;
+    build(value, channels)
+}
+
 fn build(value: toml::Value, channels: &[String]) -> Result<Rule, String> {
     let e: RuleEntry = value
         .try_into()

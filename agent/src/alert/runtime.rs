@@ -16,10 +16,21 @@ use crate::{
 
 pub struct Alerting {
     engine: Engine,
+    /// Rules from the file: the API may not change them.
+    file_rules: std::collections::HashSet<String>,
+    channels: Vec<String>,
     notifier: Option<Notifier>,
     store: Option<Arc<Mutex<Store>>>,
     health: Health,
     last_refresh: f64,
+}
+
+/// A rule change asked through the API.
+#[derive(Debug)]
+pub enum RuleCommand {
+    Create(serde_json::Value),
+    Put(String, serde_json::Value),
+    Delete(String),
 }
 
 /// What alerting adds to each Snapshot.
@@ -58,6 +69,7 @@ impl Alerting {
             loaded.rules.len(),
             path.display()
         );
+        let file_rules = loaded.rules.iter().map(|r| r.name.clone()).collect();
         let mut engine = Engine::new(loaded.rules, config.cooldown.as_secs_f64());
         let store = match Store::open(state_dir) {
             Ok(s) => Some(Arc::new(Mutex::new(s))),
@@ -68,7 +80,25 @@ impl Alerting {
                 None
             }
         };
+        // Rules created through the API before, then the saved alert states.
         if let Some(s) = &store {
+            let saved = s.lock().map(|s| s.api_rules());
+            if let Ok(Ok(list)) = saved {
+                for (name, body) in list {
+                    let rule = serde_json::from_str(&body)
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| rules::from_json(v, &config.channel_names()));
+                    match rule {
+                        Ok(r) if !engine.rules().iter().any(|x| x.name == r.name) => {
+                            engine.upsert(r)
+                        }
+                        Ok(_) => {
+                            problems.push(format!("API rule {name:?}: a file rule has that name"))
+                        }
+                        Err(e) => problems.push(format!("API rule {name:?}: {e}")),
+                    }
+                }
+            }
             match s.lock().map(|s| s.load_alerts()) {
                 Ok(Ok(list)) => {
                     for (rule, labels, a) in list {
@@ -84,6 +114,8 @@ impl Alerting {
             .map(|s| Notifier::new(s.clone(), config.clone(), host, url));
         Some(Alerting {
             engine,
+            file_rules,
+            channels: config.channel_names(),
             notifier,
             store,
             health: if problems.is_empty() {
@@ -97,6 +129,71 @@ impl Alerting {
 
     pub fn health(&self) -> Health {
         self.health.clone()
+    }
+
+    /// Create, replace or delete a rule through the API: (HTTP status, JSON answer).
+    pub fn command(&mut self, cmd: RuleCommand) -> (u16, serde_json::Value) {
+        use serde_json::json;
+        let err = |code: u16, m: String| (code, json!({ "error": m }));
+        let name = match &cmd {
+            RuleCommand::Put(name, _) | RuleCommand::Delete(name) => name.clone(),
+            RuleCommand::Create(v) => v
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_string(),
+        };
+        if self.file_rules.contains(&name) {
+            return err(
+                409,
+                format!("rule {name:?} is defined in the rules file; change it there"),
+            );
+        }
+        let exists = self.engine.rules().iter().any(|r| r.name == name);
+        let body = match cmd {
+            RuleCommand::Delete(_) => {
+                if !self.engine.remove(&name) {
+                    return err(404, format!("no rule {name:?}"));
+                }
+                if let Some(s) = &self.store {
+                    if let Ok(mut s) = s.lock() {
+                        let _ = s.delete_api_rule(&name);
+                    }
+                }
+                return (200, json!({ "deleted": name }));
+            }
+            RuleCommand::Create(_) if exists => {
+                return err(
+                    409,
+                    format!("rule {name:?} exists; PUT /api/v1/rules/{name} replaces it"),
+                )
+            }
+            RuleCommand::Create(v) => v,
+            RuleCommand::Put(path_name, v) => {
+                if v.get("name").and_then(|n| n.as_str()) != Some(path_name.as_str()) {
+                    return err(422, format!("name: must be {path_name:?}, as in the path"));
+                }
+                v
+            }
+        };
+        let rule = match rules::from_json(body.clone(), &self.channels) {
+            Ok(r) => r,
+            Err(e) => return err(422, e),
+        };
+        if let Some(s) = &self.store {
+            let saved = s
+                .lock()
+                .map_err(|_| "store lock poisoned".to_string())
+                .and_then(|mut s| {
+                    s.save_api_rule(&name, &body.to_string())
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = saved {
+                return err(500, format!("rule not saved: {e}"));
+            }
+        }
+        self.engine.upsert(rule);
+        (if exists { 200 } else { 201 }, json!({ "rule": name }))
     }
 
     /// The state store (alert history for the API).

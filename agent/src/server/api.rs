@@ -12,6 +12,12 @@ use serde_json::json;
 use super::response;
 use crate::{history::History, notify::now_seconds, store::Store};
 
+/// A rule change for the agent's tick loop, and where its answer goes.
+pub type RuleRequest = (
+    crate::alert::runtime::RuleCommand,
+    tokio::sync::oneshot::Sender<(u16, serde_json::Value)>,
+);
+
 /// What the API reads besides the Snapshot.
 #[derive(Default)]
 pub struct Api {
@@ -19,6 +25,72 @@ pub struct Api {
     pub store: Option<Arc<Mutex<Store>>>,
     /// Bearer token for writes; none configured: writes are refused.
     pub token: Option<String>,
+    /// Rule changes go to the agent (none: alerting is off).
+    pub rules: Option<tokio::sync::mpsc::Sender<RuleRequest>>,
+}
+
+/// Request bodies larger than this get 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// `POST /api/v1/rules`, `PUT` / `DELETE /api/v1/rules/{name}`.
+pub async fn rule_write(
+    api: Arc<Api>,
+    req: Request<hyper::body::Incoming>,
+    name: Option<String>,
+) -> Response<Full<Bytes>> {
+    use crate::alert::runtime::RuleCommand;
+    use http_body_util::{BodyExt, Limited};
+    if let Err((status, message)) = authorize(&api, &req) {
+        return error(status, message);
+    }
+    let Some(tx) = &api.rules else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "alerting is off (no [alerting] rules_file)",
+        );
+    };
+    let method = req.method().clone();
+    let json = if method == Method::DELETE {
+        serde_json::Value::Null
+    } else {
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body over {MAX_BODY} bytes"),
+                )
+            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+        };
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
+        }
+    };
+    let cmd = match (method, name) {
+        (Method::POST, None) => RuleCommand::Create(json),
+        (Method::PUT, Some(n)) => RuleCommand::Put(n, json),
+        (Method::DELETE, Some(n)) => RuleCommand::Delete(n),
+        _ => {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST /api/v1/rules, PUT or DELETE /api/v1/rules/{name}",
+            )
+        }
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if tx.send((cmd, reply)).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping");
+    }
+    match answer.await {
+        Ok((code, body)) => response(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "application/json",
+            body.to_string().into_bytes(),
+        ),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"),
+    }
 }
 
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
