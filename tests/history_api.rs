@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::Agent;
+use common::{Agent, AlertDir};
 
 fn request(
     agent: &Agent,
@@ -57,37 +57,18 @@ fn now() -> f64 {
 
 #[test]
 fn history_alert_history_and_acknowledging() {
-    let dir = std::env::temp_dir().join(format!("infersight-hist-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("rules.toml"),
-        "[[rule]]\nname = \"SvcDown\"\nexpr = \"target_up == 0\"\nseverity = \"critical\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("infersight.toml"),
-        "[alerting]\nrules_file = \"rules.toml\"\n",
-    )
-    .unwrap();
     let mut svc = Command::new("sleep").arg("600").spawn().unwrap();
-    std::fs::write(dir.join("svc.pid"), format!("{}\n", svc.id())).unwrap();
+    let dir = AlertDir::new(
+        "hist",
+        "[[rule]]\nname = \"SvcDown\"\nexpr = \"target_up == 0\"\nseverity = \"critical\"\n",
+        "",
+        &svc.id().to_string(),
+    );
     let mut cmd = Command::new(common::AGENT);
     cmd.env("INFERSIGHT_API_TOKEN", "s3cret");
-    let config = dir.join("infersight.toml");
-    let state = dir.join("state");
-    let pidfile = format!("{}=svc", dir.join("svc.pid").display());
-    let agent = Agent::start_with(
-        cmd,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--pid-file",
-            &pidfile,
-        ],
-    );
+    let args = dir.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start_with(cmd, &args);
     let t0 = now() as i64;
     std::thread::sleep(Duration::from_millis(2200));
     let _ = svc.kill();
@@ -170,7 +151,6 @@ fn history_alert_history_and_acknowledging() {
     assert_eq!(status, 200, "{body}");
     let (_, rows) = request(&agent, "GET", "/api/v1/alerts/history", None);
     assert!(rows[0]["acknowledged"].as_f64().is_some(), "{rows}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -206,39 +186,20 @@ fn writes_are_refused_without_a_configured_token_and_history_survives_a_bad_stat
 
 #[test]
 fn rules_created_through_the_api_fire_persist_and_are_validated() {
-    let dir = std::env::temp_dir().join(format!("infersight-apirules-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("rules.toml"),
-        "[[rule]]\nname = \"FromFile\"\nexpr = \"target_up > 5\"\nseverity = \"info\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("infersight.toml"),
-        "[alerting]\nrules_file = \"rules.toml\"\n",
-    )
-    .unwrap();
     let mut svc = Command::new("sleep").arg("600").spawn().unwrap();
-    std::fs::write(dir.join("svc.pid"), format!("{}\n", svc.id())).unwrap();
-    let config = dir.join("infersight.toml");
-    let state = dir.join("state");
-    let pidfile = format!("{}=svc", dir.join("svc.pid").display());
+    let dir = AlertDir::new(
+        "apirules",
+        "[[rule]]\nname = \"FromFile\"\nexpr = \"target_up > 5\"\nseverity = \"info\"\n",
+        "",
+        &svc.id().to_string(),
+    );
+    let mut args = dir.args();
+    args.push("--no-host".into());
     let start = || {
         let mut cmd = Command::new(common::AGENT);
         cmd.env("INFERSIGHT_API_TOKEN", "tok");
-        Agent::start_with(
-            cmd,
-            &[
-                "--config",
-                config.to_str().unwrap(),
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--pid-file",
-                &pidfile,
-                "--no-host",
-            ],
-        )
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Agent::start_with(cmd, &args)
     };
     let agent = start();
     let rule =
@@ -323,5 +284,4 @@ fn rules_created_through_the_api_fire_persist_and_are_validated() {
     std::thread::sleep(Duration::from_millis(300));
     let (_, rules) = request(&agent, "GET", "/api/v1/rules", None);
     assert_eq!(rules, serde_json::json!([["FromFile", "ok"]]));
-    let _ = std::fs::remove_dir_all(&dir);
 }

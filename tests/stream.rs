@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::Agent;
+use common::{Agent, AlertDir};
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,47 +25,24 @@ fn sleeper() -> Child {
     Command::new("sleep").arg("600").spawn().unwrap()
 }
 
-/// An agent with one rule that fires when the PID-file target goes down.
+/// An agent with one rule that fires when the PID-file target goes down. The agent is
+/// dropped (killed) before its directory.
 struct Alerting {
-    dir: std::path::PathBuf,
     agent: Agent,
+    _dir: AlertDir,
 }
 
-fn alerting_agent(tag: &str, pid: u32, extra: &[&str]) -> Alerting {
-    let dir = std::env::temp_dir().join(format!("infersight-stream-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("rules.toml"),
-        "[[rule]]\nname = \"SvcDown\"\nexpr = \"target_up == 0\"\nseverity = \"critical\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("infersight.toml"),
-        "[alerting]\nrules_file = \"rules.toml\"\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("svc.pid"), format!("{pid}\n")).unwrap();
-    let config = dir.join("infersight.toml");
-    let state = dir.join("state");
-    let pidfile = format!("{}=svc", dir.join("svc.pid").display());
-    let mut args = vec![
-        "--config",
-        config.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--pid-file",
-        &pidfile,
-        "--no-host",
-    ];
-    args.extend_from_slice(extra);
-    let agent = Agent::start(&args);
-    Alerting { dir, agent }
-}
+const SVC_DOWN: &str =
+    "[[rule]]\nname = \"SvcDown\"\nexpr = \"target_up == 0\"\nseverity = \"critical\"\n";
 
-impl Drop for Alerting {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+fn alerting_agent(tag: &str, pid: u32) -> Alerting {
+    let dir = AlertDir::new(&format!("stream-{tag}"), SVC_DOWN, "", &pid.to_string());
+    let mut args = dir.args();
+    args.push("--no-host".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Alerting {
+        agent: Agent::start(&args),
+        _dir: dir,
     }
 }
 
@@ -76,7 +53,7 @@ fn ws_url(addr: SocketAddr) -> String {
 #[test]
 fn websocket_clients_get_snapshots_and_alert_events_and_a_slow_one_delays_nobody() {
     let mut svc = sleeper();
-    let a = alerting_agent("ws", svc.id(), &[]);
+    let a = alerting_agent("ws", svc.id());
     let rt = runtime();
     rt.block_on(async {
         let url = ws_url(a.agent.addr);
@@ -129,7 +106,7 @@ fn websocket_clients_get_snapshots_and_alert_events_and_a_slow_one_delays_nobody
 #[test]
 fn read_only_api_answers_json() {
     let svc = sleeper();
-    let a = alerting_agent("api", svc.id(), &[]);
+    let a = alerting_agent("api", svc.id());
     a.agent.settle();
     let get = |path: &str| {
         let (status, body) = a.agent.get(path);

@@ -536,3 +536,50 @@ impl Agent {
         }
     }
 }
+
+/// A temporary agent setup for alerting tests: a config naming `rules.toml`, the rules,
+/// a PID file for a target `svc`, and a state directory; removed on drop.
+pub struct AlertDir {
+    pub dir: PathBuf,
+}
+
+impl AlertDir {
+    /// `rules` is the rules file's text, `sections` more config, `pid` the PID-file's line.
+    pub fn new(tag: &str, rules: &str, sections: &str, pid: &str) -> AlertDir {
+        let dir =
+            std::env::temp_dir().join(format!("infersight-alert-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("rules.toml"), rules).unwrap();
+        std::fs::write(
+            dir.join("infersight.toml"),
+            format!("[alerting]\nrules_file = \"rules.toml\"\n\n{sections}"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("svc.pid"), format!("{pid}\n")).unwrap();
+        AlertDir { dir }
+    }
+
+    /// `--config`, `--state-dir` and `--pid-file PATH=svc` for the agent.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--config".into(),
+            self.dir.join("infersight.toml").display().to_string(),
+            "--state-dir".into(),
+            self.dir.join("state").display().to_string(),
+            "--pid-file".into(),
+            format!("{}=svc", self.dir.join("svc.pid").display()),
+        ]
+    }
+
+    /// Point the PID file at another process.
+    pub fn set_pid(&self, pid: u32) {
+        std::fs::write(self.dir.join("svc.pid"), format!("{pid}\n")).unwrap();
+    }
+}
+
+impl Drop for AlertDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
