@@ -3,12 +3,7 @@
 //! queries get a 4xx with a message; an unwritable state directory does not stop it.
 mod common;
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use common::{Agent, AlertDir};
 
@@ -18,7 +13,7 @@ fn request(
     path: &str,
     token: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    send(agent, method, path, token, "")
+    agent.send(method, path, token, "")
 }
 
 fn send(
@@ -28,24 +23,7 @@ fn send(
     token: Option<&str>,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(agent.addr).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
+    agent.send(method, path, token, body)
 }
 
 fn now() -> f64 {

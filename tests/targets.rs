@@ -144,3 +144,100 @@ fn recreated_cgroup_is_followed() {
     let m = agent.wait_for(WAIT, "second run", |m| getppid(m, "unit") == Some(100.0));
     assert_eq!(getppid(&m, "unit"), Some(100.0));
 }
+
+#[test]
+fn targets_are_added_and_removed_through_the_api() {
+    if !bpf_or_skip("targets_api") {
+        return;
+    }
+    let state = std::env::temp_dir().join(format!("infersight-tapi-{}", std::process::id()));
+    let first = Workload::spawn(10, 0, 0, false);
+    let mut cmd = std::process::Command::new(common::AGENT);
+    cmd.env("INFERSIGHT_API_TOKEN", "tok");
+    let pid_arg = format!("{}=first", first.pid());
+    let state_arg = state.display().to_string();
+    let agent = Agent::start_with(cmd, &["--pid", &pid_arg, "--state-dir", &state_arg]);
+    let tok = Some("tok");
+
+    let added = Workload::spawn(250, 0, 0, false);
+    let body = format!(r#"{{"pid": {}, "name": "added"}}"#, added.pid());
+    // Writes need the token; the body is checked before anything changes.
+    assert_eq!(agent.send("POST", "/api/v1/targets", None, &body).0, 401);
+    assert_eq!(
+        agent.send("POST", "/api/v1/targets", Some("x"), &body).0,
+        403
+    );
+    let (code, err) = agent.send("POST", "/api/v1/targets", tok, r#"{"pid": 1, "port": 80}"#);
+    assert_eq!(code, 400);
+    assert!(err["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown field `port`"));
+    let (code, err) = agent.send("POST", "/api/v1/targets", tok, "{}");
+    assert_eq!(
+        (code, err["error"].as_str()),
+        (
+            422,
+            Some("give exactly one of pid, cgroup, pid_file, process")
+        )
+    );
+    let (code, err) = agent.send("POST", "/api/v1/targets", tok, r#"{"pid": 4294967294}"#);
+    assert_eq!(
+        (code, err["error"].as_str()),
+        (422, Some("--pid 4294967294: no such process"))
+    );
+    let dup = format!(r#"{{"pid": {}, "name": "first"}}"#, added.pid());
+    assert_eq!(agent.send("POST", "/api/v1/targets", tok, &dup).0, 409);
+
+    let (code, t) = agent.send("POST", "/api/v1/targets", tok, &body);
+    assert_eq!(code, 201, "{t}");
+    assert_eq!(
+        (t["name"].as_str(), t["kind"].as_str()),
+        (Some("added"), Some("pid"))
+    );
+    assert_eq!(t["pid"].as_u64(), Some(u64::from(added.pid())));
+    run(added);
+    agent.wait_for(WAIT, "the added target's calls", |m| {
+        getppid(m, "added") == Some(250.0)
+    });
+
+    // A cgroup target added live: the kernel's cgroup lookup is switched on for it.
+    let cg = TestCgroup::create("api");
+    let cg_body = format!(r#"{{"cgroup": "{}", "name": "unit"}}"#, cg.path.display());
+    assert_eq!(agent.send("POST", "/api/v1/targets", tok, &cg_body).0, 201);
+    let w = Workload::spawn(30, 0, 0, false);
+    cg.add(w.pid());
+    run(w);
+    agent.wait_for(WAIT, "the cgroup's calls", |m| {
+        getppid(m, "unit") == Some(30.0)
+    });
+
+    let (_, list) = agent.send("GET", "/api/v1/targets", None, "");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["first", "added", "unit"]);
+
+    assert_eq!(
+        agent.send("DELETE", "/api/v1/targets/added", None, "").0,
+        401
+    );
+    let (code, gone) = agent.send("DELETE", "/api/v1/targets/added", tok, "");
+    assert_eq!((code, gone["removed"].as_str()), (200, Some("added")));
+    assert_eq!(
+        agent.send("DELETE", "/api/v1/targets/added", tok, "").0,
+        404
+    );
+    assert_eq!(agent.send("DELETE", "/api/v1/targets/unit", tok, "").0, 200);
+    let m = agent.wait_for(WAIT, "the removed targets' series gone", |m| {
+        getppid(m, "added").is_none() && up(m, "unit").is_none()
+    });
+    assert_eq!(up(&m, "first"), Some(1.0));
+    let (_, list) = agent.send("GET", "/api/v1/targets", None, "");
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    drop(first);
+    let _ = std::fs::remove_dir_all(&state);
+}

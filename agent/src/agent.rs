@@ -27,7 +27,8 @@ use crate::{
         process::ProcessSample,
         sampler::Sampler,
     },
-    config::Config,
+    config::{Config, TargetRequest},
+    control::{self, Command, Reply},
     ebpf::{Options, Probes, SCHED_PROGRAMS, SYSCALL_PROGRAMS, TCP_PROGRAMS},
     server,
     snapshot::{CollectorStatus, Health, Snapshot, State, SyscallSeries, TargetStatus},
@@ -167,32 +168,66 @@ impl Agent {
         }
     }
 
-    /// What the API reads besides the Snapshot; rule changes come back on `rules`.
+    /// What the API reads besides the Snapshot; writes come back on `commands`.
     pub fn api(
         &self,
         token: Option<String>,
-        rules: Option<tokio::sync::mpsc::Sender<crate::server::RuleRequest>>,
+        commands: Option<tokio::sync::mpsc::Sender<crate::control::Request>>,
     ) -> crate::server::Api {
         crate::server::Api {
             history: self.history.as_ref().ok().map(|r| r.reader.clone()),
             store: self.alerting.as_ref().and_then(|a| a.store()),
             token,
-            rules: rules.filter(|_| self.alerting.is_some()),
+            commands,
         }
     }
 
-    /// Apply a rule change from the API.
-    pub fn rule_command(
-        &mut self,
-        cmd: crate::alert::runtime::RuleCommand,
-    ) -> (u16, serde_json::Value) {
-        match &mut self.alerting {
-            Some(a) => a.command(cmd),
-            None => (
-                503,
-                serde_json::json!({ "error": "alerting is off (no [alerting] rules_file)" }),
-            ),
+    /// Apply a change from the API.
+    pub fn command(&mut self, cmd: Command) -> Reply {
+        match cmd {
+            Command::Rule(cmd) => match &mut self.alerting {
+                Some(a) => a.command(cmd),
+                None => control::error(503, "alerting is off (no [alerting] rules_file)"),
+            },
+            Command::AddTarget(body) => match control::target_request(body) {
+                Ok(req) => self.add_target(&req),
+                Err(reply) => reply,
+            },
+            Command::RemoveTarget(name) => self.remove_target(&name),
         }
+    }
+
+    fn add_target(&mut self, req: &TargetRequest) -> Reply {
+        let t = match self.targets.add(req) {
+            Ok(t) => t.clone(),
+            Err(e @ (TargetError::NoProcess(_) | TargetError::Cgroup { .. })) => {
+                return control::error(422, e)
+            }
+            Err(e) => return control::error(409, e),
+        };
+        if self.probes.is_loaded() {
+            if let Err(e) = self.probes.add_target(&t, &self.targets) {
+                self.targets.remove(&t.name);
+                return control::error(500, format!("kernel maps: {e}"));
+            }
+        }
+        locked(&self.http).add_target(t.index, &t.name);
+        tracing::info!("target added: {:?} {:?}", t.name, t.kind);
+        (201, serde_json::to_value(&t).unwrap_or_default())
+    }
+
+    fn remove_target(&mut self, name: &str) -> Reply {
+        let Some(t) = self.targets.remove(name) else {
+            return control::error(404, format!("no target {name:?}"));
+        };
+        if self.probes.is_loaded() {
+            if let Err(e) = self.probes.remove_target(&t, &self.targets) {
+                tracing::warn!("target {name:?}: clearing the kernel maps: {e}");
+            }
+        }
+        locked(&self.http).remove_target(t.index);
+        tracing::info!("target removed: {name:?}");
+        (200, serde_json::json!({ "removed": name }))
     }
 
     /// Start the notification dispatcher (needs a tokio runtime).
@@ -525,8 +560,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         agent.push = Some((url.clone(), stats));
     }
     let (tx, rx) = watch::channel(Arc::new(agent.snapshot()));
-    let (rules_tx, mut rules_rx) = tokio::sync::mpsc::channel::<crate::server::RuleRequest>(16);
-    let api = Arc::new(agent.api(config.api_token.clone(), Some(rules_tx)));
+    let (commands_tx, mut commands) = tokio::sync::mpsc::channel::<control::Request>(16);
+    let api = Arc::new(agent.api(config.api_token.clone(), Some(commands_tx)));
     let server = tokio::spawn(server::serve(listener, rx, stream_tx.clone(), api));
     tracing::info!("listening on http://{local}");
 
@@ -542,8 +577,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 crate::stream::publish(&stream_tx, &snap);
                 tx.send_replace(snap);
             }
-            Some((cmd, reply)) = rules_rx.recv() => {
-                let _ = reply.send(agent.rule_command(cmd));
+            Some((cmd, reply)) = commands.recv() => {
+                let _ = reply.send(agent.command(cmd));
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

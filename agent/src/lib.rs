@@ -6,6 +6,7 @@ pub mod agent;
 pub mod alert;
 pub mod collect;
 pub mod config;
+pub mod control;
 pub mod ebpf;
 pub mod hist;
 pub mod history;

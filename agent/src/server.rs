@@ -3,7 +3,7 @@
 mod api;
 mod ws;
 
-pub use api::{Api, RuleRequest};
+pub use api::Api;
 
 use std::{
     convert::Infallible,
@@ -65,11 +65,10 @@ pub async fn serve(
             let service = service_fn(move |req: Request<Incoming>| {
                 let path = req.uri().path().to_string();
                 let write = req.method() != Method::GET && req.method() != Method::HEAD;
-                let rule_name = path.strip_prefix("/api/v1/rules/").map(str::to_string);
                 let ctx2 = ctx.clone();
-                // Rule writes read a body and wait for the agent: the rest answers at once.
-                let next = if write && (path == "/api/v1/rules" || rule_name.is_some()) {
-                    Next::Rule(req)
+                // Writes read a body and wait for the agent: the rest answers at once.
+                let next = if let Some(w) = api::Write::route(&path).filter(|_| write) {
+                    Next::Write(req, w)
                 } else if path == "/ws" {
                     Next::Now(ws::upgrade(req, &stream_tx, &clients))
                 } else if path == "/api/v1/history" {
@@ -88,7 +87,7 @@ pub async fn serve(
                 async move {
                     let resp = match next {
                         Next::Now(r) => r,
-                        Next::Rule(req) => api::rule_write(ctx2, req, rule_name).await,
+                        Next::Write(req, w) => api::write(ctx2, req, w).await,
                     };
                     Ok::<_, Infallible>(resp)
                 }
@@ -141,7 +140,7 @@ struct HealthBody<'a> {
 
 enum Next {
     Now(Response<Full<Bytes>>),
-    Rule(Request<Incoming>),
+    Write(Request<Incoming>, api::Write),
 }
 
 /// The exposition of the latest tick, rendered once however many scrapers ask.
@@ -169,12 +168,7 @@ fn route(req: &Request<Incoming>, snap: &Snapshot, cache: &MetricsCache) -> Resp
     let path = req.uri().path();
     let known = matches!(
         path,
-        "/" | "/metrics"
-            | "/health"
-            | "/api/v1/snapshot"
-            | "/api/v1/alerts"
-            | "/api/v1/targets"
-            | "/api/v1/rules"
+        "/" | "/metrics" | "/health" | "/api/v1/snapshot" | "/api/v1/alerts"
     );
     if known && req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = response(

@@ -21,6 +21,10 @@ pub enum TargetError {
     Cgroup { path: String, reason: String },
     #[error("target name {0:?} is used twice: give each target its own name (PID=name)")]
     DuplicateName(String),
+    #[error("the agent traces the whole host (--all): no other target can be added")]
+    HostMode,
+    #[error("no target index left: at most {} targets may be added while the agent runs", agent_common::HTTP_TARGETS - 1)]
+    Full,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,60 +66,60 @@ pub struct Target {
 #[derive(Debug, Clone, Default)]
 pub struct Targets {
     list: Vec<Target>,
+    /// The next index to hand out. Indexes are never reused while the agent runs, so a
+    /// new target never inherits the kernel counters of a removed one.
+    next: u32,
 }
 
 impl Targets {
     pub fn resolve(spec: &TargetSpec) -> Result<Targets, TargetError> {
-        let reqs = match spec {
-            TargetSpec::Host => {
-                return Ok(Targets {
-                    list: vec![Target {
-                        index: agent_common::HOST_TARGET,
-                        name: "host".into(),
-                        kind: TargetKind::Host,
-                    }],
-                })
-            }
-            TargetSpec::List(reqs) => reqs,
+        let mut targets = Targets {
+            list: Vec::new(),
+            next: 1,
         };
-        let mut list = Vec::with_capacity(reqs.len());
-        let mut names = HashSet::new();
-        for (i, req) in reqs.iter().enumerate() {
-            let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let t = match req {
-                TargetRequest::Pid { pid, name } => resolve_pid(index, *pid, name.as_deref())?,
-                TargetRequest::Cgroup { path, name } => {
-                    resolve_cgroup(index, path, name.as_deref())?
+        match spec {
+            TargetSpec::Host => targets.list.push(Target {
+                index: agent_common::HOST_TARGET,
+                name: "host".into(),
+                kind: TargetKind::Host,
+            }),
+            TargetSpec::List(reqs) => {
+                for req in reqs {
+                    targets.add(req)?;
                 }
-                // These may be down at start (a supervisor starts the server later): the
-                // target exists and is reported down until its process appears.
-                TargetRequest::PidFile { path, name } => Target {
-                    index,
-                    name: name.clone().unwrap_or_else(|| {
-                        path.file_stem()
-                            .map(|s| s.to_string_lossy().into_owned())
-                            .unwrap_or_else(|| path.display().to_string())
-                    }),
-                    kind: TargetKind::PidFile {
-                        path: path.clone(),
-                        pid: read_pid_file(path),
-                    },
-                },
-                TargetRequest::Process { comm, name } => Target {
-                    index,
-                    name: name.clone().unwrap_or_else(|| comm.clone()),
-                    kind: TargetKind::Process {
-                        comm: comm.clone(),
-                        pid: find_process(comm, &processes()),
-                    },
-                },
-            };
-            if !names.insert(t.name.clone()) {
-                return Err(TargetError::DuplicateName(t.name));
             }
-            list.push(t);
         }
-        Ok(Targets { list })
+        Ok(targets)
+    }
+
+    /// Whether the whole host is the one target.
+    pub fn is_host(&self) -> bool {
+        self.list.iter().any(|t| t.kind == TargetKind::Host)
+    }
+
+    /// Resolve `req` and add it under a fresh index.
+    pub fn add(&mut self, req: &TargetRequest) -> Result<&Target, TargetError> {
+        if self.is_host() {
+            return Err(TargetError::HostMode);
+        }
+        let index = self.free_index().ok_or(TargetError::Full)?;
+        let t = resolve_one(index, req)?;
+        if self.list.iter().any(|x| x.name == t.name) {
+            return Err(TargetError::DuplicateName(t.name));
+        }
+        self.next += 1;
+        self.list.push(t);
+        Ok(&self.list[self.list.len() - 1])
+    }
+
+    /// Stop tracing the target named `name`; the removed target, if there was one.
+    pub fn remove(&mut self, name: &str) -> Option<Target> {
+        let i = self.list.iter().position(|t| t.name == name)?;
+        Some(self.list.remove(i))
+    }
+
+    fn free_index(&self) -> Option<u32> {
+        (self.next < agent_common::HTTP_TARGETS).then_some(self.next)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Target> {
@@ -183,14 +187,14 @@ impl Targets {
     /// Add a process found at run time (a GPU process) as a target of its own; `None` when
     /// the kernel maps have no index left.
     pub fn add_process(&mut self, pid: u32) -> Option<&Target> {
-        let index =
-            (1..agent_common::HTTP_TARGETS).find(|i| self.list.iter().all(|t| t.index != *i))?;
+        let index = self.free_index()?;
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
         let comm = comm.trim_end().to_string();
         let mut name = comm.clone();
         if self.list.iter().any(|t| t.name == name) {
             name = format!("{comm}-{pid}");
         }
+        self.next += 1;
         self.list.push(Target {
             index,
             name,
@@ -234,6 +238,35 @@ impl Target {
             TargetKind::Host | TargetKind::Cgroup { .. } => None,
         }
     }
+}
+
+fn resolve_one(index: u32, req: &TargetRequest) -> Result<Target, TargetError> {
+    Ok(match req {
+        TargetRequest::Pid { pid, name } => resolve_pid(index, *pid, name.as_deref())?,
+        TargetRequest::Cgroup { path, name } => resolve_cgroup(index, path, name.as_deref())?,
+        // These may be down at start (a supervisor starts the server later): the target
+        // exists and is reported down until its process appears.
+        TargetRequest::PidFile { path, name } => Target {
+            index,
+            name: name.clone().unwrap_or_else(|| {
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| path.display().to_string())
+            }),
+            kind: TargetKind::PidFile {
+                path: path.clone(),
+                pid: read_pid_file(path),
+            },
+        },
+        TargetRequest::Process { comm, name } => Target {
+            index,
+            name: name.clone().unwrap_or_else(|| comm.clone()),
+            kind: TargetKind::Process {
+                comm: comm.clone(),
+                pid: find_process(comm, &processes()),
+            },
+        },
+    })
 }
 
 /// The live process a PID file names, if any.

@@ -519,6 +519,35 @@ impl Drop for TestCgroup {
 }
 
 impl Agent {
+    /// One request with an optional bearer token and body: the status and the JSON body
+    /// (`Null` when it is not JSON).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut s = std::net::TcpStream::connect(self.addr).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// Scrape until `ok` holds for the metrics (at most `limit`); the last scrape.
     pub fn wait_for(&self, limit: Duration, what: &str, ok: impl Fn(&Metrics) -> bool) -> Metrics {
         let start = Instant::now();

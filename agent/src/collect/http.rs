@@ -73,9 +73,15 @@ impl HttpCollector {
         }
     }
 
-    /// A target added at run time (a GPU process).
+    /// A target added at run time (a GPU process, or through the API).
     pub fn add_target(&mut self, index: u32, name: &str) {
         self.names.insert(index, name.to_string());
+    }
+
+    /// A removed target: its series go, and late events for it are discarded.
+    pub fn remove_target(&mut self, index: u32) {
+        self.names.remove(&index);
+        self.per_target.remove(&index);
     }
 
     pub fn record_bytes(&mut self, bytes: &[u8], now: Instant) {

@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use agent_common::{
     stats_key_parts, HttpCounters, SchedStats, SyscallStats, TargetSlot, TcpStats,
     CONFIG_CGROUP_LEVELS, CONFIG_HTTP, CONFIG_MODE, MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP,
-    SLOT_OVERFLOW, TARGET_SLOT_MASK,
+    SLOT_OVERFLOW, TARGET_SLOTS, TARGET_SLOT_MASK,
 };
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -21,7 +21,7 @@ use aya::{
 
 use crate::{
     snapshot::{Health, ProgramStatus, State},
-    targets::{descendants, Change, TargetKind, Targets},
+    targets::{descendants, Change, Target, TargetKind, Targets},
 };
 
 /// The kernel object built by agent/build.rs.
@@ -483,6 +483,20 @@ impl Probes {
         Ok(())
     }
 
+    /// Start tracing a target added at run time; `all` is the list with it.
+    pub fn add_target(&mut self, t: &Target, all: &Targets) -> Result<(), EbpfError> {
+        let loaded = self.loaded.as_mut().ok_or(EbpfError::NotLoaded)?;
+        loaded.add_target(t)?;
+        loaded.set_mode(all)
+    }
+
+    /// Stop tracing a removed target; `rest` is the list without it.
+    pub fn remove_target(&mut self, t: &Target, rest: &Targets) -> Result<(), EbpfError> {
+        let loaded = self.loaded.as_mut().ok_or(EbpfError::NotLoaded)?;
+        loaded.set_mode(rest)?;
+        loaded.remove_target(t)
+    }
+
     /// Start tracing a process found at run time (a GPU process) as target `index`.
     pub fn add_process(&mut self, pid: u32, index: u32) -> Result<(), EbpfError> {
         let loaded = self.loaded.as_mut().ok_or(EbpfError::NotLoaded)?;
@@ -605,6 +619,10 @@ pub(super) fn read_per_target<T: aya::Pod + Copy>(
 
 /// An error on one line: a verifier log is cut to its first line and its last lines
 /// (where the verifier says why it refused).
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+    move |source| EbpfError::Map { name, source }
+}
+
 fn brief(e: impl std::fmt::Display) -> String {
     let text = e.to_string();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -641,41 +659,95 @@ fn attach(bpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), String> {
 
 impl Loaded {
     fn register(&mut self, targets: &Targets, http: bool) -> Result<(), EbpfError> {
-        let map_err = |name| move |source| EbpfError::Map { name, source };
+        for t in targets.iter() {
+            self.add_target(t)?;
+        }
+        self.config
+            .set(CONFIG_HTTP, u32::from(http), 0)
+            .map_err(map_err("CONFIG"))?;
+        self.set_mode(targets)
+    }
+
+    /// The target's processes or cgroup into the lookup maps (the mode is set apart).
+    fn add_target(&mut self, t: &Target) -> Result<(), EbpfError> {
+        match &t.kind {
+            TargetKind::Host => Ok(()),
+            TargetKind::Pid { .. } | TargetKind::PidFile { .. } | TargetKind::Process { .. } => {
+                match t.pid() {
+                    Some(pid) => self.add_tree(pid, t.index),
+                    None => Ok(()),
+                }
+            }
+            TargetKind::Cgroup { id, .. } => self
+                .cgroups
+                .insert(id, t.index, 0)
+                .map_err(map_err("CGROUP_TARGETS")),
+        }
+    }
+
+    /// Every slot and overflow entry of the target's processes (its forks included, which
+    /// only the kernel knew), or its cgroup, out of the lookup maps.
+    fn remove_target(&mut self, t: &Target) -> Result<(), EbpfError> {
+        if let TargetKind::Cgroup { id, .. } = &t.kind {
+            return match self.cgroups.remove(id) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(map_err("CGROUP_TARGETS")(e)),
+            };
+        }
+        for index in 0..TARGET_SLOTS {
+            let cur = self.targets.get(&index, 0).map_err(map_err("TARGETS"))?;
+            if cur.target_index() == t.index {
+                let slot = TargetSlot {
+                    tgid: 0,
+                    target: cur.target & SLOT_OVERFLOW,
+                };
+                self.targets
+                    .set(index, slot, 0)
+                    .map_err(map_err("TARGETS"))?;
+            }
+        }
+        let pids: Vec<u32> = self
+            .overflow
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, target)| *target == t.index)
+            .map(|(pid, _)| pid)
+            .collect();
+        for pid in pids {
+            match self.overflow.remove(&pid) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("TARGETS_OVERFLOW")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The lookup mode and the cgroup depths to check, from the whole target list.
+    fn set_mode(&mut self, targets: &Targets) -> Result<(), EbpfError> {
         let mut mode = 0;
         let mut levels: Vec<u32> = Vec::new();
         for t in targets.iter() {
             match &t.kind {
                 TargetKind::Host => mode |= MODE_ALL,
-                TargetKind::Pid { .. }
-                | TargetKind::PidFile { .. }
-                | TargetKind::Process { .. } => {
-                    if let Some(pid) = t.pid() {
-                        self.add_tree(pid, t.index)?;
-                    }
-                }
-                TargetKind::Cgroup { id, level, .. } => {
+                TargetKind::Cgroup { level, .. } => {
                     mode |= MODE_CGROUP;
-                    self.cgroups
-                        .insert(id, t.index, 0)
-                        .map_err(map_err("CGROUP_TARGETS"))?;
                     if !levels.contains(level) {
                         levels.push(*level);
                     }
                 }
+                _ => {}
             }
         }
         if levels.len() > MAX_CGROUP_LEVELS as usize {
             return Err(EbpfError::TooManyCgroupLevels);
         }
-        for (i, level) in (0u32..).zip(levels.iter()) {
+        // Unused slots are 0: the kernel stops at the first.
+        for i in 0..MAX_CGROUP_LEVELS {
+            let level = levels.get(i as usize).copied().unwrap_or(0);
             self.config
                 .set(CONFIG_CGROUP_LEVELS + i, level, 0)
                 .map_err(map_err("CONFIG"))?;
         }
-        self.config
-            .set(CONFIG_HTTP, u32::from(http), 0)
-            .map_err(map_err("CONFIG"))?;
         self.config
             .set(CONFIG_MODE, mode, 0)
             .map_err(map_err("CONFIG"))
@@ -693,7 +765,6 @@ impl Loaded {
 
     /// Forget a process that is gone (its exit handler normally did it already).
     fn remove_pid(&mut self, pid: u32) -> Result<(), EbpfError> {
-        let map_err = |name| move |source| EbpfError::Map { name, source };
         let index = pid & TARGET_SLOT_MASK;
         let cur = self.targets.get(&index, 0).map_err(map_err("TARGETS"))?;
         if cur.tgid == pid && cur.target_index() != 0 {
@@ -715,7 +786,6 @@ impl Loaded {
     /// Same placement rule as the kernel's fork handler: the slot if free, else the
     /// overflow map with the slot flagged.
     fn add_pid(&mut self, pid: u32, target: u32) -> Result<(), EbpfError> {
-        let map_err = |name| move |source| EbpfError::Map { name, source };
         let index = pid & TARGET_SLOT_MASK;
         let cur = self.targets.get(&index, 0).map_err(map_err("TARGETS"))?;
         if cur.target_index() == 0 || cur.tgid == pid {

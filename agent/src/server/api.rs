@@ -12,12 +12,6 @@ use serde_json::json;
 use super::response;
 use crate::{history::History, notify::now_seconds, store::Store};
 
-/// A rule change for the agent's tick loop, and where its answer goes.
-pub type RuleRequest = (
-    crate::alert::runtime::RuleCommand,
-    tokio::sync::oneshot::Sender<(u16, serde_json::Value)>,
-);
-
 /// What the API reads besides the Snapshot.
 #[derive(Default)]
 pub struct Api {
@@ -25,31 +19,80 @@ pub struct Api {
     pub store: Option<Arc<Mutex<Store>>>,
     /// Bearer token for writes; none configured: writes are refused.
     pub token: Option<String>,
-    /// Rule changes go to the agent (none: alerting is off).
-    pub rules: Option<tokio::sync::mpsc::Sender<RuleRequest>>,
+    /// Writes go to the agent's tick loop (none: the API is read-only).
+    pub commands: Option<tokio::sync::mpsc::Sender<crate::control::Request>>,
 }
 
 /// Request bodies larger than this get 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// `POST /api/v1/rules`, `PUT` / `DELETE /api/v1/rules/{name}`.
-pub async fn rule_write(
+/// The collections that take writes, and the item named in the path, if any.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Rules(Option<String>),
+    Targets(Option<String>),
+}
+
+impl Write {
+    /// `/api/v1/rules[/{name}]` and `/api/v1/targets[/{name}]`.
+    pub fn route(path: &str) -> Option<Write> {
+        let item = |rest: &str| match rest {
+            "" => Some(None),
+            r => r
+                .strip_prefix('/')
+                .filter(|n| !n.is_empty() && !n.contains('/'))
+                .map(|n| Some(percent_decode(n))),
+        };
+        if let Some(rest) = path.strip_prefix("/api/v1/rules") {
+            return item(rest).map(Write::Rules);
+        }
+        path.strip_prefix("/api/v1/targets")
+            .and_then(item)
+            .map(Write::Targets)
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+/// `POST /api/v1/rules`, `PUT` / `DELETE /api/v1/rules/{name}`, `POST /api/v1/targets`,
+/// `DELETE /api/v1/targets/{name}`: checked here, applied by the agent.
+pub async fn write(
     api: Arc<Api>,
     req: Request<hyper::body::Incoming>,
-    name: Option<String>,
+    route: Write,
 ) -> Response<Full<Bytes>> {
-    use crate::alert::runtime::RuleCommand;
+    use crate::{alert::runtime::RuleCommand, control::Command};
     use http_body_util::{BodyExt, Limited};
+    let method = req.method().clone();
+    let make: fn(serde_json::Value, Option<String>) -> Option<Command> = match (&method, &route) {
+        (&Method::POST, Write::Rules(None)) => |v, _| Some(Command::Rule(RuleCommand::Create(v))),
+        (&Method::PUT, Write::Rules(Some(_))) => {
+            |v, n| n.map(|n| Command::Rule(RuleCommand::Put(n, v)))
+        }
+        (&Method::DELETE, Write::Rules(Some(_))) => {
+            |_, n| n.map(|n| Command::Rule(RuleCommand::Delete(n)))
+        }
+        (&Method::POST, Write::Targets(None)) => |v, _| Some(Command::AddTarget(v)),
+        (&Method::DELETE, Write::Targets(Some(_))) => |_, n| n.map(Command::RemoveTarget),
+        _ => {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "writes: POST /api/v1/rules, PUT or DELETE /api/v1/rules/{name}, \
+                 POST /api/v1/targets, DELETE /api/v1/targets/{name}",
+            )
+        }
+    };
     if let Err((status, message)) = authorize(&api, &req) {
         return error(status, message);
     }
-    let Some(tx) = &api.rules else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "alerting is off (no [alerting] rules_file)",
-        );
+    let Some(tx) = &api.commands else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the API is read-only");
     };
-    let method = req.method().clone();
     let json = if method == Method::DELETE {
         serde_json::Value::Null
     } else {
@@ -68,16 +111,11 @@ pub async fn rule_write(
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
         }
     };
-    let cmd = match (method, name) {
-        (Method::POST, None) => RuleCommand::Create(json),
-        (Method::PUT, Some(n)) => RuleCommand::Put(n, json),
-        (Method::DELETE, Some(n)) => RuleCommand::Delete(n),
-        _ => {
-            return error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "POST /api/v1/rules, PUT or DELETE /api/v1/rules/{name}",
-            )
-        }
+    let name = match route {
+        Write::Rules(n) | Write::Targets(n) => n,
+    };
+    let Some(cmd) = make(json, name) else {
+        return error(StatusCode::BAD_REQUEST, "no name in the path");
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
     if tx.send((cmd, reply)).await.is_err() {
