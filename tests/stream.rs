@@ -205,3 +205,83 @@ fn push_client_reconnects_and_resumes() {
         );
     });
 }
+
+#[test]
+fn websocket_clients_subscribe_to_parts() {
+    let mut svc = Command::new("sleep").arg("30").spawn().unwrap();
+    let a = alerting_agent("sub", svc.id());
+    let rt = runtime();
+    rt.block_on(async {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Error;
+        let bad = format!("{}?parts=gpu", ws_url(a.agent.addr));
+        match tokio_tungstenite::connect_async(&bad).await {
+            Err(Error::Http(r)) => {
+                assert_eq!(r.status(), 400);
+                let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default());
+                assert!(
+                    body.starts_with("/ws: parts: unknown part \"gpu\""),
+                    "{body}"
+                );
+            }
+            other => panic!("expected 400, got {other:?}"),
+        }
+        let url = format!("{}?parts=hostname,targets", ws_url(a.agent.addr));
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let mut next = async || loop {
+            let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
+                .await
+                .expect("a message within 2 s")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(t) = msg {
+                return serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap();
+            }
+        };
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v["data"].as_object().unwrap().keys().cloned().collect()
+        };
+        let v = next().await;
+        assert_eq!(v["type"], "snapshot");
+        assert_eq!(keys(&v), ["hostname", "targets", "tick", "timestamp_ms"]);
+        assert_eq!(v["data"]["targets"][0]["name"], "svc");
+        ws.send(Message::text(r#"{"subscribe": {"parts": ["collectors"]}}"#))
+            .await
+            .unwrap();
+        ws.send(Message::text(r#"{"subscribe": {"parts": ["nope"]}}"#))
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        let mut after = None;
+        while answers.len() < 2 || after.is_none() {
+            let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
+                .await
+                .expect("a message within 2 s")
+                .unwrap()
+                .unwrap();
+            let Message::Text(t) = msg else { continue };
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            match v["type"].as_str() {
+                Some("subscribed") | Some("error") => answers.push(v),
+                Some("snapshot") if answers.len() == 2 => after = Some(v),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            answers[0],
+            serde_json::json!({"type": "subscribed", "parts": ["collectors"], "alerts": true})
+        );
+        assert_eq!(answers[1]["type"], "error");
+        assert!(answers[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("subscribe: parts: unknown part \"nope\""));
+        // The bad message left the good subscription in force.
+        assert_eq!(
+            keys(after.as_ref().unwrap()),
+            ["collectors", "tick", "timestamp_ms"]
+        );
+    });
+    let _ = svc.kill();
+    let _ = svc.wait();
+}

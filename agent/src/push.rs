@@ -52,10 +52,6 @@ impl PushStats {
     }
 }
 
-fn is_snapshot(m: &str) -> bool {
-    m.starts_with("{\"type\":\"snapshot\"")
-}
-
 /// Run forever: take messages from `rx`, push them to `url`.
 pub async fn run(
     url: String,
@@ -85,7 +81,7 @@ pub async fn run(
         tokio::select! {
             m = rx.recv() => match m {
                 Ok(m) => {
-                    if is_snapshot(&m) {
+                    if matches!(m, Message::Snapshot(_)) {
                         // One Snapshot per interval; alert events always go.
                         if last_snapshot.is_some_and(|t| t.elapsed() < interval) {
                             continue;

@@ -1,7 +1,11 @@
 //! The live stream: one JSON message per tick with the Snapshot, and one per alert
 //! transition, shared by the WebSocket server (`/ws`) and the push client. Messages are
-//! built once per tick and only when someone listens.
-use std::sync::Arc;
+//! built once per tick and only when someone listens; a client that subscribed to some
+//! parts of the Snapshot gets those cut from one shared decoded copy.
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, OnceLock},
+};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -11,7 +15,150 @@ use crate::{alert::engine::Notification, snapshot::Snapshot};
 /// Messages a listener may fall behind by before it is told and dropped.
 pub const QUEUE: usize = 32;
 
-pub type Message = Arc<str>;
+/// Top-level Snapshot fields a client may subscribe to (`timestamp_ms` and `tick` are
+/// always sent).
+pub const PARTS: &[&str] = &[
+    "targets",
+    "collectors",
+    "programs",
+    "syscalls",
+    "http",
+    "streams",
+    "requests",
+    "ringbuf_dropped",
+    "http_events_discarded",
+    "hostname",
+    "host",
+    "processes",
+    "gpus",
+    "energy",
+    "cuda",
+    "sched",
+    "tcp",
+    "alerting",
+    "push",
+    "history_dropped",
+];
+
+#[derive(Clone)]
+pub enum Message {
+    Alert(Arc<str>),
+    Snapshot(Arc<Tick>),
+}
+
+/// A tick's Snapshot: its full message, and the decoded form parts are cut from (made on
+/// first use).
+pub struct Tick {
+    text: String,
+    value: OnceLock<serde_json::Value>,
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Alert(s) => f.write_str(s),
+            Message::Snapshot(t) => f.write_str(&t.text),
+        }
+    }
+}
+
+/// What one client wants: some Snapshot parts (all when `None`) and alert events or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub parts: Option<BTreeSet<String>>,
+    pub alerts: bool,
+}
+
+impl Default for Subscription {
+    fn default() -> Self {
+        Subscription {
+            parts: None,
+            alerts: true,
+        }
+    }
+}
+
+impl Subscription {
+    /// `parts=host,gpus&alerts=false` (a query string).
+    pub fn from_query(query: &str) -> Result<Subscription, String> {
+        let mut s = Subscription::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "parts" => s.set_parts(v.split(',').map(str::trim).filter(|p| !p.is_empty()))?,
+                "alerts" => {
+                    s.alerts = match v.as_ref() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        other => return Err(format!("alerts: {other:?} is not true or false")),
+                    }
+                }
+                other => return Err(format!("unknown parameter {other:?} (parts, alerts)")),
+            }
+        }
+        Ok(s)
+    }
+
+    /// `{"subscribe": {"parts": [...], "alerts": bool}}`, sent by a client at any time.
+    pub fn from_message(text: &str) -> Result<Subscription, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            parts: Option<Vec<String>>,
+            alerts: Option<bool>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Envelope {
+            subscribe: Body,
+        }
+        let e: Envelope = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut s = Subscription {
+            parts: None,
+            alerts: e.subscribe.alerts.unwrap_or(true),
+        };
+        if let Some(p) = e.subscribe.parts {
+            s.set_parts(p.iter().map(String::as_str))?;
+        }
+        Ok(s)
+    }
+
+    fn set_parts<'a>(&mut self, parts: impl Iterator<Item = &'a str>) -> Result<(), String> {
+        let mut set = BTreeSet::new();
+        for p in parts {
+            if !PARTS.contains(&p) {
+                return Err(format!(
+                    "parts: unknown part {p:?} (one of {})",
+                    PARTS.join(", ")
+                ));
+            }
+            set.insert(p.to_string());
+        }
+        self.parts = Some(set);
+        Ok(())
+    }
+
+    /// The text to send for `m`, if any.
+    pub fn render(&self, m: &Message) -> Option<String> {
+        match (m, &self.parts) {
+            (Message::Alert(s), _) => self.alerts.then(|| s.to_string()),
+            (Message::Snapshot(t), None) => Some(t.text.clone()),
+            (Message::Snapshot(t), Some(parts)) => {
+                let full = t
+                    .value
+                    .get_or_init(|| serde_json::from_str(&t.text).unwrap_or_default());
+                let data = full.get("data")?.as_object()?;
+                let cut: serde_json::Map<String, serde_json::Value> = data
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.as_str() == "timestamp_ms" || k.as_str() == "tick" || parts.contains(*k)
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                Some(serde_json::json!({ "type": "snapshot", "data": cut }).to_string())
+            }
+        }
+    }
+}
 
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -25,11 +172,14 @@ pub fn messages(snap: &Snapshot) -> Vec<Message> {
     let mut out = Vec::with_capacity(1 + snap.alerting.events.len());
     for n in &snap.alerting.events {
         if let Ok(s) = serde_json::to_string(&Out::Alert { data: n }) {
-            out.push(s.into());
+            out.push(Message::Alert(s.into()));
         }
     }
     match serde_json::to_string(&Out::Snapshot { data: snap }) {
-        Ok(s) => out.push(s.into()),
+        Ok(text) => out.push(Message::Snapshot(Arc::new(Tick {
+            text,
+            value: OnceLock::new(),
+        }))),
         Err(e) => tracing::error!("stream: cannot encode the snapshot: {e}"),
     }
     out
@@ -44,3 +194,6 @@ pub fn publish(tx: &broadcast::Sender<Message>, snap: &Snapshot) {
         let _ = tx.send(m);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,7 +20,7 @@ use tokio_tungstenite::{
     WebSocketStream,
 };
 
-use crate::stream::Message;
+use crate::stream::{Message, Subscription};
 
 /// More clients than this get 503.
 pub const MAX_CLIENTS: usize = 64;
@@ -54,6 +54,10 @@ pub fn upgrade(
             "expected a WebSocket upgrade request",
         );
     }
+    let sub = match Subscription::from_query(req.uri().query().unwrap_or("")) {
+        Ok(s) => s,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("/ws: {e}")),
+    };
     if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
         clients.fetch_sub(1, Ordering::SeqCst);
         return plain(StatusCode::SERVICE_UNAVAILABLE, "too many stream clients");
@@ -67,7 +71,7 @@ pub fn upgrade(
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                serve_client(ws, rx).await;
+                serve_client(ws, rx, sub).await;
             }
             Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
         }
@@ -84,8 +88,11 @@ pub fn upgrade(
     r
 }
 
-async fn serve_client<S>(ws: WebSocketStream<S>, mut rx: broadcast::Receiver<Message>)
-where
+async fn serve_client<S>(
+    ws: WebSocketStream<S>,
+    mut rx: broadcast::Receiver<Message>,
+    mut sub: Subscription,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut tx, mut incoming) = ws.split();
@@ -93,7 +100,8 @@ where
         tokio::select! {
             msg = rx.recv() => match msg {
                 Ok(m) => {
-                    if tx.send(WsMessage::text(m.to_string())).await.is_err() {
+                    let Some(text) = sub.render(&m) else { continue };
+                    if tx.send(WsMessage::text(text)).await.is_err() {
                         return;
                     }
                 }
@@ -105,9 +113,21 @@ where
                 }
                 Err(RecvError::Closed) => return,
             },
-            // Client messages are ignored; a close or an error ends the session.
+            // A text message changes the subscription; a close or an error ends the session.
             m = incoming.next() => match m {
                 Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(WsMessage::Text(t))) => {
+                    let answer = match Subscription::from_message(&t) {
+                        Ok(s) => {
+                            sub = s;
+                            serde_json::json!({ "type": "subscribed", "parts": sub.parts, "alerts": sub.alerts })
+                        }
+                        Err(e) => serde_json::json!({ "type": "error", "error": format!("subscribe: {e}") }),
+                    };
+                    if tx.send(WsMessage::text(answer.to_string())).await.is_err() {
+                        return;
+                    }
+                }
                 Some(Ok(_)) => {}
             },
         }

@@ -1,0 +1,59 @@
+use super::*;
+
+#[test]
+fn subscriptions_cut_the_snapshot_and_skip_alerts() {
+    let snap = Snapshot {
+        tick: 7,
+        timestamp_ms: 1000,
+        hostname: "h".into(),
+        ..Default::default()
+    };
+    let msgs = messages(&snap);
+    let all = Subscription::default().render(&msgs[0]).unwrap();
+    assert_eq!(all, msgs[0].to_string());
+    let s = Subscription::from_query("parts=hostname,gpus&alerts=false").unwrap();
+    let cut: serde_json::Value = serde_json::from_str(&s.render(&msgs[0]).unwrap()).unwrap();
+    assert_eq!(
+        cut,
+        serde_json::json!({"type": "snapshot", "data": {"timestamp_ms": 1000, "tick": 7, "hostname": "h", "gpus": []}})
+    );
+    let alert = Message::Alert("{\"type\":\"alert\"}".into());
+    assert_eq!(s.render(&alert), None);
+    assert_eq!(
+        Subscription::default().render(&alert).as_deref(),
+        Some("{\"type\":\"alert\"}")
+    );
+}
+
+#[test]
+fn bad_subscriptions_are_named() {
+    assert_eq!(
+        Subscription::from_query("parts=gpu").unwrap_err(),
+        format!("parts: unknown part \"gpu\" (one of {})", PARTS.join(", "))
+    );
+    assert_eq!(
+        Subscription::from_query("alerts=maybe").unwrap_err(),
+        "alerts: \"maybe\" is not true or false"
+    );
+    assert_eq!(
+        Subscription::from_query("x=1").unwrap_err(),
+        "unknown parameter \"x\" (parts, alerts)"
+    );
+    let s = Subscription::from_message(r#"{"subscribe": {"parts": ["host"]}}"#).unwrap();
+    assert_eq!(s.parts, Some(BTreeSet::from(["host".to_string()])));
+    assert!(s.alerts);
+    assert!(Subscription::from_message(r#"{"subscribe": {"part": []}}"#)
+        .unwrap_err()
+        .starts_with("unknown field `part`"));
+}
+
+#[test]
+fn every_part_is_a_snapshot_field() {
+    let v = serde_json::to_value(Snapshot::default()).unwrap();
+    let keys: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    for p in PARTS {
+        assert!(keys.contains(p), "{p} is not a Snapshot field");
+    }
+    // And every field but the two always sent is a part.
+    assert_eq!(keys.len(), PARTS.len() + 2, "{keys:?}");
+}
