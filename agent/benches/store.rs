@@ -45,6 +45,10 @@ fn main() {
         h.write(t0 + i, &tick).expect("write");
     }
     let write_rate = 200_000.0 / start.elapsed().as_secs_f64();
+    // What the writer thread adds once a minute: repacking the ticks into per-series
+    // chunks and minute averages (here 200 s of ticks at once).
+    h.maintain(t0 + 260).expect("maintain");
+    let packed_rate = 200_000.0 / start.elapsed().as_secs_f64();
 
     // 2. A day of 1 s samples of one series, then queries over it.
     let now = t0 + 86_400;
@@ -172,6 +176,7 @@ fn main() {
     println!("| measure | result | goal |");
     println!("| --- | ---: | --- |");
     println!("| history writes (1000 samples per tick-transaction) | {write_rate:.0} samples/s | ≥ 100000 |");
+    println!("| history writes including the once-a-minute repacking into chunks | {packed_rate:.0} samples/s | ≥ 100000 |");
     println!(
         "| query 24 h of 1 s samples, step 300 s (288 points) | {:.2} ms median | ≤ 20 ms |",
         common::median(&mut q300)

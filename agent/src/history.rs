@@ -34,18 +34,26 @@ pub enum HistoryError {
     Sql(#[from] rusqlite::Error),
 }
 
+// Raw samples are stored as a TSDB stores them: each tick is one row holding every
+// series' value (an append, one page per tick however many series), and once a minute
+// those rows are repacked into one chunk row per series and minute, next to the minute
+// average. Writing a row per series and tick dirtied one B-tree page per series per tick,
+// which capped writes near 60k samples/s.
 const SCHEMA: &str = "
+DROP TABLE IF EXISTS points;
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
     metric TEXT NOT NULL,
     labels TEXT NOT NULL,
     UNIQUE (metric, labels)
 );
-CREATE TABLE IF NOT EXISTS points (
+CREATE TABLE IF NOT EXISTS ticks (t INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS ticks_t ON ticks (t);
+CREATE TABLE IF NOT EXISTS chunks (
     series INTEGER NOT NULL,
-    t INTEGER NOT NULL,
-    v REAL NOT NULL,
-    PRIMARY KEY (series, t)
+    t0 INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (series, t0)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS points_1m (
     series INTEGER NOT NULL,
@@ -55,6 +63,102 @@ CREATE TABLE IF NOT EXISTS points_1m (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
+
+/// A tick row: (series id u32, value f64) pairs, little-endian, sorted by id.
+const TICK_ITEM: usize = 12;
+/// A chunk row: (second within the minute u8, value f64) pairs, in time order.
+const CHUNK_ITEM: usize = 9;
+
+fn encode_tick(pairs: &[(u32, f64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pairs.len() * TICK_ITEM);
+    for (id, v) in pairs {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+fn tick_items(data: &[u8]) -> impl Iterator<Item = (u32, f64)> + '_ {
+    data.chunks_exact(TICK_ITEM).map(|c| {
+        let (id, v) = c.split_at(4);
+        (
+            u32::from_le_bytes(id.try_into().unwrap_or_default()),
+            f64::from_le_bytes(v.try_into().unwrap_or_default()),
+        )
+    })
+}
+
+/// The value of series `id` in a tick row (binary search: rows are sorted by id).
+fn tick_value(data: &[u8], id: u32) -> Option<f64> {
+    let n = data.len() / TICK_ITEM;
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let at = &data[mid * TICK_ITEM..(mid + 1) * TICK_ITEM];
+        let (k, v) = at.split_at(4);
+        let k = u32::from_le_bytes(k.try_into().unwrap_or_default());
+        match k.cmp(&id) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Some(f64::from_le_bytes(v.try_into().ok()?)),
+        }
+    }
+    None
+}
+
+fn encode_chunk(points: &[(u8, f64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(points.len() * CHUNK_ITEM);
+    for (off, v) in points {
+        out.push(*off);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+fn chunk_items(data: &[u8]) -> impl Iterator<Item = (u8, f64)> + '_ {
+    data.chunks_exact(CHUNK_ITEM).map(|c| {
+        (
+            c[0],
+            f64::from_le_bytes(c[1..].try_into().unwrap_or_default()),
+        )
+    })
+}
+
+/// Add `(offset, v)` to a minute's points in time order; a second already there keeps
+/// the later value (ticks faster than 1 s).
+fn put(points: &mut Vec<(u8, f64)>, off: u8, v: f64) {
+    match points.binary_search_by_key(&off, |p| p.0) {
+        Ok(i) => points[i].1 = v,
+        Err(i) => points.insert(i, (off, v)),
+    }
+}
+
+/// Average `points` (sorted by time) per `step`-second bucket aligned to multiples of
+/// `step`.
+fn buckets(points: &[(i64, f64)], step: i64) -> Vec<(i64, f64)> {
+    let mut out: Vec<(i64, f64)> = Vec::new();
+    let mut n = 0.0;
+    for &(t, v) in points {
+        let b = t - t.rem_euclid(step);
+        match out.last_mut() {
+            Some((lb, sum)) if *lb == b => {
+                *sum += v;
+                n += 1.0;
+            }
+            _ => {
+                if let Some((_, sum)) = out.last_mut() {
+                    *sum /= n;
+                }
+                out.push((b, v));
+                n = 1.0;
+            }
+        }
+    }
+    if let Some((_, sum)) = out.last_mut() {
+        *sum /= n;
+    }
+    out
+}
 
 /// One tick's samples: (metric, labels, value).
 pub type Samples = Vec<(&'static str, Labels, f64)>;
@@ -165,60 +269,131 @@ impl History {
         Ok(id)
     }
 
-    /// Write one tick's samples at time `t` in one transaction.
+    /// Write one tick's samples at time `t`: one row, one transaction.
     pub fn write(&mut self, t: i64, samples: &Samples) -> Result<(), HistoryError> {
-        let mut ids = Vec::with_capacity(samples.len());
-        for (m, l, _) in samples {
-            ids.push(self.series_id(m, l)?);
+        let mut pairs = Vec::with_capacity(samples.len());
+        for (m, l, v) in samples {
+            let id = u32::try_from(self.series_id(m, l)?).unwrap_or(u32::MAX);
+            pairs.push((id, *v));
         }
-        let tx = self.conn.transaction()?;
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT OR REPLACE INTO points (series, t, v) VALUES (?1, ?2, ?3)",
-            )?;
-            for (id, (_, _, v)) in ids.iter().zip(samples) {
-                st.execute(params![id, t, v])?;
-            }
-        }
-        tx.commit()?;
+        pairs.sort_by_key(|p| p.0);
+        self.conn
+            .prepare_cached("INSERT INTO ticks (t, data) VALUES (?1, ?2)")?
+            .execute(params![t, encode_tick(&pairs)])?;
         Ok(())
     }
 
-    /// Average the raw points of every complete minute before `now` not yet averaged,
-    /// then drop raw points and minute rows past their retention.
-    pub fn maintain(&mut self, now: i64) -> Result<(), HistoryError> {
-        let done: i64 = self
-            .conn
+    fn minutes_done(&self) -> i64 {
+        self.conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'minutes_done'",
                 [],
                 |r| r.get(0),
             )
-            .unwrap_or(0);
+            .unwrap_or(0)
+    }
+
+    /// Repack the tick rows of every complete minute before `now` into per-series chunks
+    /// and minute averages, then drop chunks and minute rows past their retention.
+    pub fn maintain(&mut self, now: i64) -> Result<(), HistoryError> {
         let upto = now - now.rem_euclid(60);
-        if upto > done {
-            let tx = self.conn.transaction()?;
-            tx.execute(
-                "INSERT OR REPLACE INTO points_1m (series, t, v)
-                 SELECT series, t - (t % 60), avg(v) FROM points
-                 WHERE t >= ?1 AND t < ?2 GROUP BY series, t - (t % 60)",
-                params![done, upto],
-            )?;
-            tx.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('minutes_done', ?1)",
-                params![upto],
-            )?;
-            tx.commit()?;
+        let tx = self.conn.transaction()?;
+        let mut minutes: BTreeMap<(i64, i64), Vec<(u8, f64)>> = BTreeMap::new();
+        {
+            let mut st = tx.prepare("SELECT t, data FROM ticks WHERE t < ?1 ORDER BY t, rowid")?;
+            let mut rows = st.query([upto])?;
+            while let Some(r) = rows.next()? {
+                let t: i64 = r.get(0)?;
+                let data: Vec<u8> = r.get(1)?;
+                let (t0, off) = (t - t.rem_euclid(60), t.rem_euclid(60) as u8);
+                for (id, v) in tick_items(&data) {
+                    put(minutes.entry((i64::from(id), t0)).or_default(), off, v);
+                }
+            }
         }
-        self.conn.execute(
-            "DELETE FROM points WHERE t < ?1",
-            params![now - self.raw_retention],
+        if !minutes.is_empty() {
+            let mut old = tx.prepare("SELECT data FROM chunks WHERE series = ?1 AND t0 = ?2")?;
+            let mut chunk =
+                tx.prepare("INSERT OR REPLACE INTO chunks (series, t0, data) VALUES (?1, ?2, ?3)")?;
+            let mut avg =
+                tx.prepare("INSERT OR REPLACE INTO points_1m (series, t, v) VALUES (?1, ?2, ?3)")?;
+            for ((id, t0), mut points) in minutes {
+                // A tick that came late for a minute already packed joins its chunk.
+                let before: Option<Vec<u8>> = old
+                    .query_row(params![id, t0], |r| r.get(0))
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })?;
+                if let Some(before) = before {
+                    let mut merged: Vec<(u8, f64)> = chunk_items(&before).collect();
+                    for (off, v) in points {
+                        put(&mut merged, off, v);
+                    }
+                    points = merged;
+                }
+                let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
+                chunk.execute(params![id, t0, encode_chunk(&points)])?;
+                avg.execute(params![id, t0, mean])?;
+            }
+        }
+        tx.execute("DELETE FROM ticks WHERE t < ?1", [upto])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('minutes_done', max(?1, coalesce((SELECT value FROM meta WHERE key = 'minutes_done'), 0)))",
+            [upto],
         )?;
-        self.conn.execute(
+        // A chunk goes when its last second is past the raw retention.
+        tx.execute(
+            "DELETE FROM chunks WHERE t0 + 59 < ?1",
+            [now - self.raw_retention],
+        )?;
+        tx.execute(
             "DELETE FROM points_1m WHERE t < ?1",
-            params![now - self.minute_retention],
+            [now - self.minute_retention],
         )?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// The raw points of series `id` between `from` and `to`, in time order.
+    fn raw_points(&self, id: i64, from: i64, to: i64) -> Result<Vec<(i64, f64)>, HistoryError> {
+        let mut out = Vec::new();
+        let mut st = self.conn.prepare_cached(
+            "SELECT t0, data FROM chunks WHERE series = ?1 AND t0 > ?2 - 60 AND t0 <= ?3 ORDER BY t0",
+        )?;
+        let mut rows = st.query(params![id, from, to])?;
+        while let Some(r) = rows.next()? {
+            let t0: i64 = r.get(0)?;
+            let data: Vec<u8> = r.get(1)?;
+            out.extend(
+                chunk_items(&data)
+                    .map(|(off, v)| (t0 + i64::from(off), v))
+                    .filter(|(t, _)| (from..=to).contains(t)),
+            );
+        }
+        let key = u32::try_from(id).unwrap_or(u32::MAX);
+        let mut st = self.conn.prepare_cached(
+            "SELECT t, data FROM ticks WHERE t >= ?1 AND t <= ?2 ORDER BY t, rowid",
+        )?;
+        let mut rows = st.query(params![from, to])?;
+        while let Some(r) = rows.next()? {
+            let t: i64 = r.get(0)?;
+            let data: Vec<u8> = r.get(1)?;
+            if let Some(v) = tick_value(&data, key) {
+                match out.last_mut() {
+                    // Several ticks in one second: the later value, as in a chunk.
+                    Some(last) if last.0 == t => last.1 = v,
+                    _ => out.push((t, v)),
+                }
+            }
+        }
+        // Only a late tick for a packed minute can be out of order.
+        if !out.is_sorted_by_key(|p| p.0) {
+            out.sort_by_key(|p| p.0);
+            out.dedup_by_key(|p| p.0);
+        }
+        Ok(out)
     }
 
     /// Series of `metric` whose labels include `matchers`, between `from` and `to`,
@@ -233,27 +408,11 @@ impl History {
         now: i64,
     ) -> Result<Vec<Series>, HistoryError> {
         let step = step.max(1);
-        let done: i64 = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'minutes_done'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or(0);
-        // Whole-minute steps read the minute averages (60× fewer rows) up to the last
-        // averaged minute, and raw points after it; finer steps read raw points while
-        // they are kept.
-        let sql = if step % 60 == 0 || from < now - self.raw_retention {
-            "SELECT t - (t % ?4) AS b, avg(v) FROM (
-                 SELECT t, v FROM points_1m WHERE series = ?1 AND t >= ?2 AND t <= ?3 AND t < ?5
-                 UNION ALL
-                 SELECT t, v FROM points WHERE series = ?1 AND t >= max(?2, ?5) AND t <= ?3)
-             GROUP BY b ORDER BY b"
-        } else {
-            "SELECT t - (t % ?4) AS b, avg(v) FROM points
-             WHERE series = ?1 AND t >= ?2 AND t <= ?3 AND ?5 = ?5 GROUP BY b ORDER BY b"
-        };
+        let done = self.minutes_done();
+        // Whole-minute steps read the minute averages (60x fewer values) up to the last
+        // packed minute, and raw points after it; finer steps read raw points while they
+        // are kept.
+        let minutes = step % 60 == 0 || from < now - self.raw_retention;
         let mut st = self
             .conn
             .prepare_cached("SELECT id, labels FROM series WHERE metric = ?1 ORDER BY id")?;
@@ -267,13 +426,22 @@ impl History {
             if !matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
                 continue;
             }
-            let mut q = self.conn.prepare_cached(sql)?;
-            let points = q
-                .query_map(params![id, from, to, step, done], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?
-                .collect::<Result<_, _>>()?;
-            out.push(Series { labels, points });
+            let points = if minutes {
+                let mut q = self.conn.prepare_cached(
+                    "SELECT t, v FROM points_1m WHERE series = ?1 AND t >= ?2 AND t <= ?3 AND t < ?4 ORDER BY t",
+                )?;
+                let mut p: Vec<(i64, f64)> = q
+                    .query_map(params![id, from, to, done], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                p.extend(self.raw_points(id, from.max(done), to)?);
+                p
+            } else {
+                self.raw_points(id, from, to)?
+            };
+            out.push(Series {
+                labels,
+                points: buckets(&points, step),
+            });
         }
         Ok(out)
     }

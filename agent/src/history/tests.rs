@@ -52,11 +52,19 @@ fn round_trip_downsampling_and_retention_with_an_injected_clock() {
     assert_eq!(raw.len(), 1);
     assert_eq!(raw[0].points.len(), 600);
     assert_eq!(raw[0].points[0], (now - 600, 110.0));
-    let all_raw: i64 = h
+    // Packed into one chunk per series and minute; the unpacked tick rows are gone.
+    let (chunks, raw): (i64, i64) = h
         .conn
-        .query_row("SELECT count(*) FROM points", [], |r| r.get(0))
+        .query_row("SELECT count(*), sum(length(data)) FROM chunks", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
-    assert_eq!(all_raw, 3 * 3600);
+    assert_eq!((chunks, raw / 9), (3 * 60, 3 * 3600));
+    let ticks: i64 = h
+        .conn
+        .query_row("SELECT count(*) FROM ticks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ticks, 0);
     // Older than the raw retention: minute averages, here per 5 minutes.
     let old = h
         .query(
@@ -100,6 +108,43 @@ fn round_trip_downsampling_and_retention_with_an_injected_clock() {
         .query_row("SELECT count(*) FROM points_1m", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unpacked_ticks_fast_ticks_and_late_ticks() {
+    let dir = temp("ticks");
+    let (mut h, _) = History::open(&dir, HOUR, HOUR).unwrap();
+    let a = |v: f64| -> Samples { vec![("load1", Labels::new(), v)] };
+    let t0 = 1_700_000_040; // a minute boundary
+                            // Two ticks in one second: the later one counts.
+    h.write(t0, &a(1.0)).unwrap();
+    h.write(t0, &a(3.0)).unwrap();
+    h.write(t0 + 1, &a(5.0)).unwrap();
+    let q = |h: &History, step| {
+        h.query("load1", &BTreeMap::new(), t0, t0 + 120, step, t0 + 121)
+            .unwrap()[0]
+            .points
+            .clone()
+    };
+    // Before packing (tick rows) and after (chunks) the answers are the same.
+    assert_eq!(q(&h, 1), vec![(t0, 3.0), (t0 + 1, 5.0)]);
+    h.maintain(t0 + 61).unwrap();
+    assert_eq!(q(&h, 1), vec![(t0, 3.0), (t0 + 1, 5.0)]);
+    assert_eq!(q(&h, 60), vec![(t0, 4.0)]);
+    // A tick that arrives late for the packed minute joins its chunk and average.
+    h.write(t0 + 2, &a(7.0)).unwrap();
+    h.write(t0 + 61, &a(9.0)).unwrap();
+    assert_eq!(
+        q(&h, 1),
+        vec![(t0, 3.0), (t0 + 1, 5.0), (t0 + 2, 7.0), (t0 + 61, 9.0)]
+    );
+    h.maintain(t0 + 62).unwrap();
+    assert_eq!(q(&h, 60), vec![(t0, 5.0), (t0 + 60, 9.0)]);
+    assert_eq!(
+        q(&h, 1),
+        vec![(t0, 3.0), (t0 + 1, 5.0), (t0 + 2, 7.0), (t0 + 61, 9.0)]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
