@@ -27,7 +27,7 @@ use crate::{
         process::ProcessSample,
         sampler::Sampler,
     },
-    config::{Config, TargetRequest},
+    config::{Config, Overrides, TargetRequest, TargetSpec},
     control::{self, Command, Reply},
     ebpf::{Options, Probes, SCHED_PROGRAMS, SYSCALL_PROGRAMS, TCP_PROGRAMS},
     server,
@@ -71,6 +71,12 @@ pub struct Agent {
     alerting: Option<crate::alert::runtime::Alerting>,
     push: Option<(String, Arc<crate::push::PushStats>)>,
     history: Result<crate::history::Recorder, Health>,
+    /// The configuration in force, the targets it named (request, resolved name), the
+    /// API token the server checks, and how the last reload went.
+    config: Config,
+    config_targets: Vec<(TargetRequest, String)>,
+    api_token: Arc<std::sync::RwLock<Option<String>>>,
+    config_status: crate::snapshot::ConfigStatus,
 }
 
 /// Start the GPU sampler on `open`'s source (NVML in the agent, recorded values in tests).
@@ -128,7 +134,24 @@ impl Agent {
         if let Ok(s) = &gpu {
             s.wait_first(first);
         }
+        let config_targets = match &config.targets {
+            TargetSpec::List(reqs) => reqs
+                .iter()
+                .cloned()
+                .zip(targets.iter().map(|t| t.name.clone()))
+                .collect(),
+            TargetSpec::Host => Vec::new(),
+        };
         Agent {
+            config_targets,
+            config: config.clone(),
+            api_token: Arc::new(std::sync::RwLock::new(config.api_token.clone())),
+            config_status: crate::snapshot::ConfigStatus {
+                file: config.source.clone(),
+                last_reload_successful: true,
+                last_reload_success_timestamp_seconds: crate::notify::now_seconds(),
+                last_reload_error: None,
+            },
             host,
             gpu,
             gpu_processes: config.gpu_processes,
@@ -171,15 +194,156 @@ impl Agent {
     /// What the API reads besides the Snapshot; writes come back on `commands`.
     pub fn api(
         &self,
-        token: Option<String>,
         commands: Option<tokio::sync::mpsc::Sender<crate::control::Request>>,
     ) -> crate::server::Api {
         crate::server::Api {
             history: self.history.as_ref().ok().map(|r| r.reader.clone()),
             store: self.alerting.as_ref().and_then(|a| a.store()),
-            token,
+            token: self.api_token.clone(),
             commands,
         }
+    }
+
+    /// Put a newly loaded configuration in force, or keep the old one and say why.
+    /// Targets, rules, channels, energy price and API token change at once; settings
+    /// that need a restart are named in the answer.
+    pub fn reload(&mut self, new: Result<Config, crate::config::ConfigError>) -> Reply {
+        let outcome = new
+            .map_err(|e| vec![e.to_string()])
+            .and_then(|c| self.apply_config(c));
+        let status = &mut self.config_status;
+        match outcome {
+            Ok(answer) => {
+                status.last_reload_successful = true;
+                status.last_reload_success_timestamp_seconds = crate::notify::now_seconds();
+                status.last_reload_error = None;
+                tracing::info!("configuration reloaded: {answer}");
+                (200, answer)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!("reload refused, the old configuration stays: {e}");
+                }
+                status.last_reload_successful = false;
+                status.last_reload_error = Some(errors.join("; "));
+                (
+                    422,
+                    serde_json::json!({ "error": errors.join("; "), "errors": errors }),
+                )
+            }
+        }
+    }
+
+    fn apply_config(&mut self, new: Config) -> Result<serde_json::Value, Vec<String>> {
+        let old = &self.config;
+        let mut errors = Vec::new();
+        let mut restart = Vec::new();
+        // Checked before anything changes: the targets to add must resolve now.
+        let (remove, add): (Vec<String>, Vec<TargetRequest>) = match (&old.targets, &new.targets) {
+            (TargetSpec::List(_), TargetSpec::List(reqs)) => {
+                let remove: Vec<String> = self
+                    .config_targets
+                    .iter()
+                    .filter(|(r, _)| !reqs.contains(r))
+                    .map(|(_, n)| n.clone())
+                    .collect();
+                let add: Vec<TargetRequest> = reqs
+                    .iter()
+                    .filter(|r| !self.config_targets.iter().any(|(o, _)| o == *r))
+                    .cloned()
+                    .collect();
+                for r in &add {
+                    match Targets::check(r) {
+                        Ok(t)
+                            if self
+                                .targets
+                                .iter()
+                                .any(|x| x.name == t.name && !remove.contains(&x.name)) =>
+                        {
+                            errors.push(TargetError::DuplicateName(t.name).to_string())
+                        }
+                        Ok(_) => {}
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                (remove, add)
+            }
+            (a, b) if a == b => (Vec::new(), Vec::new()),
+            _ => {
+                restart.push("targets.all");
+                (Vec::new(), Vec::new())
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let rules = match &mut self.alerting {
+            Some(a) => Some(a.reload(&new.alerting)?),
+            None => {
+                if new.alerting.rules_file.is_some() {
+                    restart.push("alerting.rules_file");
+                }
+                None
+            }
+        };
+        for name in &remove {
+            let _ = self.remove_target(name);
+        }
+        self.config_targets.retain(|(_, n)| !remove.contains(n));
+        for req in &add {
+            match self.add_target(req) {
+                (201, t) => {
+                    let name = t["name"].as_str().unwrap_or_default().to_string();
+                    self.config_targets.push((req.clone(), name));
+                }
+                (_, e) => tracing::warn!("reload: target {req:?}: {e}"),
+            }
+        }
+        self.price_per_kwh = new.energy_price_per_kwh;
+        self.currency = new.energy_currency.clone();
+        *self
+            .api_token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new.api_token.clone();
+        let old = &self.config;
+        for (key, changed) in [
+            ("agent.listen", old.listen != new.listen),
+            ("agent.tick", old.tick != new.tick),
+            ("agent.bpf_stats", old.bpf_stats != new.bpf_stats),
+            ("--state-dir", old.state_dir != new.state_dir),
+            (
+                "http",
+                (old.http, old.route_limit, old.window) != (new.http, new.route_limit, new.window),
+            ),
+            ("host.enabled", old.host != new.host),
+            (
+                "gpu",
+                (old.gpu, old.gpu_interval, old.gpu_processes)
+                    != (new.gpu, new.gpu_interval, new.gpu_processes),
+            ),
+            (
+                "push",
+                (&old.push_url, old.push_interval) != (&new.push_url, new.push_interval),
+            ),
+            ("history", old.history != new.history),
+        ] {
+            if changed {
+                restart.push(key);
+            }
+        }
+        for key in &restart {
+            tracing::warn!("reload: {key} changed; it takes effect at the next restart");
+        }
+        let answer = serde_json::json!({
+            "file": new.source,
+            "rules": rules,
+            "targets_added": add.len(),
+            "targets_removed": remove,
+            "restart_needed": restart,
+        });
+        self.config = new;
+        self.config_status.file = self.config.source.clone();
+        Ok(answer)
     }
 
     /// Apply a change from the API.
@@ -194,6 +358,8 @@ impl Agent {
                 Err(reply) => reply,
             },
             Command::RemoveTarget(name) => self.remove_target(&name),
+            // Needs the command line: the run loop handles it.
+            Command::Reload => control::error(500, "reload is handled by the run loop"),
         }
     }
 
@@ -322,6 +488,14 @@ impl Agent {
     pub fn snapshot(&mut self) -> Snapshot {
         let mut snap = self.collect();
         snap.push = self.push.as_ref().map(|(url, s)| s.view(url));
+        // A refused reload: the file on disk is not what runs.
+        let config_health = match &self.config_status.last_reload_error {
+            None => Health::active(),
+            Some(e) => Health::failed(format!(
+                "last reload refused, the previous configuration stays in force: {e}"
+            )),
+        };
+        snap.collectors.push(status("config", config_health, None));
         let signals = crate::alert::signals::SignalSet::from_snapshot(&snap);
         if let Some(a) = &mut self.alerting {
             snap.alerting = a.evaluate(&signals);
@@ -469,6 +643,7 @@ impl Agent {
             alerting: Default::default(),
             push: None,
             history_dropped: None,
+            config: self.config_status.clone(),
         }
     }
 
@@ -531,7 +706,7 @@ fn drain(ring: &mut RingBuf<MapData>, http: &Mutex<HttpCollector>) {
 }
 
 /// Run until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> Result<(), AgentError> {
+pub async fn run(config: Config, over: Overrides) -> Result<(), AgentError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| AgentError::Bind {
@@ -561,12 +736,13 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     }
     let (tx, rx) = watch::channel(Arc::new(agent.snapshot()));
     let (commands_tx, mut commands) = tokio::sync::mpsc::channel::<control::Request>(16);
-    let api = Arc::new(agent.api(config.api_token.clone(), Some(commands_tx)));
+    let api = Arc::new(agent.api(Some(commands_tx)));
     let server = tokio::spawn(server::serve(listener, rx, stream_tx.clone(), api));
     tracing::info!("listening on http://{local}");
 
     let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Signal)?;
     let mut ticker = tokio::time::interval(config.tick);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -578,7 +754,15 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 tx.send_replace(snap);
             }
             Some((cmd, reply)) = commands.recv() => {
-                let _ = reply.send(agent.command(cmd));
+                let answer = match cmd {
+                    Command::Reload => agent.reload(Config::load(&over)),
+                    cmd => agent.command(cmd),
+                };
+                let _ = reply.send(answer);
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                agent.reload(Config::load(&over));
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

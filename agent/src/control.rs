@@ -15,6 +15,8 @@ pub enum Command {
     AddTarget(Value),
     /// `DELETE /api/v1/targets/{name}`.
     RemoveTarget(String),
+    /// `POST /api/v1/reload`: read the configuration and rules again (as SIGHUP does).
+    Reload,
 }
 
 /// HTTP status and JSON body.

@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(config) {
+    match run(config, over) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("infersight: error: {e:#}");
@@ -88,11 +88,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, over: Overrides) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(agent::run(config))?;
+    runtime.block_on(agent::run(config, over))?;
     Ok(())
 }

@@ -244,6 +244,7 @@ fn families(snap: &Snapshot) -> Vec<MetricFamily> {
     alerts::families(snap, &mut out);
     alerts::push_families(snap, &mut out);
     alerts::history_families(snap, &mut out);
+    alerts::config_families(snap, &mut out);
     // The text encoder rejects families without samples.
     out.retain(|f| !f.get_metric().is_empty());
     out

@@ -193,6 +193,19 @@ pub struct Snapshot {
     pub push: Option<crate::push::PushView>,
     /// Ticks the history writer could not keep up with (absent: history off).
     pub history_dropped: Option<u64>,
+    /// The configuration in force and how the last reload went.
+    pub config: ConfigStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ConfigStatus {
+    /// The file the configuration came from.
+    pub file: Option<std::path::PathBuf>,
+    pub last_reload_successful: bool,
+    /// When the configuration in force was loaded (start or the last good reload).
+    pub last_reload_success_timestamp_seconds: f64,
+    /// Why the last reload was refused (the old configuration stays in force).
+    pub last_reload_error: Option<String>,
 }
 
 impl Snapshot {

@@ -38,6 +38,7 @@ pub const PARTS: &[&str] = &[
     "alerting",
     "push",
     "history_dropped",
+    "config",
 ];
 
 #[derive(Clone)]

@@ -118,6 +118,11 @@ impl Targets {
         Some(self.list.remove(i))
     }
 
+    /// Whether `req` would resolve now, and the target it would be (index 0).
+    pub fn check(req: &TargetRequest) -> Result<Target, TargetError> {
+        resolve_one(0, req)
+    }
+
     fn free_index(&self) -> Option<u32> {
         (self.next < agent_common::HTTP_TARGETS).then_some(self.next)
     }

@@ -121,6 +121,18 @@ impl Engine {
         self.dirty = true;
     }
 
+    /// Replace the rule of the same name keeping its alerts (a reloaded file: the next
+    /// evaluation judges them by the new definition), or add it.
+    pub fn replace(&mut self, rule: Rule) {
+        match self.rules.iter().position(|r| r.name == rule.name) {
+            Some(i) => {
+                self.rules[i] = rule;
+                self.dirty = true;
+            }
+            None => self.upsert(rule),
+        }
+    }
+
     /// Remove a rule and its alerts (no notification); false when there is none.
     pub fn remove(&mut self, name: &str) -> bool {
         let Some(i) = self.rules.iter().position(|r| r.name == name) else {

@@ -131,6 +131,69 @@ impl Alerting {
         self.health.clone()
     }
 
+    /// Apply a reloaded configuration: the rules file read again and the channels. The
+    /// alerts of rules that stay are kept; on any problem nothing changes and the
+    /// problems are returned.
+    pub fn reload(&mut self, config: &AlertingConfig) -> Result<usize, Vec<String>> {
+        let channels = config.channel_names();
+        let loaded = match &config.rules_file {
+            None => rules::Loaded::default(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => rules::parse(path, &text, &channels),
+                Err(e) => return Err(vec![format!("{}: cannot read rules: {e}", path.display())]),
+            },
+        };
+        let mut errors = loaded.errors;
+        let api_rules: Vec<String> = self
+            .engine
+            .rules()
+            .iter()
+            .map(|r| r.name.clone())
+            .filter(|n| !self.file_rules.contains(n))
+            .collect();
+        for r in &loaded.rules {
+            if api_rules.contains(&r.name) {
+                errors.push(format!(
+                    "rule {:?}: also a rule created through the API; delete that one first",
+                    r.name
+                ));
+            }
+        }
+        // A rule created through the API that routes to a channel the new file removed.
+        for r in self
+            .engine
+            .rules()
+            .iter()
+            .filter(|r| api_rules.contains(&r.name))
+        {
+            if let Some(c) = r.channels.iter().find(|c| !channels.contains(c)) {
+                errors.push(format!(
+                    "rule {:?} sends to channel {c:?}, which the new configuration removes",
+                    r.name
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let new: std::collections::HashSet<String> =
+            loaded.rules.iter().map(|r| r.name.clone()).collect();
+        for gone in self.file_rules.difference(&new) {
+            self.engine.remove(gone);
+        }
+        let n = loaded.rules.len();
+        for r in loaded.rules {
+            self.engine.replace(r);
+        }
+        self.file_rules = new;
+        self.channels = channels;
+        if let Some(n) = &self.notifier {
+            n.set_config(config.clone());
+        }
+        self.health = Health::active();
+        Ok(n)
+    }
+
     /// Create, replace or delete a rule through the API: (HTTP status, JSON answer).
     pub fn command(&mut self, cmd: RuleCommand) -> (u16, serde_json::Value) {
         use serde_json::json;

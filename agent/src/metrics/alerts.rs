@@ -119,3 +119,25 @@ pub(super) fn history_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
         |n| Some(*n as f64),
     ));
 }
+
+/// The configuration reload state, as Prometheus exports its own.
+pub(super) fn config_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
+    let c = &snap.config;
+    let one = |v: f64| vec![v];
+    out.push(series(
+        "infersight_config_last_reload_successful",
+        "Whether the last configuration reload succeeded (1) or was refused (0).",
+        MetricType::GAUGE,
+        &one(if c.last_reload_successful { 1.0 } else { 0.0 }),
+        |_| Vec::<(&str, String)>::new(),
+        |v| Some(*v),
+    ));
+    out.push(series(
+        "infersight_config_last_reload_success_timestamp_seconds",
+        "When the configuration in force was loaded (start or the last successful reload).",
+        MetricType::GAUGE,
+        &one(c.last_reload_success_timestamp_seconds),
+        |_| Vec::<(&str, String)>::new(),
+        |v| Some(*v),
+    ));
+}

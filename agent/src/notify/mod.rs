@@ -58,7 +58,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct Notifier {
     store: Arc<Mutex<Store>>,
-    config: Arc<Alerting>,
+    /// Swapped whole on a reload; readers take the current one.
+    config: Arc<std::sync::RwLock<Arc<Alerting>>>,
     stats: Arc<Mutex<NotifyStats>>,
     wake: Arc<Notify>,
     http: Arc<send::Http>,
@@ -70,7 +71,7 @@ impl Notifier {
     pub fn new(store: Arc<Mutex<Store>>, config: Alerting, host: String, url: String) -> Notifier {
         let n = Notifier {
             store,
-            config: Arc::new(config),
+            config: Arc::new(std::sync::RwLock::new(Arc::new(config))),
             stats: Arc::default(),
             wake: Arc::default(),
             http: Arc::new(send::Http::new()),
@@ -97,15 +98,31 @@ impl Notifier {
         s
     }
 
+    fn config(&self) -> Arc<Alerting> {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Channels and routing from a reloaded configuration; rows already in the outbox
+    /// keep their channel.
+    pub fn set_config(&self, config: Alerting) {
+        *self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+    }
+
     /// The channels a notification goes to.
     fn route(&self, n: &Notification) -> Vec<String> {
         if !n.channels.is_empty() {
             return n.channels.clone();
         }
-        self.config
-            .severity_channels
+        let c = self.config();
+        c.severity_channels
             .get(n.severity.as_str())
-            .unwrap_or(&self.config.default_channels)
+            .unwrap_or(&c.default_channels)
             .clone()
     }
 
@@ -141,7 +158,7 @@ impl Notifier {
 
     /// Send firing alerts routed to Alertmanager again (call every ALERTMANAGER_RESEND).
     pub fn refresh_alertmanager(&self, firing: &[Notification], now: f64) {
-        if self.config.alertmanager_url.is_none() {
+        if self.config().alertmanager_url.is_none() {
             return;
         }
         let slot = (now / ALERTMANAGER_RESEND).floor();
@@ -183,7 +200,7 @@ impl Notifier {
                 return;
             }
         };
-        let max_age = self.config.max_age.as_secs_f64();
+        let max_age = self.config().max_age.as_secs_f64();
         let mut groups: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
         for row in due {
             if now - row.created > max_age {
@@ -237,7 +254,7 @@ impl Notifier {
     }
 
     async fn deliver(&self, channel: &str, notes: &[Notification], now: f64) -> Result<(), String> {
-        let c = &self.config;
+        let c = self.config();
         match channel {
             "log" => {
                 for n in notes {

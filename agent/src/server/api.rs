@@ -17,8 +17,9 @@ use crate::{history::History, notify::now_seconds, store::Store};
 pub struct Api {
     pub history: Option<Arc<Mutex<History>>>,
     pub store: Option<Arc<Mutex<Store>>>,
-    /// Bearer token for writes; none configured: writes are refused.
-    pub token: Option<String>,
+    /// Bearer token for writes; none configured: writes are refused. A reload may
+    /// change it.
+    pub token: Arc<std::sync::RwLock<Option<String>>>,
     /// Writes go to the agent's tick loop (none: the API is read-only).
     pub commands: Option<tokio::sync::mpsc::Sender<crate::control::Request>>,
 }
@@ -31,6 +32,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub enum Write {
     Rules(Option<String>),
     Targets(Option<String>),
+    Reload,
 }
 
 impl Write {
@@ -43,6 +45,9 @@ impl Write {
                 .filter(|n| !n.is_empty() && !n.contains('/'))
                 .map(|n| Some(percent_decode(n))),
         };
+        if path == "/api/v1/reload" {
+            return Some(Write::Reload);
+        }
         if let Some(rest) = path.strip_prefix("/api/v1/rules") {
             return item(rest).map(Write::Rules);
         }
@@ -79,11 +84,12 @@ pub async fn write(
         }
         (&Method::POST, Write::Targets(None)) => |v, _| Some(Command::AddTarget(v)),
         (&Method::DELETE, Write::Targets(Some(_))) => |_, n| n.map(Command::RemoveTarget),
+        (&Method::POST, Write::Reload) => |_, _| Some(Command::Reload),
         _ => {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "writes: POST /api/v1/rules, PUT or DELETE /api/v1/rules/{name}, \
-                 POST /api/v1/targets, DELETE /api/v1/targets/{name}",
+                 POST /api/v1/targets, DELETE /api/v1/targets/{name}, POST /api/v1/reload",
             )
         }
     };
@@ -93,7 +99,7 @@ pub async fn write(
     let Some(tx) = &api.commands else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the API is read-only");
     };
-    let json = if method == Method::DELETE {
+    let json = if method == Method::DELETE || matches!(route, Write::Reload) {
         serde_json::Value::Null
     } else {
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -113,6 +119,7 @@ pub async fn write(
     };
     let name = match route {
         Write::Rules(n) | Write::Targets(n) => n,
+        Write::Reload => None,
     };
     let Some(cmd) = make(json, name) else {
         return error(StatusCode::BAD_REQUEST, "no name in the path");
@@ -255,7 +262,12 @@ fn same(a: &str, b: &str) -> bool {
 /// Writes need `Authorization: Bearer <token>`: 401 without one, 403 with a wrong one or
 /// when no token is configured.
 fn authorize<B>(api: &Api, req: &Request<B>) -> Result<(), (StatusCode, &'static str)> {
-    let Some(token) = &api.token else {
+    let token = api
+        .token
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let Some(token) = &token else {
         return Err((
             StatusCode::FORBIDDEN,
             "writes are disabled: no API token is configured ([api] token_file or INFERSIGHT_API_TOKEN)",
