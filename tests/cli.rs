@@ -174,3 +174,90 @@ fn check_unprivileged(cmd: Command) {
         .contains("CAP_BPF"));
     assert_eq!(v["programs"][0]["state"], "unsupported");
 }
+
+/// `infersight check-config FILE`: (exit code, stdout, stderr).
+fn check_config(file: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(AGENT)
+        .args(["check-config", file.to_str().unwrap()])
+        .output()
+        .expect("run check-config");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim_end().to_string(),
+    )
+}
+
+#[test]
+fn check_config_passes_the_shipped_files_and_names_line_and_key_of_each_problem() {
+    let shipped = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/infersight.toml"
+    ));
+    let (code, out, err) = check_config(shipped);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(
+        out,
+        format!(
+            "{}: ok; {}: 12 rule(s) ok",
+            shipped.display(),
+            shipped.with_file_name("rules.toml").display()
+        )
+    );
+
+    let dir = std::env::temp_dir().join(format!("infersight-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("c.toml");
+    let c = conf.display().to_string();
+    // (config text, rules text, the errors expected, one per line)
+    let cases: Vec<(&str, &str, Vec<String>)> = vec![
+        (
+            "[agent]\nlisten = \"nope\"\n",
+            "",
+            vec![format!("infersight: error: {c}: line 2: agent.listen: invalid value \"nope\": expected an IP address and port, such as 127.0.0.1:9464 or [::1]:9464")],
+        ),
+        (
+            "[agent]\ntick = \"1s\"\n\n[[targets.pid]]\npid = 0\n",
+            "",
+            vec![format!("infersight: error: {c}: line 5: targets.pid[0].pid: invalid value \"0\": PID must be positive")],
+        ),
+        (
+            "[alerting]\nrules_file = \"r.toml\"\ndefault_channels = [\"log\", \"slack\"]\n",
+            "",
+            vec![format!("infersight: error: {c}: line 3: alerting.default_channels: invalid value \"slack\": not a configured channel (configured: log)")],
+        ),
+        (
+            "[alerting]\nrules_file = \"r.toml\"\n",
+            "[[rule]]\nname = \"A\"\nexpr = \"cpu_usage_percent >\"\nseverity = \"high\"\n\n[[rule]]\nname = \"B\"\nexpr = \"cpu_usage_percent > 1\"\nseverity = \"urgent\"\n",
+            vec![
+                format!("infersight: error: {}: line 1: rule \"A\": expr:", dir.join("r.toml").display()),
+                format!("infersight: error: {}: line 6: rule \"B\": severity:", dir.join("r.toml").display()),
+            ],
+        ),
+    ];
+    for (config, rules, expected) in cases {
+        std::fs::write(&conf, config).unwrap();
+        std::fs::write(dir.join("r.toml"), rules).unwrap();
+        let (code, out, err) = check_config(&conf);
+        assert_eq!((code, out.as_str()), (1, ""), "{config}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), expected.len(), "{err}");
+        for (line, want) in lines.iter().zip(&expected) {
+            assert!(
+                line.starts_with(want.as_str()),
+                "got {line:?}, want {want:?}"
+            );
+        }
+    }
+    // A type error: toml names line, column and key.
+    std::fs::write(&conf, "[agent]\nlisten = \"127.0.0.1:1\"\ntick = 5\n").unwrap();
+    let (code, _, err) = check_config(&conf);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!(
+            "infersight: error: {c}: TOML parse error at line 3, column 8"
+        )) && err.contains("tick"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -49,7 +49,11 @@ fn rules(threshold_expr: Option<&str>) -> String {
 fn firing(m: &Metrics, rule: &str) -> bool {
     !m.matching(
         "ALERTS",
-        &[("alertname", rule), ("alertstate", "firing"), ("target", "svc")],
+        &[
+            ("alertname", rule),
+            ("alertstate", "firing"),
+            ("target", "svc"),
+        ],
     )
     .is_empty()
 }
@@ -152,7 +156,8 @@ fn reload_changes_rules_and_targets_keeps_alert_state_and_refuses_broken_files()
     assert_eq!(body["rules"], 1);
     assert_eq!(body["targets_added"], 1);
     let m = agent.wait_for(WAIT, "Threshold gone, second target up", |m| {
-        !firing(m, "Threshold") && m.get("infersight_target_up", &[("target", "second")]) == Some(1.0)
+        !firing(m, "Threshold")
+            && m.get("infersight_target_up", &[("target", "second")]) == Some(1.0)
     });
     assert_eq!(reloaded_ok(&m), Some(1.0));
     assert!(firing(&m, "Steady"));
@@ -162,7 +167,10 @@ fn reload_changes_rules_and_targets_keeps_alert_state_and_refuses_broken_files()
     std::fs::write(&conf, "[agent]\ntick = 5\n").unwrap();
     hup(&agent);
     let m = agent.wait_for(WAIT, "the refused reload", |m| reloaded_ok(m) == Some(0.0));
-    assert_eq!(m.get("infersight_target_up", &[("target", "second")]), Some(1.0));
+    assert_eq!(
+        m.get("infersight_target_up", &[("target", "second")]),
+        Some(1.0)
+    );
     assert!(firing(&m, "Steady"));
     let log = agent.log_text();
     assert!(

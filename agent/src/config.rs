@@ -12,6 +12,7 @@ use std::{
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+pub use source::line_of;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
@@ -331,24 +332,53 @@ struct PathEntry {
 }
 
 impl Config {
-    /// Load the file named by `--config` (or the system file when it exists) and apply the
-    /// command-line overrides.
+    /// Load the file named by `--config` (or the system file when it exists), apply the
+    /// `INFERSIGHT_*` environment overrides, then the command-line flags.
     pub fn load(over: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_with_env(over, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        over: &Overrides,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let path = match &over.config {
             Some(p) => Some(p.clone()),
             None => Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()),
         };
-        let (file, source) = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
-                    path: p.clone(),
-                    source,
-                })?;
-                (parse_file(&p, &text)?, Some(p))
-            }
-            None => (FileConfig::default(), None),
+        let text = match &path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })?,
+            None => String::new(),
         };
-        build(file, source, over)
+        let shown = path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("(no config file)"));
+        // Parsed straight from the text first: toml's errors then name line and key.
+        let mut file = parse_file(&shown, &text)?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: one_line(&e.to_string()),
+        })?;
+        let env = source::apply_env(&mut table, vars)?;
+        if !env.is_empty() {
+            file = FileConfig::deserialize(table).map_err(|e| ConfigError::Parse {
+                path: shown.clone(),
+                message: format!(
+                    "with the environment overrides {}: {}",
+                    env.values().cloned().collect::<Vec<_>>().join(", "),
+                    one_line(&e.to_string())
+                ),
+            })?;
+        }
+        let src = source::Source {
+            path: path.as_deref(),
+            text: &text,
+            env,
+        };
+        build(file, &src, over)
     }
 }
 
@@ -368,15 +398,9 @@ fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-fn build(
-    file: FileConfig,
-    source: Option<PathBuf>,
-    over: &Overrides,
-) -> Result<Config, ConfigError> {
-    let file_origin = |key: &str| match &source {
-        Some(p) => format!("{}: {key}", p.display()),
-        None => key.to_string(),
-    };
+fn build(file: FileConfig, src: &source::Source, over: &Overrides) -> Result<Config, ConfigError> {
+    let file_origin = |key: &str| src.at(key);
+    let source = src.path.map(Path::to_path_buf);
     let listen = match (&over.listen, &file.agent.listen) {
         (Some(v), _) => parse_listen("--listen", v)?,
         (None, Some(v)) => parse_listen(&file_origin("agent.listen"), v)?,
@@ -520,7 +544,12 @@ fn build(
         gpu_interval,
         energy_price_per_kwh,
         energy_currency: file.energy.currency.unwrap_or_else(|| "USD".into()),
-        alerting: alerting(&file.alerting, &file.channels, source.as_deref())?,
+        alerting: alerting(
+            &file.alerting,
+            &file.channels,
+            source.as_deref(),
+            &file_origin,
+        )?,
         push_url: ["INFERSIGHT_PUSH_URL", "MONITORING_WEBSOCKET_URL"]
             .iter()
             .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
@@ -588,13 +617,18 @@ fn push_interval(
     }
 }
 
-/// A secret from a file (trimmed), else an environment variable, else the inline value.
+/// A secret from a file (trimmed), else a systemd credential named like the variable
+/// without `INFERSIGHT_` in lower case (`api_token`), else the environment variable,
+/// else the inline value. Secrets are never logged.
 fn secret(
     origin: &str,
     inline: Option<&String>,
     file: Option<&PathBuf>,
     env: &str,
 ) -> Result<Option<String>, ConfigError> {
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| PathBuf::from(d).join(env.trim_start_matches("INFERSIGHT_").to_lowercase()));
+    let file = file.or(credential.as_ref().filter(|p| p.exists()));
     if let Some(f) = file {
         let v = std::fs::read_to_string(f).map_err(|e| ConfigError::Invalid {
             origin: origin.to_string(),
@@ -615,11 +649,8 @@ fn alerting(
     a: &AlertingSection,
     c: &ChannelsSection,
     source: Option<&Path>,
+    origin: &dyn Fn(&str) -> String,
 ) -> Result<Alerting, ConfigError> {
-    let origin = |key: &str| match source {
-        Some(p) => format!("{}: {key}", p.display()),
-        None => key.to_string(),
-    };
     let base = source.and_then(Path::parent).unwrap_or(Path::new("."));
     let dur = |key: &str, v: &Option<String>, default: Duration| match v {
         Some(v) => parse_duration(
@@ -844,6 +875,8 @@ fn parse_path_arg(
     let v = non_empty(origin, arg, v, "expected a path")?;
     Ok(make(PathBuf::from(v), name))
 }
+
+mod source;
 
 #[cfg(test)]
 mod tests;

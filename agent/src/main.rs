@@ -11,6 +11,8 @@ use infersight::{
 #[derive(Debug, Parser)]
 #[command(name = "infersight", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Configuration file (TOML). Default: /etc/infersight/infersight.toml when present.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -49,6 +51,16 @@ struct Cli {
     tick: Option<String>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Check a configuration file (default: --config or the system file) and its rules
+    /// file; print each problem with its file, line and key. Exit 1 on any problem.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -72,6 +84,13 @@ fn main() -> ExitCode {
         no_host: cli.no_host,
         state_dir: cli.state_dir,
     };
+    if let Some(Sub::CheckConfig { file }) = cli.command {
+        let over = Overrides {
+            config: file.or(over.config),
+            ..over
+        };
+        return check_config(&over);
+    }
     let config = match Config::load(&over) {
         Ok(c) => c,
         Err(e) => {
@@ -86,6 +105,49 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `infersight check-config`: the config as the agent would load it, then every rule.
+fn check_config(over: &Overrides) -> ExitCode {
+    let config = match Config::load(over) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("infersight: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let file = config
+        .source
+        .as_ref()
+        .map_or("(no config file: defaults)".to_string(), |p| {
+            p.display().to_string()
+        });
+    let Some(rules) = &config.alerting.rules_file else {
+        println!("{file}: ok (alerting off: no rules_file)");
+        return ExitCode::SUCCESS;
+    };
+    let loaded = match std::fs::read_to_string(rules) {
+        Ok(text) => infersight::alert::rules::parse(rules, &text, &config.alerting.channel_names()),
+        Err(e) => {
+            eprintln!(
+                "infersight: error: {}: cannot read rules: {e}",
+                rules.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    for e in &loaded.errors {
+        eprintln!("infersight: error: {e}");
+    }
+    if !loaded.errors.is_empty() {
+        return ExitCode::from(1);
+    }
+    println!(
+        "{file}: ok; {}: {} rule(s) ok",
+        rules.display(),
+        loaded.rules.len()
+    );
+    ExitCode::SUCCESS
 }
 
 fn run(config: Config, over: Overrides) -> anyhow::Result<()> {

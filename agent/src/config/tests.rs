@@ -2,7 +2,12 @@ use super::*;
 
 fn from_text(text: &str, over: &Overrides) -> Result<Config, ConfigError> {
     let p = PathBuf::from("test.toml");
-    build(parse_file(&p, text)?, Some(p), over)
+    let src = source::Source {
+        path: Some(&p),
+        text,
+        env: Default::default(),
+    };
+    build(parse_file(&p, text)?, &src, over)
 }
 
 #[test]
@@ -62,7 +67,7 @@ fn errors_name_the_place() {
     let e = from_text("[agent]\nlisten = \"nope\"\n", &Overrides::default()).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "test.toml: agent.listen: invalid value \"nope\": expected an IP address and port, such as 127.0.0.1:9464 or [::1]:9464"
+        "test.toml: line 2: agent.listen: invalid value \"nope\": expected an IP address and port, such as 127.0.0.1:9464 or [::1]:9464"
     );
     let e = from_text("[agent]\nlisten = 5\n", &Overrides::default()).unwrap_err();
     let msg = e.to_string();
@@ -76,7 +81,7 @@ fn errors_name_the_place() {
     let e = from_text("[agent]\ntick = \"1 parsec\"\n", &Overrides::default()).unwrap_err();
     assert!(
         e.to_string()
-            .starts_with("test.toml: agent.tick: invalid value \"1 parsec\""),
+            .starts_with("test.toml: line 2: agent.tick: invalid value \"1 parsec\""),
         "{e}"
     );
     let e = from_text(
@@ -89,6 +94,91 @@ fn errors_name_the_place() {
             .contains("targets.all = true cannot be combined"),
         "{e}"
     );
+}
+
+#[test]
+fn nested_keys_are_found_on_their_line() {
+    let text = "# top\n[agent]\ntick = \"1s\"\n\n[[targets.process]]\ncomm = \"a\"\n\n[[targets.process]]\ncomm = \" \"\n\n[channels.email]\nsmtp_host = \"h\"\nfrom = \"x@y\"\nto = [\"nope\"]\n";
+    assert_eq!(line_of(text, "agent.tick"), Some(3));
+    assert_eq!(line_of(text, "targets.process[1].comm"), Some(9));
+    assert_eq!(line_of(text, "channels.email.to"), Some(14));
+    assert_eq!(line_of(text, "agent.listen"), None);
+    let e = from_text(text, &Overrides::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "test.toml: line 9: targets.process[1].comm: invalid value \" \": expected a process name"
+    );
+    let e = from_text(
+        &text.replace("comm = \" \"", "comm = \"b\""),
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "test.toml: line 14: channels.email.to: invalid value \"nope\": not an email address"
+        ),
+        "{e}"
+    );
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn environment_overrides_every_key_and_is_named_in_errors() {
+    let dir = std::env::temp_dir().join(format!("infersight-cfg-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(&file, "[agent]\ntick = \"1s\"\n[history]\nenabled = true\n").unwrap();
+    let over = Overrides {
+        config: Some(file.clone()),
+        ..Default::default()
+    };
+    let c = Config::load_with_env(
+        &over,
+        env(&[
+            ("INFERSIGHT_AGENT_TICK", "250ms"),
+            ("INFERSIGHT_HISTORY_ENABLED", "false"),
+            ("INFERSIGHT_HTTP_ROUTE_LIMIT", "7"),
+            ("INFERSIGHT_ALERTING_DEFAULT_CHANNELS", "[\"log\"]"),
+            ("INFERSIGHT_LOG", "debug"),
+            ("PATH", "/bin"),
+        ])
+        .into_iter(),
+    )
+    .unwrap();
+    assert_eq!(c.tick, Duration::from_millis(250));
+    assert_eq!(c.history, None);
+    assert_eq!(c.route_limit, 7);
+    // An override's bad value names the variable, not the file.
+    let e = Config::load_with_env(&over, env(&[("INFERSIGHT_AGENT_TICK", "soon")]).into_iter())
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("environment INFERSIGHT_AGENT_TICK: agent.tick: invalid value \"soon\""),
+        "{e}"
+    );
+    let e = Config::load_with_env(&over, env(&[("INFERSIGHT_AGNET_TICK", "1s")]).into_iter())
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "environment INFERSIGHT_AGNET_TICK: invalid value \"1s\": not a configuration key"
+        ),
+        "{e}"
+    );
+    let e = Config::load_with_env(&over, env(&[("INFERSIGHT_AGENT_TIK", "1s")]).into_iter())
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("with the environment overrides INFERSIGHT_AGENT_TIK")
+            && e.to_string().contains("unknown field `tik`"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
