@@ -180,3 +180,58 @@ fn reload_changes_rules_and_targets_keeps_alert_state_and_refuses_broken_files()
     drop(agent);
     drop(s);
 }
+
+/// The systemd notification protocol on a real datagram socket: READY=1 once serving,
+/// WATCHDOG=1 from the tick loop, RELOADING=1 then READY=1 around a SIGHUP, STOPPING=1.
+#[test]
+fn systemd_notify_ready_watchdog_reload_and_stop() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("infersight-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // systemd sets WATCHDOG_PID to the service's PID: the shell's, which execs the agent.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", common::AGENT])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000");
+    let state = dir.join("state").display().to_string();
+    let mut agent = Agent::start_with(cmd, &["--state-dir", &state, "--no-host"]);
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("a notification within 10 s: {e}"));
+        String::from_utf8_lossy(&buf[..n]).trim().to_string()
+    };
+    assert_eq!(next(), "READY=1");
+    // 100 ms ticks, pings every 200 ms at most.
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    hup(&agent);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            seen.push(m);
+        }
+    }
+    assert_eq!(seen, ["RELOADING=1", "READY=1"]);
+    // SAFETY: kill(2) with a child's PID and a valid signal number.
+    assert_eq!(
+        unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    loop {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            assert_eq!(m, "STOPPING=1");
+            break;
+        }
+    }
+    let _ = agent.child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -739,6 +739,13 @@ pub async fn run(config: Config, over: Overrides) -> Result<(), AgentError> {
     let api = Arc::new(agent.api(Some(commands_tx)));
     let server = tokio::spawn(server::serve(listener, rx, stream_tx.clone(), api));
     tracing::info!("listening on http://{local}");
+    // systemd (Type=notify): ready now; watchdog pings come from the tick loop, so a stuck
+    // loop gets the agent restarted. Without NOTIFY_SOCKET these do nothing.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+        .then(|| std::time::Duration::from_micros(watchdog_usec / 2));
+    let mut last_ping = Instant::now();
 
     let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
@@ -752,6 +759,10 @@ pub async fn run(config: Config, over: Overrides) -> Result<(), AgentError> {
                 let snap = Arc::new(agent.snapshot());
                 crate::stream::publish(&stream_tx, &snap);
                 tx.send_replace(snap);
+                if watchdog.is_some_and(|every| last_ping.elapsed() >= every) {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    last_ping = Instant::now();
+                }
             }
             Some((cmd, reply)) = commands.recv() => {
                 let answer = match cmd {
@@ -762,13 +773,16 @@ pub async fn run(config: Config, over: Overrides) -> Result<(), AgentError> {
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 agent.reload(Config::load(&over));
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     server.abort();
     Ok(())
 }

@@ -312,6 +312,10 @@ impl Probes {
                 None,
                 Some("turned off in the configuration ([agent] bpf_stats = false)".to_string()),
             )
+        } else if sys::stats_enabled_by_sysctl() {
+            // Turned on host-wide (the systemd unit's privileged ExecStartPre does it, so
+            // the agent itself needs no CAP_SYS_ADMIN).
+            (None, None)
         } else if sys::can_enable_stats() {
             match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
                 Ok(fd) => (Some(fd), None),
@@ -320,7 +324,10 @@ impl Probes {
         } else {
             (
                 None,
-                Some("BPF run-time statistics need CAP_SYS_ADMIN".to_string()),
+                Some(
+                    "BPF run-time statistics need CAP_SYS_ADMIN or kernel.bpf_stats_enabled = 1"
+                        .to_string(),
+                ),
             )
         };
         let cuda = match cuda::Cuda::take(&mut bpf) {

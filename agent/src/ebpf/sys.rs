@@ -46,6 +46,11 @@ pub fn can_enable_stats() -> bool {
     has(effective_caps(), CAP_SYS_ADMIN)
 }
 
+/// Whether BPF run-time statistics are on for the whole host (`kernel.bpf_stats_enabled`).
+pub fn stats_enabled_by_sysctl() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
+}
+
 fn is_mounted(mountpoint: &str, fstype: &str) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
         .map(|text| {
