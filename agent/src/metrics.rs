@@ -389,8 +389,18 @@ fn http_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
 
 /// The Snapshot in Prometheus text exposition format.
 pub fn render(snap: &Snapshot) -> Result<Vec<u8>, prometheus::Error> {
+    use prometheus::core::Collector;
+    static SELF: std::sync::OnceLock<prometheus::process_collector::ProcessCollector> =
+        std::sync::OnceLock::new();
+    let mut all = families(snap);
+    // The agent's own cost: process_cpu_seconds_total, process_resident_memory_bytes,
+    // process_open_fds… (the names every Prometheus client library exports).
+    all.extend(
+        SELF.get_or_init(prometheus::process_collector::ProcessCollector::for_self)
+            .collect(),
+    );
     let mut buf = Vec::with_capacity(16 * 1024);
-    TextEncoder::new().encode(&families(snap), &mut buf)?;
+    TextEncoder::new().encode(&all, &mut buf)?;
     Ok(buf)
 }
 

@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | run | test | bench`.
+//! Project tasks: `cargo xtask setup | run | test | bench | install | uninstall | deb`.
 //!
 //! `run` and `test` first install whatever is missing on a Debian/Ubuntu host (run as
 //! root): Debian packages, the nightly toolchain with rust-src, and bpf-linker built
 //! against Debian's LLVM 22. Each check is quick when everything is present.
+mod install;
 mod setup;
 
 use std::{
@@ -31,6 +32,26 @@ enum Task {
     },
     /// Formatting, lints (host and eBPF crates) and the whole test suite.
     Test,
+    /// Build the release agent and install it with its unit, config and rules (an edited
+    /// config is kept); on a live systemd host, enable and start the service.
+    Install {
+        /// Staging root (DESTDIR); default /.
+        #[arg(long, default_value = "/")]
+        destdir: PathBuf,
+        /// Install this binary instead of building the release one.
+        #[arg(long)]
+        bin: Option<PathBuf>,
+    },
+    /// Stop and remove what `install` put in place; edited config and state stay.
+    Uninstall {
+        #[arg(long, default_value = "/")]
+        destdir: PathBuf,
+    },
+    /// Build a Debian package (target/infersight_<version>_<arch>.deb) with the same files.
+    Deb {
+        #[arg(long)]
+        bin: Option<PathBuf>,
+    },
     /// Benchmarks, printed as ratios measured side by side in one run.
     Bench {
         /// Which benchmark: syscalls, http, cuda, alerts or store.
@@ -75,6 +96,25 @@ fn main() -> Result<()> {
             ])?;
             cargo(&["test", "--workspace", "--no-fail-fast"])
         }
+        Task::Install { destdir, bin } => {
+            let bin = release_bin(&root, bin)?;
+            for line in install::install(&root, &bin, &destdir)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Task::Uninstall { destdir } => {
+            for line in install::uninstall(&root, &destdir)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Task::Deb { bin } => {
+            let bin = release_bin(&root, bin)?;
+            let out = install::deb(&root, &bin, env!("CARGO_PKG_VERSION"))?;
+            println!("{}", out.display());
+            Ok(())
+        }
         Task::Bench { name, args } => {
             setup::ensure()?;
             match name.as_str() {
@@ -87,6 +127,18 @@ fn main() -> Result<()> {
                     "unknown benchmark {other:?} (known: syscalls, http, cuda, alerts, store)"
                 ),
             }
+        }
+    }
+}
+
+/// `bin`, or the release agent built now.
+fn release_bin(root: &Path, bin: Option<PathBuf>) -> Result<PathBuf> {
+    match bin {
+        Some(b) => Ok(b),
+        None => {
+            setup::ensure()?;
+            cargo(&["build", "--release", "-p", "infersight"])?;
+            Ok(root.join("target/release/infersight"))
         }
     }
 }

@@ -25,6 +25,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3-aiosmtpd",
     "prometheus-alertmanager",
     "chromium",
+    // systemd-analyze verify/security on the unit (dpkg-deb comes with dpkg).
+    "systemd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
