@@ -112,6 +112,13 @@ fn shipped_config_is_valid() {
     );
     assert_eq!(m.matching("infersight_alert_rule_nodata", &[]).len(), 12);
     assert!(state.join("infersight.db").exists());
+    // One startup line says what works and what does not.
+    let log = agent.log_text();
+    let started = log
+        .lines()
+        .find(|l| l.contains("started: "))
+        .unwrap_or_else(|| panic!("no startup summary in:\n{log}"));
+    assert!(started.contains("targets: host;"), "{started}");
     drop(agent);
     let _ = std::fs::remove_dir_all(&state);
 }

@@ -235,3 +235,30 @@ fn host_mode_metrics_parse_and_report_programs() {
     );
     assert_eq!(v["targets"][0]["name"], "host");
 }
+
+#[test]
+fn syscall_series_stop_at_the_configured_limit() {
+    if !bpf_or_skip("syscall_series_limit") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("infersight-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("c.toml");
+    std::fs::write(&conf, "[agent]\nmax_syscall_series = 2\n").unwrap();
+    // Before the agent starts, so its first calls (getppid, then nanosleep) come first.
+    let mut w = Workload::spawn(100, 5, 1000, false);
+    let (c, p, s) = (
+        conf.display().to_string(),
+        format!("{}=limited", w.pid()),
+        dir.join("state").display().to_string(),
+    );
+    let agent = Agent::start(&["--config", &c, "--pid", &p, "--state-dir", &s]);
+    w.release();
+    w.finish(LIMIT);
+    let m = agent.wait_for(LIMIT, "held-back series counted", |m| {
+        m.get("infersight_series_limited", &[("kind", "syscall")])
+            .is_some_and(|v| v > 0.0)
+    });
+    let exported = m.matching("infersight_syscalls_total", &[("target", "limited")]);
+    assert_eq!(exported.len(), 2, "{exported:?}");
+}

@@ -77,6 +77,12 @@ pub struct Agent {
     config_targets: Vec<(TargetRequest, String)>,
     api_token: Arc<std::sync::RwLock<Option<String>>>,
     config_status: crate::snapshot::ConfigStatus,
+    /// GPU processes refused for the target limit (said once each).
+    untraced: std::collections::HashSet<u32>,
+    /// (target index, syscall number) series exported so far, and those refused past
+    /// `[agent] max_syscall_series` (admitted ones stay, so series do not flap).
+    syscall_admitted: std::collections::HashSet<(u32, u32)>,
+    syscall_series_limited: u64,
 }
 
 /// Start the GPU sampler on `open`'s source (NVML in the agent, recorded values in tests).
@@ -143,6 +149,9 @@ impl Agent {
             TargetSpec::Host => Vec::new(),
         };
         Agent {
+            untraced: Default::default(),
+            syscall_admitted: Default::default(),
+            syscall_series_limited: 0,
             config_targets,
             config: config.clone(),
             api_token: Arc::new(std::sync::RwLock::new(config.api_token.clone())),
@@ -310,6 +319,7 @@ impl Agent {
             ("agent.listen", old.listen != new.listen),
             ("agent.tick", old.tick != new.tick),
             ("agent.bpf_stats", old.bpf_stats != new.bpf_stats),
+            ("agent.max_targets", old.max_targets != new.max_targets),
             ("--state-dir", old.state_dir != new.state_dir),
             (
                 "http",
@@ -470,8 +480,14 @@ impl Agent {
             .filter(|pid| !covered.contains(pid))
             .collect();
         for pid in pids {
+            if self.untraced.contains(&pid) {
+                continue;
+            }
             let Some(t) = self.targets.add_process(pid) else {
-                tracing::warn!("GPU process {pid}: no target index left; not traced");
+                tracing::warn!(
+                    "GPU process {pid}: not traced ([agent] max_targets reached, or it exited)"
+                );
+                self.untraced.insert(pid);
                 continue;
             };
             let (index, name) = (t.index, t.name.clone());
@@ -568,6 +584,20 @@ impl Agent {
         if base.state == State::Active {
             match self.probes.read_syscalls() {
                 Ok(samples) => {
+                    let (limit, admitted) =
+                        (self.config.max_syscall_series, &mut self.syscall_admitted);
+                    let mut refused = 0;
+                    let samples: Vec<_> = samples
+                        .into_iter()
+                        .filter(|s| {
+                            let key = (s.target, s.nr);
+                            let keep = admitted.contains(&key)
+                                || (admitted.len() < limit && admitted.insert(key));
+                            refused += u64::from(!keep);
+                            keep
+                        })
+                        .collect();
+                    self.syscall_series_limited = refused;
                     self.syscalls = collect::syscalls::syscall_series(&samples, &self.targets);
                     self.syscall_health = base;
                 }
@@ -644,6 +674,7 @@ impl Agent {
             push: None,
             history_dropped: None,
             config: self.config_status.clone(),
+            syscall_series_limited: self.syscall_series_limited,
         }
     }
 
@@ -662,6 +693,41 @@ impl Agent {
             Err(e) => (Vec::new(), Health::failed(e)),
         }
     }
+}
+
+/// One line: what is attached and working, what is not and why.
+fn startup_summary(snap: &Snapshot) -> String {
+    let attached = snap
+        .programs
+        .iter()
+        .filter(|p| p.health.state == State::Active)
+        .count();
+    let mut off: Vec<String> = snap
+        .programs
+        .iter()
+        .filter(|p| p.health.state != State::Active)
+        .map(|p| format!("program {} ({})", p.name, p.health.reason.as_deref().unwrap_or("?")))
+        .collect();
+    off.extend(
+        snap.collectors
+            .iter()
+            .filter(|c| c.health.state != State::Active)
+            .map(|c| format!("{} ({})", c.name, c.health.reason.as_deref().unwrap_or("?"))),
+    );
+    let active: Vec<&str> = snap
+        .collectors
+        .iter()
+        .filter(|c| c.health.state == State::Active)
+        .map(|c| c.name.as_str())
+        .collect();
+    let targets: Vec<&str> = snap.targets.iter().map(|t| t.target.name.as_str()).collect();
+    format!(
+        "started: {attached}/{} eBPF programs attached; working: {}; targets: {}; not working: {}",
+        snap.programs.len(),
+        active.join(", "),
+        targets.join(", "),
+        if off.is_empty() { "none".to_string() } else { off.join("; ") }
+    )
 }
 
 fn status(name: &str, health: Health, took: Option<std::time::Duration>) -> CollectorStatus {
@@ -717,7 +783,7 @@ pub async fn run(config: Config, over: Overrides) -> Result<(), AgentError> {
         addr: config.listen,
         source,
     })?;
-    let targets = Targets::resolve(&config.targets)?;
+    let targets = Targets::resolve_limited(&config.targets, config.max_targets)?;
     let mut agent = Agent::new(targets, &config);
     agent.spawn_event_reader();
     agent.spawn_dispatcher();
@@ -734,7 +800,9 @@ pub async fn run(config: Config, over: Overrides) -> Result<(), AgentError> {
         ));
         agent.push = Some((url.clone(), stats));
     }
-    let (tx, rx) = watch::channel(Arc::new(agent.snapshot()));
+    let first = agent.snapshot();
+    tracing::info!("{}", startup_summary(&first));
+    let (tx, rx) = watch::channel(Arc::new(first));
     let (commands_tx, mut commands) = tokio::sync::mpsc::channel::<control::Request>(16);
     let api = Arc::new(agent.api(Some(commands_tx)));
     let server = tokio::spawn(server::serve(listener, rx, stream_tx.clone(), api));

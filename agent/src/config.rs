@@ -19,6 +19,8 @@ pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 pub const DEFAULT_ROUTE_LIMIT: usize = 100;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_GPU_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_MAX_TARGETS: u32 = 64;
+pub const DEFAULT_MAX_SYSCALL_SERIES: usize = 5000;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/infersight";
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -125,6 +127,10 @@ pub struct Config {
     pub http: bool,
     /// BPF run-time statistics for the self-cost metrics.
     pub bpf_stats: bool,
+    /// Self-protection: targets traced at once (GPU processes and API additions count),
+    /// and (target, syscall) series exported.
+    pub max_targets: u32,
+    pub max_syscall_series: usize,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -293,6 +299,8 @@ struct AgentSection {
     listen: Option<String>,
     tick: Option<String>,
     bpf_stats: Option<bool>,
+    max_targets: Option<u32>,
+    max_syscall_series: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -538,6 +546,28 @@ fn build(file: FileConfig, src: &source::Source, over: &Overrides) -> Result<Con
         window,
         http: file.http.enabled.unwrap_or(true),
         bpf_stats: file.agent.bpf_stats.unwrap_or(true),
+        max_targets: match file.agent.max_targets {
+            Some(n) if n == 0 || n >= agent_common::HTTP_TARGETS => {
+                return Err(ConfigError::Invalid {
+                    origin: file_origin("agent.max_targets"),
+                    value: n.to_string(),
+                    reason: format!("must be between 1 and {}", agent_common::HTTP_TARGETS - 1),
+                })
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_TARGETS,
+        },
+        max_syscall_series: match file.agent.max_syscall_series {
+            Some(0) => {
+                return Err(ConfigError::Invalid {
+                    origin: file_origin("agent.max_syscall_series"),
+                    value: "0".into(),
+                    reason: "must be at least 1".into(),
+                })
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_SYSCALL_SERIES,
+        },
         gpu_processes,
         host: !over.no_host && file.host.enabled.unwrap_or(true),
         gpu: file.gpu.enabled.unwrap_or(true),

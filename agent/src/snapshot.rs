@@ -195,6 +195,8 @@ pub struct Snapshot {
     pub history_dropped: Option<u64>,
     /// The configuration in force and how the last reload went.
     pub config: ConfigStatus,
+    /// (target, syscall) series not exported because of `[agent] max_syscall_series`.
+    pub syscall_series_limited: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

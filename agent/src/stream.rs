@@ -39,6 +39,7 @@ pub const PARTS: &[&str] = &[
     "push",
     "history_dropped",
     "config",
+    "syscall_series_limited",
 ];
 
 #[derive(Clone)]

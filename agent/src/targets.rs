@@ -25,6 +25,8 @@ pub enum TargetError {
     HostMode,
     #[error("no target index left: at most {} targets may be added while the agent runs", agent_common::HTTP_TARGETS - 1)]
     Full,
+    #[error("{0} targets are traced already ([agent] max_targets)")]
+    Limit(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,13 +71,21 @@ pub struct Targets {
     /// The next index to hand out. Indexes are never reused while the agent runs, so a
     /// new target never inherits the kernel counters of a removed one.
     next: u32,
+    /// Most targets at once (`[agent] max_targets`).
+    limit: u32,
 }
 
 impl Targets {
     pub fn resolve(spec: &TargetSpec) -> Result<Targets, TargetError> {
+        Self::resolve_limited(spec, crate::config::DEFAULT_MAX_TARGETS)
+    }
+
+    /// Resolve with at most `limit` targets at once (`[agent] max_targets`).
+    pub fn resolve_limited(spec: &TargetSpec, limit: u32) -> Result<Targets, TargetError> {
         let mut targets = Targets {
             list: Vec::new(),
             next: 1,
+            limit,
         };
         match spec {
             TargetSpec::Host => targets.list.push(Target {
@@ -101,6 +111,9 @@ impl Targets {
     pub fn add(&mut self, req: &TargetRequest) -> Result<&Target, TargetError> {
         if self.is_host() {
             return Err(TargetError::HostMode);
+        }
+        if self.list.len() >= self.limit as usize {
+            return Err(TargetError::Limit(self.limit));
         }
         let index = self.free_index().ok_or(TargetError::Full)?;
         let t = resolve_one(index, req)?;
@@ -192,6 +205,9 @@ impl Targets {
     /// Add a process found at run time (a GPU process) as a target of its own; `None` when
     /// the kernel maps have no index left.
     pub fn add_process(&mut self, pid: u32) -> Option<&Target> {
+        if self.list.len() >= self.limit as usize {
+            return None;
+        }
         let index = self.free_index()?;
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
         let comm = comm.trim_end().to_string();

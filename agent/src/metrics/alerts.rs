@@ -120,7 +120,8 @@ pub(super) fn history_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
     ));
 }
 
-/// The configuration reload state, as Prometheus exports its own.
+/// The configuration reload state (as Prometheus exports its own) and what the limits
+/// held back.
 pub(super) fn config_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
     let c = &snap.config;
     let one = |v: f64| vec![v];
@@ -139,5 +140,13 @@ pub(super) fn config_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
         &one(c.last_reload_success_timestamp_seconds),
         |_| Vec::<(&str, String)>::new(),
         |v| Some(*v),
+    ));
+    out.push(series(
+        "infersight_series_limited",
+        "Series not exported because of a configured limit ([agent] max_syscall_series).",
+        MetricType::GAUGE,
+        &[("syscall", snap.syscall_series_limited as f64)],
+        |(kind, _)| vec![("kind", kind.to_string())],
+        |(_, v)| Some(*v),
     ));
 }

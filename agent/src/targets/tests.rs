@@ -65,3 +65,36 @@ fn descendants_finds_a_child() {
     let _ = child.wait();
     assert!(d.contains(&child.id()), "{d:?}");
 }
+
+#[test]
+fn the_target_limit_holds_for_added_targets() {
+    let me = std::process::id();
+    let mut t = Targets::resolve_limited(
+        &TargetSpec::List(vec![TargetRequest::Pid {
+            pid: me,
+            name: Some("a".into()),
+        }]),
+        1,
+    )
+    .unwrap();
+    let e = t
+        .add(&TargetRequest::Pid {
+            pid: me,
+            name: Some("b".into()),
+        })
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "1 targets are traced already ([agent] max_targets)"
+    );
+    assert!(t.add_process(me).is_none());
+    // A removed target frees its place; its index is not used again.
+    assert_eq!(t.remove("a").map(|x| x.index), Some(1));
+    let b = t
+        .add(&TargetRequest::Pid {
+            pid: me,
+            name: Some("b".into()),
+        })
+        .unwrap();
+    assert_eq!(b.index, 2);
+}
