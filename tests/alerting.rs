@@ -411,6 +411,15 @@ fn alertmanager_receives_the_alert_and_its_resolution() {
     }
     let a = &ours()[0];
     assert_eq!(a["labels"]["target"], "svc");
+    // This host, so one rule firing on many hosts stays many alerts.
+    assert_eq!(
+        a["labels"]["instance"].as_str(),
+        Some(
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap()
+                .trim()
+        )
+    );
     assert_eq!(a["labels"]["severity"], "critical");
     assert_eq!(a["labels"]["team"], "infer");
     assert_eq!(a["annotations"]["summary"], "svc is down");

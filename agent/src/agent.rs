@@ -521,8 +521,8 @@ impl Agent {
             Ok(r) => {
                 r.record((snap.timestamp_ms / 1000) as i64, signals.samples());
                 snap.history_dropped = Some(r.dropped.load(std::sync::atomic::Ordering::Relaxed));
-                snap.collectors
-                    .push(status("history", r.health.clone(), None));
+                snap.history_failed = Some(r.failed.load(std::sync::atomic::Ordering::Relaxed));
+                snap.collectors.push(status("history", r.health(), None));
             }
             Err(h) => snap.collectors.push(status("history", h.clone(), None)),
         }
@@ -673,6 +673,7 @@ impl Agent {
             alerting: Default::default(),
             push: None,
             history_dropped: None,
+            history_failed: None,
             config: self.config_status.clone(),
             syscall_series_limited: self.syscall_series_limited,
         }
@@ -706,7 +707,13 @@ fn startup_summary(snap: &Snapshot) -> String {
         .programs
         .iter()
         .filter(|p| p.health.state != State::Active)
-        .map(|p| format!("program {} ({})", p.name, p.health.reason.as_deref().unwrap_or("?")))
+        .map(|p| {
+            format!(
+                "program {} ({})",
+                p.name,
+                p.health.reason.as_deref().unwrap_or("?")
+            )
+        })
         .collect();
     off.extend(
         snap.collectors
@@ -720,13 +727,21 @@ fn startup_summary(snap: &Snapshot) -> String {
         .filter(|c| c.health.state == State::Active)
         .map(|c| c.name.as_str())
         .collect();
-    let targets: Vec<&str> = snap.targets.iter().map(|t| t.target.name.as_str()).collect();
+    let targets: Vec<&str> = snap
+        .targets
+        .iter()
+        .map(|t| t.target.name.as_str())
+        .collect();
     format!(
         "started: {attached}/{} eBPF programs attached; working: {}; targets: {}; not working: {}",
         snap.programs.len(),
         active.join(", "),
         targets.join(", "),
-        if off.is_empty() { "none".to_string() } else { off.join("; ") }
+        if off.is_empty() {
+            "none".to_string()
+        } else {
+            off.join("; ")
+        }
     )
 }
 

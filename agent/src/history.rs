@@ -196,6 +196,9 @@ fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
         ));
     }
     conn.execute_batch(SCHEMA)?;
+    // The storage format (2: tick rows and chunks). Also a write at open, so a database
+    // this user may not write is found now, not on the first tick.
+    conn.pragma_update(None, "user_version", 2)?;
     Ok(conn)
 }
 
@@ -460,7 +463,11 @@ pub struct Recorder {
     tx: mpsc::SyncSender<(i64, Samples)>,
     pub reader: Arc<Mutex<History>>,
     pub dropped: Arc<AtomicU64>,
-    pub health: Health,
+    /// The health at open; `failing` overrides it while writes fail (a full disk).
+    health: Health,
+    failing: Arc<Mutex<Option<String>>>,
+    /// Ticks that could not be written (the database refused them).
+    pub failed: Arc<AtomicU64>,
 }
 
 /// Ticks that may wait for the writer before new ones are dropped.
@@ -472,8 +479,22 @@ impl Recorder {
         // Without the right to write the state directory history is unavailable by
         // design (an unprivileged run), not broken.
         let health = |e: HistoryError| {
-            let denied = matches!(&e, HistoryError::Dir { source, .. }
-                if matches!(source.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem));
+            let denied = match &e {
+                HistoryError::Dir { source, .. } => matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ),
+                // A database another user (root) created, opened by an unprivileged run.
+                HistoryError::Open { source, .. } => matches!(
+                    source.sqlite_error_code(),
+                    Some(
+                        rusqlite::ErrorCode::ReadOnly
+                            | rusqlite::ErrorCode::CannotOpen
+                            | rusqlite::ErrorCode::PermissionDenied
+                    )
+                ),
+                HistoryError::Sql(_) => false,
+            };
             if denied {
                 Health::unsupported(format!("history off: {e}"))
             } else {
@@ -486,9 +507,12 @@ impl Recorder {
             tracing::error!("{n}");
         }
         let (tx, rx) = mpsc::sync_channel::<(i64, Samples)>(QUEUE);
+        let failing: Arc<Mutex<Option<String>>> = Arc::default();
+        let failed: Arc<AtomicU64> = Arc::default();
+        let (f, n) = (failing.clone(), failed.clone());
         let spawned = std::thread::Builder::new()
             .name("history".into())
-            .spawn(move || writer_loop(writer, rx));
+            .spawn(move || writer_loop(writer, rx, &f, &n));
         if let Err(e) = spawned {
             return Err(Health::failed(format!("history writer thread: {e}")));
         }
@@ -496,11 +520,26 @@ impl Recorder {
             tx,
             reader: Arc::new(Mutex::new(reader)),
             dropped: Arc::default(),
+            failing,
+            failed,
             health: match note {
                 Some(n) => Health::failed(n),
                 None => Health::active(),
             },
         })
+    }
+
+    /// Failed while the last write failed (with why), else the health at open.
+    pub fn health(&self) -> Health {
+        match self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            Some(e) => Health::failed(format!("history writes failing: {e}")),
+            None => self.health.clone(),
+        }
     }
 
     /// Queue one tick; never blocks.
@@ -511,12 +550,34 @@ impl Recorder {
     }
 }
 
-fn writer_loop(mut h: History, rx: mpsc::Receiver<(i64, Samples)>) {
+fn writer_loop(
+    mut h: History,
+    rx: mpsc::Receiver<(i64, Samples)>,
+    failing: &Mutex<Option<String>>,
+    failed: &AtomicU64,
+) {
     let mut last_maintain = 0;
     while let Ok((t, samples)) = rx.recv() {
-        if let Err(e) = h.write(t, &samples) {
-            tracing::error!("history: {e}");
+        let result = h.write(t, &samples);
+        let mut f = failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            // Said once per episode, not once per tick.
+            Err(e) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                if f.is_none() {
+                    tracing::error!("history: {e}; ticks are not kept until writes succeed");
+                }
+                *f = Some(e.to_string());
+            }
+            Ok(()) => {
+                if f.take().is_some() {
+                    tracing::info!("history: writes succeed again");
+                }
+            }
         }
+        drop(f);
         // Downsampling and retention once a minute, on this thread.
         if t - last_maintain >= 60 {
             last_maintain = t;

@@ -193,6 +193,8 @@ pub struct Snapshot {
     pub push: Option<crate::push::PushView>,
     /// Ticks the history writer could not keep up with (absent: history off).
     pub history_dropped: Option<u64>,
+    /// Ticks the history database refused (a full disk; absent: history off).
+    pub history_failed: Option<u64>,
     /// The configuration in force and how the last reload went.
     pub config: ConfigStatus,
     /// (target, syscall) series not exported because of `[agent] max_syscall_series`.

@@ -38,6 +38,7 @@ pub const PARTS: &[&str] = &[
     "alerting",
     "push",
     "history_dropped",
+    "history_failed",
     "config",
     "syscall_series_limited",
 ];

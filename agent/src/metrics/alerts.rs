@@ -108,15 +108,22 @@ pub(super) fn push_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
     ));
 }
 
-/// The history writer's dropped ticks, when history is on.
+/// Ticks the history did not keep, by why, when history is on.
 pub(super) fn history_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
+    let lost: Vec<(&str, u64)> = [
+        ("queue_full", snap.history_dropped),
+        ("write_failed", snap.history_failed),
+    ]
+    .into_iter()
+    .filter_map(|(r, n)| Some((r, n?)))
+    .collect();
     out.push(series(
         "infersight_history_dropped_ticks_total",
-        "Ticks not written to the history because the writer fell behind.",
+        "Ticks not kept in the history: the writer fell behind (queue_full) or the database refused them (write_failed, e.g. a full disk).",
         MetricType::COUNTER,
-        &snap.history_dropped.into_iter().collect::<Vec<_>>(),
-        |_| Vec::<(&str, String)>::new(),
-        |n| Some(*n as f64),
+        &lost,
+        |(r, _)| vec![("reason", r.to_string())],
+        |(_, n)| Some(*n as f64),
     ));
 }
 

@@ -198,13 +198,19 @@ fn escape(s: &str) -> String {
 
 /// Alertmanager API v2 `POST /api/v2/alerts` body. `ends_at` of a firing alert is when
 /// Alertmanager should consider it resolved unless it hears again.
-pub fn alertmanager(notes: &[Notification], url: &str, firing_ends_at: f64) -> Value {
+/// Alertmanager's `/api/v2/alerts` body. Each alert carries `instance` (this host, unless
+/// the rule set one), so the same rule firing on many hosts stays many alerts.
+pub fn alertmanager(notes: &[Notification], url: &str, firing_ends_at: f64, host: &str) -> Value {
     Value::Array(
         notes
             .iter()
             .map(|n| {
+                let mut labels = n.labels.clone();
+                labels
+                    .entry("instance".to_string())
+                    .or_insert_with(|| host.to_string());
                 json!({
-                    "labels": n.labels,
+                    "labels": labels,
                     "annotations": n.annotations,
                     "startsAt": rfc3339(Some(n.starts_at)),
                     "endsAt": rfc3339(Some(n.ends_at.unwrap_or(firing_ends_at))),

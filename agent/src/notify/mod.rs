@@ -290,7 +290,12 @@ impl Notifier {
             "alertmanager" => match &c.alertmanager_url {
                 Some(base) => {
                     let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-                    let body = format::alertmanager(notes, &self.url, now + ALERTMANAGER_VALIDITY);
+                    let body = format::alertmanager(
+                        notes,
+                        &self.url,
+                        now + ALERTMANAGER_VALIDITY,
+                        &self.host,
+                    );
                     self.http.post_json(&url, &body).await
                 }
                 None => Err("alertmanager is not configured".into()),
