@@ -184,4 +184,10 @@ fn run(lib: &Path, app: &Path, loops: u64, rounds: usize) {
         "\nour program's own cost per traced call: {:.0} ns over the trap",
         t - f
     );
+    common::goal(
+        "CUDA uprobe, traced ÷ empty uprobe",
+        format!("{:.2}", t / f),
+        "≤ 1.20",
+        t / f <= 1.2,
+    );
 }

@@ -7,7 +7,10 @@
 //! (`infersight --pid SERVER`). The agent's own /metrics gives the requests it counted,
 //! its programs' run time and ring-buffer drops; /proc gives its CPU time and RSS.
 //!
-//! Usage: cargo bench -p infersight --bench http -- [--seconds S] [--rounds R] [--connections C]
+//! Then the agent's CPU and RSS under a fixed rate (`--rate`, default 10 000 req/s), its
+//! peak RSS, and the highest rate it traces with no drop.
+//!
+//! Usage: cargo bench -p infersight --bench http -- [--seconds S] [--rounds R] [--connections C] [--rate N]
 mod common;
 
 use std::{
@@ -43,6 +46,7 @@ fn main() {
         common::flag(&args, "--seconds", 5),
         common::flag(&args, "--rounds", 3) as usize,
         common::flag(&args, "--connections", 32),
+        common::flag(&args, "--rate", 10_000),
     );
 }
 
@@ -227,7 +231,7 @@ fn floor_round(port: u16, seconds: u64, connections: u64) -> (Wrk, f64) {
     (w, ns)
 }
 
-fn run(seconds: u64, rounds: usize, connections: u64) {
+fn run(seconds: u64, rounds: usize, connections: u64, rate: u64) {
     let exe = std::env::current_exe().expect("own path");
     let mut server = Command::new(exe)
         .arg("server")
@@ -327,5 +331,154 @@ fn run(seconds: u64, rounds: usize, connections: u64) {
     println!(
         "| agent RSS | – | – | {:.1} MiB | – | – |",
         common::median(&mut rss)
+    );
+    let (ratio, added) = (rt / ru, nt - nf);
+    common::goal(
+        "traced throughput ÷ untraced (wrk, max rate)",
+        format!("{ratio:.3}"),
+        "≥ 0.95",
+        ratio >= 0.95,
+    );
+    common::goal(
+        "eBPF time per request added by tracing",
+        format!("{added:.0} ns"),
+        "≤ 300 ns",
+        added <= 300.0,
+    );
+    fixed_rate(port, server_pid, rate, seconds.max(10));
+}
+
+/// A closed-loop load generator at a fixed rate: `conns` keep-alive connections, each
+/// sending on its own schedule (late requests go at once, none are skipped). Returns the
+/// requests completed.
+fn load(port: u16, rate: u64, seconds: u64, conns: u64) -> u64 {
+    let per_conn = Duration::from_secs_f64(conns as f64 / rate as f64);
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let handles: Vec<_> = (0..conns)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                s.set_nodelay(true).expect("nodelay");
+                // Spread the connections over one interval.
+                let mut next = Instant::now() + per_conn.mul_f64(i as f64 / conns as f64);
+                let mut done = 0u64;
+                let mut buf = [0u8; 4096];
+                while next < end {
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    s.write_all(b"GET /v1/completions HTTP/1.1\r\nHost: b\r\n\r\n")
+                        .expect("send");
+                    let mut got = Vec::new();
+                    while !got.ends_with(b"{\"ok\":true}") {
+                        let n = s.read(&mut buf).expect("read");
+                        assert!(n > 0, "server closed");
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    done += 1;
+                    next += per_conn;
+                }
+                done
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("load thread"))
+        .sum()
+}
+
+/// Peak and current RSS (VmHWM, VmRSS) in MiB.
+fn rss_peak(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (kb("VmHWM:"), kb("VmRSS:"))
+}
+
+/// The agent's cost at a fixed request rate, its startup peak RSS, and the highest rate
+/// (doubling from `rate`) it traces with every request counted and no drop.
+fn fixed_rate(port: u16, server_pid: u32, rate: u64, seconds: u64) {
+    let (agent, aport) = start_agent(server_pid);
+    std::thread::sleep(Duration::from_millis(2000));
+    let (startup_peak, _) = rss_peak(agent.0.id());
+    let before = scrape(aport);
+    let (cpu0, _) = usage(agent.0.id());
+    let start = Instant::now();
+    let sent = load(port, rate, seconds, 16);
+    let elapsed = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (cpu1, _) = usage(agent.0.id());
+    let (peak, steady) = rss_peak(agent.0.id());
+    let after = scrape(aport);
+    let counted = sum(&after, "http_server_request_duration_seconds_count{")
+        - sum(&before, "http_server_request_duration_seconds_count{");
+    let mcpu = (cpu1 - cpu0) / (elapsed + 1.5) * 1000.0;
+    let achieved = sent as f64 / elapsed;
+    // The highest rate traced exactly: double while every request is counted, nothing is
+    // dropped and the generator keeps up.
+    let mut best = 0.0;
+    let mut r = rate;
+    while r <= 320_000 {
+        let b = scrape(aport);
+        let t = Instant::now();
+        let sent = load(port, r, 3, 64) as f64;
+        let got_rate = sent / t.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(1500));
+        let a = scrape(aport);
+        let counted = sum(&a, "http_server_request_duration_seconds_count{")
+            - sum(&b, "http_server_request_duration_seconds_count{");
+        let dropped = sum(&a, "infersight_ringbuf_dropped_events_total")
+            - sum(&b, "infersight_ringbuf_dropped_events_total");
+        eprintln!(
+            "rate {r}/s: sent {sent} ({got_rate:.0}/s), counted {counted}, dropped {dropped}"
+        );
+        if counted != sent || dropped > 0.0 || got_rate < 0.95 * r as f64 {
+            break;
+        }
+        best = got_rate;
+        r *= 2;
+    }
+    drop(agent);
+    println!("\nfixed rate: {rate} req/s for {seconds} s over 16 keep-alive connections (achieved {achieved:.0} req/s)\n");
+    println!("| measure | result | goal |");
+    println!("| --- | ---: | --- |");
+    println!("| agent CPU at {rate} req/s | {mcpu:.1} mCPU | ≤ 20 mCPU |");
+    println!("| agent RSS at {rate} req/s (steady) | {steady:.1} MiB | ≤ 25 MiB |");
+    println!("| agent peak RSS (startup, then under load) | {startup_peak:.1} MiB, {peak:.1} MiB | ≤ 40 MiB |");
+    println!(
+        "| requests counted ÷ sent | {:.4} | 1.0 |",
+        counted / sent as f64
+    );
+    println!("| highest rate traced exactly (no drop, all counted), doubling from {rate} | {best:.0} req/s | – |");
+    common::goal(
+        &format!("agent CPU at {rate} req/s"),
+        format!("{mcpu:.1} mCPU"),
+        "≤ 20 mCPU",
+        mcpu <= 20.0,
+    );
+    common::goal(
+        "agent RSS, steady under load",
+        format!("{steady:.1} MiB"),
+        "≤ 25 MiB",
+        steady <= 25.0,
+    );
+    common::goal(
+        "agent peak RSS",
+        format!("{:.1} MiB", peak.max(startup_peak)),
+        "≤ 40 MiB",
+        peak.max(startup_peak) <= 40.0,
+    );
+    common::goal(
+        "highest request rate traced without drops",
+        format!("{best:.0} req/s"),
+        "–",
+        true,
     );
 }

@@ -196,4 +196,33 @@ fn main() {
         common::median(&mut json)
     );
     println!("\n(filling 86400 one-sample ticks took {fill_s:.1} s: one transaction per tick)");
+    let (q, m, j) = (
+        common::median(&mut q300),
+        common::median(&mut metrics),
+        common::median(&mut json),
+    );
+    common::goal(
+        "history writes, with repacking",
+        format!("{packed_rate:.0} samples/s"),
+        "≥ 100 000 /s",
+        packed_rate >= 100_000.0,
+    );
+    common::goal(
+        "history query over 24 h (300 s step)",
+        format!("{q:.2} ms"),
+        "≤ 20 ms",
+        q <= 20.0,
+    );
+    common::goal(
+        "render /metrics, 1 GPU + 10 targets (first scrape of a tick)",
+        format!("{m:.2} ms"),
+        "≤ 5 ms",
+        m <= 5.0,
+    );
+    common::goal(
+        "encode /api/v1/snapshot, same",
+        format!("{j:.2} ms"),
+        "≤ 5 ms",
+        j <= 5.0,
+    );
 }

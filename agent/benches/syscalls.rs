@@ -205,4 +205,16 @@ fn run(calls: u64, rounds: usize) {
         t / f,
         per_run(traced_cost)
     );
+    common::goal(
+        "untraced syscall ÷ empty-program floor",
+        format!("{:.2}", o / f),
+        "≤ 1.10",
+        o / f <= 1.10,
+    );
+    common::goal(
+        "traced syscall ÷ empty-program floor",
+        format!("{:.2}", t / f),
+        "≤ 1.50",
+        t / f <= 1.50,
+    );
 }

@@ -3,6 +3,7 @@
 //! `run` and `test` first install whatever is missing on a Debian/Ubuntu host (run as
 //! root): Debian packages, the nightly toolchain with rust-src, and bpf-linker built
 //! against Debian's LLVM 22. Each check is quick when everything is present.
+mod bench;
 mod install;
 mod setup;
 
@@ -54,8 +55,9 @@ enum Task {
     },
     /// Benchmarks, printed as ratios measured side by side in one run.
     Bench {
-        /// Which benchmark: syscalls, http, cuda, alerts or store.
-        name: String,
+        /// Which benchmark: syscalls, http, cuda, alerts or store; none runs them all and
+        /// writes the summary table at the top of BENCHMARKS.md.
+        name: Option<String>,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -117,14 +119,16 @@ fn main() -> Result<()> {
         }
         Task::Bench { name, args } => {
             setup::ensure()?;
-            match name.as_str() {
-                "syscalls" | "http" | "cuda" | "alerts" | "store" => {
-                    let mut a = vec!["bench", "-p", "infersight", "--bench", name.as_str(), "--"];
+            match name.as_deref() {
+                None | Some("all") => bench::all(&root),
+                Some(n) if bench::NAMES.contains(&n) => {
+                    let mut a = vec!["bench", "-p", "infersight", "--bench", n, "--"];
                     a.extend(args.iter().map(String::as_str));
                     cargo(&a)
                 }
-                other => bail!(
-                    "unknown benchmark {other:?} (known: syscalls, http, cuda, alerts, store)"
+                Some(other) => bail!(
+                    "unknown benchmark {other:?} (known: {})",
+                    bench::NAMES.join(", ")
                 ),
             }
         }

@@ -23,3 +23,12 @@ pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// One goal line for `cargo xtask bench`'s summary table (tab-separated on stdout):
+/// measure, our figure, the goal, and whether it is met.
+pub fn goal(measure: &str, figure: String, goal: &str, met: bool) {
+    println!(
+        "GOAL\t{measure}\t{figure}\t{goal}\t{}",
+        if met { "pass" } else { "short" }
+    );
+}
