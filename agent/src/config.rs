@@ -361,12 +361,21 @@ impl Config {
             })?,
             None => String::new(),
         };
-        let shown = path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("(no config file)"));
+        Self::from_text(path.as_deref(), &text, over, vars)
+    }
+
+    /// The configuration in `text` (read from `path`, if any) with the environment
+    /// overrides `vars` and the flags `over`.
+    pub fn from_text(
+        path: Option<&Path>,
+        text: &str,
+        over: &Overrides,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let shown = path.map_or_else(|| PathBuf::from("(no config file)"), Path::to_path_buf);
         // Parsed straight from the text first: toml's errors then name line and key.
-        let mut file = parse_file(&shown, &text)?;
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut file = parse_file(&shown, text)?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: shown.clone(),
             message: one_line(&e.to_string()),
         })?;
@@ -381,11 +390,7 @@ impl Config {
                 ),
             })?;
         }
-        let src = source::Source {
-            path: path.as_deref(),
-            text: &text,
-            env,
-        };
+        let src = source::Source { path, text, env };
         build(file, &src, over)
     }
 }
@@ -647,6 +652,8 @@ fn push_interval(
     }
 }
 
+const MAX_SECRET: u64 = 64 * 1024;
+
 /// A secret from a file (trimmed), else a systemd credential named like the variable
 /// without `INFERSIGHT_` in lower case (`api_token`), else the environment variable,
 /// else the inline value. Secrets are never logged.
@@ -660,11 +667,22 @@ fn secret(
         .map(|d| PathBuf::from(d).join(env.trim_start_matches("INFERSIGHT_").to_lowercase()));
     let file = file.or(credential.as_ref().filter(|p| p.exists()));
     if let Some(f) = file {
-        let v = std::fs::read_to_string(f).map_err(|e| ConfigError::Invalid {
+        use std::io::Read;
+        let invalid = |reason: String| ConfigError::Invalid {
             origin: origin.to_string(),
             value: f.display().to_string(),
-            reason: format!("cannot read the secret file: {e}"),
-        })?;
+            reason,
+        };
+        // Bounded: a path such as /dev/zero must not hang the agent.
+        let mut v = String::new();
+        std::fs::File::open(f)
+            .and_then(|file| file.take(MAX_SECRET + 1).read_to_string(&mut v))
+            .map_err(|e| invalid(format!("cannot read the secret file: {e}")))?;
+        if v.len() as u64 > MAX_SECRET {
+            return Err(invalid(format!(
+                "the secret file is over {MAX_SECRET} bytes"
+            )));
+        }
         return Ok(Some(v.trim().to_string()));
     }
     if let Ok(v) = std::env::var(env) {

@@ -4,6 +4,7 @@
 //! root): Debian packages, the nightly toolchain with rust-src, and bpf-linker built
 //! against Debian's LLVM 22. Each check is quick when everything is present.
 mod bench;
+mod fuzz;
 mod install;
 mod setup;
 
@@ -47,6 +48,19 @@ enum Task {
     Uninstall {
         #[arg(long, default_value = "/")]
         destdir: PathBuf,
+    },
+    /// The soak test: traced load, a flapping rule and stream-client churn for N minutes;
+    /// reports the agent's RSS slope, fds and drops.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
+    /// Run the cargo-fuzz targets (fuzz/) for a while each; a crash fails.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Targets to run (default: all).
+        targets: Vec<String>,
     },
     /// Build a Debian package (target/infersight_<version>_<arch>.deb) with the same files.
     Deb {
@@ -110,6 +124,24 @@ fn main() -> Result<()> {
                 println!("{line}");
             }
             Ok(())
+        }
+        Task::Soak { minutes } => {
+            setup::ensure()?;
+            let m = minutes.to_string();
+            cargo(&[
+                "bench",
+                "-p",
+                "infersight",
+                "--bench",
+                "soak",
+                "--",
+                "--minutes",
+                &m,
+            ])
+        }
+        Task::Fuzz { seconds, targets } => {
+            setup::ensure()?;
+            fuzz::run(&root, seconds, &targets).map(|_| ())
         }
         Task::Deb { bin } => {
             let bin = release_bin(&root, bin)?;

@@ -1,6 +1,8 @@
 //! Helpers shared by the benchmark harnesses.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+
 /// `--name VALUE` from the command line, or `default`.
 pub fn flag(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()
@@ -31,4 +33,132 @@ pub fn goal(measure: &str, figure: String, goal: &str, met: bool) {
         "GOAL\t{measure}\t{figure}\t{goal}\t{}",
         if met { "pass" } else { "short" }
     );
+}
+
+/// GET `path` from 127.0.0.1:`port`: (status, body).
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: b\r\n\r\n").expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// The `/metrics` samples of the agent on `port`, by series.
+pub fn scrape(port: u16) -> std::collections::HashMap<String, f64> {
+    let (_, text) = get(port, "/metrics");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+pub fn sum(m: &std::collections::HashMap<String, f64>, prefix: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The benchmarks' HTTP server (`BENCH server`): a hyper HTTP/1.1 keep-alive server on one
+/// worker thread answering every request with a small JSON body; prints its port.
+async fn handle(
+    _req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<http_body_util::Full<hyper::body::Bytes>>, std::convert::Infallible> {
+    Ok(hyper::Response::new(http_body_util::Full::new(
+        hyper::body::Bytes::from_static(b"{\"ok\":true}"),
+    )))
+}
+
+pub fn serve() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("{}", listener.local_addr().expect("addr").port());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(stream),
+                        hyper::service::service_fn(handle),
+                    )
+                    .await;
+            });
+        }
+    });
+}
+
+/// A closed-loop load generator at a fixed rate: `conns` keep-alive connections, each
+/// sending on its own schedule (late requests go at once, none are skipped). Returns the
+/// requests completed.
+pub fn load(port: u16, rate: u64, seconds: u64, conns: u64) -> u64 {
+    let per_conn = std::time::Duration::from_secs_f64(conns as f64 / rate as f64);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let handles: Vec<_> = (0..conns)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                s.set_nodelay(true).expect("nodelay");
+                // Spread the connections over one interval.
+                let mut next =
+                    std::time::Instant::now() + per_conn.mul_f64(i as f64 / conns as f64);
+                let mut done = 0u64;
+                let mut buf = [0u8; 4096];
+                while next < end {
+                    if let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    s.write_all(b"GET /v1/completions HTTP/1.1\r\nHost: b\r\n\r\n")
+                        .expect("send");
+                    let mut got = Vec::new();
+                    while !got.ends_with(b"{\"ok\":true}") {
+                        let n = s.read(&mut buf).expect("read");
+                        assert!(n > 0, "server closed");
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    done += 1;
+                    next += per_conn;
+                }
+                done
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("load thread"))
+        .sum()
+}
+
+/// Peak and current RSS (VmHWM, VmRSS) in MiB.
+pub fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (kb("VmHWM:"), kb("VmRSS:"))
 }

@@ -1,0 +1,121 @@
+//! `cargo xtask fuzz [--seconds N] [TARGET…]`: each cargo-fuzz (libFuzzer) target in
+//! fuzz/ for N seconds, seeded from the shipped files; a crash fails the task and leaves
+//! its input in fuzz/artifacts/TARGET/ (turn it into a regression test). Prints the
+//! executions each target ran.
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context, Result};
+
+pub const TARGETS: &[&str] = &[
+    "config",
+    "rules",
+    "expr",
+    "api_body",
+    "event_decoder",
+    "route",
+];
+
+/// Seeds for a target's corpus: (file name, contents).
+fn seeds(root: &Path, target: &str) -> Vec<(String, Vec<u8>)> {
+    let file = |p: &str| std::fs::read(root.join(p)).unwrap_or_default();
+    match target {
+        "config" => vec![("shipped".into(), file("config/infersight.toml"))],
+        "rules" => vec![("shipped".into(), file("config/rules.toml"))],
+        "expr" => vec![
+            (
+                "and".into(),
+                b"gpu_utilization_percent < 50 and http_active_requests > 0".to_vec(),
+            ),
+            ("pct".into(), b"http_error_ratio > 10%".to_vec()),
+            ("dur".into(), b"ttft_p95_seconds > 2s".to_vec()),
+        ],
+        "api_body" => vec![
+            (
+                "rule".into(),
+                br#"{"name":"A","expr":"load1 > 4","severity":"high"}"#.to_vec(),
+            ),
+            ("target".into(), br#"{"pid":1,"name":"x"}"#.to_vec()),
+            (
+                "sub".into(),
+                br#"{"subscribe":{"parts":["host"],"alerts":false}}"#.to_vec(),
+            ),
+        ],
+        "route" => vec![
+            ("path".into(), b"/v1/items/42?x=1".to_vec()),
+            ("abs".into(), b"http://h/a/0123456789abcdef0123/b".to_vec()),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    let present = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .env("PATH", crate::setup::path_with_cargo_bin())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        eprintln!("installing cargo-fuzz");
+        crate::cargo(&["install", "cargo-fuzz", "--locked"])?;
+    }
+    Ok(())
+}
+
+/// Run `targets` (all when empty) for `seconds` each; (target, executions) per target.
+pub fn run(root: &Path, seconds: u64, targets: &[String]) -> Result<Vec<(String, u64)>> {
+    ensure_cargo_fuzz()?;
+    let chosen: Vec<String> = if targets.is_empty() {
+        TARGETS.iter().map(|t| t.to_string()).collect()
+    } else {
+        targets.to_vec()
+    };
+    let mut out = Vec::new();
+    for t in &chosen {
+        if !TARGETS.contains(&t.as_str()) {
+            bail!("unknown fuzz target {t:?} (known: {})", TARGETS.join(", "));
+        }
+        let corpus = root.join("fuzz/corpus").join(t);
+        std::fs::create_dir_all(&corpus)?;
+        for (name, data) in seeds(root, t) {
+            std::fs::write(corpus.join(name), data)?;
+        }
+        let output = Command::new("cargo")
+            .args(["+nightly", "fuzz", "run", "--fuzz-dir"])
+            .arg(root.join("fuzz"))
+            .arg(t)
+            .arg(&corpus)
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=4096",
+                "-print_final_stats=1",
+            ])
+            .env("PATH", crate::setup::path_with_cargo_bin())
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .output()
+            .with_context(|| format!("running the {t} fuzz target"))?;
+        let log = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() {
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "fuzz target {t} failed (input in fuzz/artifacts/{t}/):\n{}",
+                tail.join("\n")
+            );
+        }
+        // libFuzzer's final line: "Done 123456 runs in 10 second(s)".
+        let runs = log
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Done ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        println!("fuzz {t}: {runs} executions in {seconds} s, no crash");
+        out.push((t.clone(), runs));
+    }
+    Ok(out)
+}
