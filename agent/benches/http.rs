@@ -15,10 +15,11 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use common::Proc;
 use infersight::{
     ebpf::{Probes, FLOOR_PROGRAMS},
     targets::Targets,
@@ -42,15 +43,6 @@ fn main() {
         common::flag(&args, "--connections", 32),
         common::flag(&args, "--rate", 10_000),
     );
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Wrk {
@@ -124,33 +116,15 @@ fn usage(pid: u32) -> (f64, f64) {
 }
 
 fn start_agent(server_pid: u32) -> (Proc, u16) {
-    let mut child = Command::new(AGENT)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--pid",
-            &format!("{server_pid}=bench"),
-        ])
-        .env("INFERSIGHT_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start agent");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let port = loop {
-        let line = lines.next().expect("agent exited").expect("read");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .trim()
-                .rsplit_once(':')
-                .expect("addr")
-                .1
-                .parse()
-                .expect("port");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), port)
+    let mut cmd = Command::new(AGENT);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--pid",
+        &format!("{server_pid}=bench"),
+    ])
+    .env("INFERSIGHT_LOG", "info");
+    common::start_agent(cmd)
 }
 
 /// wrk with the empty programs attached; returns (result, eBPF ns per request).

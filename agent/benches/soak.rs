@@ -8,10 +8,11 @@
 //! Usage: cargo bench -p infersight --bench soak -- [--minutes N] [--rate R]
 mod common;
 
+use common::Proc;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -20,15 +21,6 @@ use std::{
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_infersight");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -66,8 +58,8 @@ fn main() {
         "[http]\nwindow = \"5s\"\n\n[alerting]\nrules_file = \"rules.toml\"\n",
     )
     .expect("config");
-    let mut child = Command::new(AGENT)
-        .arg("--config")
+    let mut cmd = Command::new(AGENT);
+    cmd.arg("--config")
         .arg(dir.join("infersight.toml"))
         .arg("--state-dir")
         .arg(dir.join("state"))
@@ -77,26 +69,9 @@ fn main() {
             "--pid",
             &format!("{server_pid}=soak"),
         ])
-        .env("INFERSIGHT_LOG", "warn,infersight::agent=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("agent");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let aport: u16 = loop {
-        let l = lines.next().expect("agent exited").expect("read");
-        if let Some(rest) = l.split("listening on http://").nth(1) {
-            break rest
-                .trim()
-                .rsplit_once(':')
-                .expect("addr")
-                .1
-                .parse()
-                .expect("port");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let agent_pid = child.id();
-    let agent = Proc(child);
+        .env("INFERSIGHT_LOG", "warn,infersight::agent=info");
+    let (agent, aport) = common::start_agent(cmd);
+    let agent_pid = agent.0.id();
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));

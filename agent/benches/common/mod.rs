@@ -162,3 +162,39 @@ pub fn rss_mib(pid: u32) -> (f64, f64) {
     };
     (kb("VmHWM:"), kb("VmRSS:"))
 }
+
+/// A child process killed and reaped on drop.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start the agent as `cmd` describes and wait until it listens; its port. Its log is
+/// drained on a thread.
+pub fn start_agent(mut cmd: std::process::Command) -> (Proc, u16) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start agent");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines.next().expect("agent exited").expect("read");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest
+                .trim()
+                .rsplit_once(':')
+                .expect("addr")
+                .1
+                .parse()
+                .expect("port");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), port)
+}
