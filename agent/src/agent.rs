@@ -351,6 +351,27 @@ impl Agent {
             "targets_removed": remove,
             "restart_needed": restart,
         });
+        // What takes effect only at a restart stays as it runs, so the next reload compares
+        // against what is really in force.
+        let mut new = new;
+        let old = &self.config;
+        new.listen = old.listen;
+        new.tick = old.tick;
+        new.bpf_stats = old.bpf_stats;
+        new.max_targets = old.max_targets;
+        new.state_dir = old.state_dir.clone();
+        (new.http, new.route_limit, new.window) = (old.http, old.route_limit, old.window);
+        new.host = old.host;
+        (new.gpu, new.gpu_interval, new.gpu_processes) =
+            (old.gpu, old.gpu_interval, old.gpu_processes);
+        (new.push_url, new.push_interval) = (old.push_url.clone(), old.push_interval);
+        new.history = old.history;
+        if restart.contains(&"targets.all") {
+            new.targets = old.targets.clone();
+        }
+        if self.alerting.is_none() {
+            new.alerting = old.alerting.clone();
+        }
         self.config = new;
         self.config_status.file = self.config.source.clone();
         Ok(answer)
