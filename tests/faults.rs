@@ -2,7 +2,9 @@
 //! agent writes its history: the fault shows in `/health` and the metrics, `/metrics` keeps
 //! answering, and history resumes once there is room. The agent is killed with SIGKILL in
 //! the middle of its history writes, five times: every committed tick is there after each
-//! restart and no database is found corrupt.
+//! restart and no database is found corrupt. The agent is stopped (SIGSTOP) while its
+//! target serves 20 000 requests: the ring buffer overfills and every request is either
+//! counted or counted as dropped, exactly.
 mod common;
 
 use std::{io::Write, path::PathBuf, process::Command, time::Duration};
@@ -133,4 +135,70 @@ fn kill_9_during_history_writes_loses_nothing_committed_and_corrupts_nothing() {
         .count();
     assert_eq!(aside, 0, "a database was moved aside as corrupt");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Requests the agent counted for target `py`, plus the events it dropped.
+fn counted_and_dropped(m: &Metrics) -> (f64, f64) {
+    let counted: f64 = m
+        .matching(
+            "http_server_request_duration_seconds_count",
+            &[("target", "py")],
+        )
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    (
+        counted,
+        m.get("infersight_ringbuf_dropped_events_total", &[])
+            .unwrap_or(0.0),
+    )
+}
+
+#[test]
+fn an_overfilled_ring_buffer_counts_every_drop_exactly() {
+    if !common::bpf_or_skip("ringbuf_overfill") {
+        return;
+    }
+    let server = common::PyServer::start();
+    let state = std::env::temp_dir().join(format!("infersight-ringfill-{}", std::process::id()));
+    let (pid, st) = (format!("{}=py", server.pid()), state.display().to_string());
+    let agent = Agent::start(&["--pid", &pid, "--state-dir", &st, "--no-host"]);
+    agent.settle();
+    // Stop the agent: the kernel keeps tracing, nobody drains the 2 MiB ring, so after
+    // some thousands of requests the rest are dropped (and counted in the kernel).
+    let agent_pid = agent.child.id() as i32;
+    // SAFETY: kill(2) with a child's PID and a valid signal number.
+    assert_eq!(unsafe { libc::kill(agent_pid, libc::SIGSTOP) }, 0);
+    let per_client = 5000;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let port = server.port;
+            std::thread::spawn(move || {
+                let mut c = common::Client::connect(port);
+                for _ in 0..per_client {
+                    assert_eq!(c.get("/sleep/0").status, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(agent_pid, libc::SIGCONT) }, 0);
+    let sent = f64::from(4 * per_client);
+    let m = agent.wait_for(WAIT, "every request counted or dropped", |m| {
+        let (c, d) = counted_and_dropped(m);
+        c + d >= sent
+    });
+    let (counted, dropped) = counted_and_dropped(&m);
+    eprintln!("{sent} requests: {counted} counted, {dropped} dropped");
+    assert!(dropped > 0.0, "the ring never filled: {counted} counted");
+    assert_eq!(
+        counted + dropped,
+        sent,
+        "{counted} counted + {dropped} dropped"
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&state);
 }
