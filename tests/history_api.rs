@@ -7,25 +7,6 @@ use std::{process::Command, time::Duration};
 
 use common::{Agent, AlertDir};
 
-fn request(
-    agent: &Agent,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-) -> (u16, serde_json::Value) {
-    agent.send(method, path, token, "")
-}
-
-fn send(
-    agent: &Agent,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    agent.send(method, path, token, body)
-}
-
 fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -61,14 +42,14 @@ fn history_alert_history_and_acknowledging() {
     std::thread::sleep(Duration::from_millis(1500));
 
     // target_up was 1, then 0, at one point per second.
-    let (status, h) = request(
-        &agent,
+    let (status, h) = agent.send(
         "GET",
         &format!(
             "/api/v1/history?metric=target_up&target=svc&from={}&step=1s",
             t0 - 5
         ),
         None,
+        "",
     );
     assert_eq!(status, 200, "{h}");
     assert_eq!(h["metric"], "target_up");
@@ -84,23 +65,23 @@ fn history_alert_history_and_acknowledging() {
     let from = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + Duration::from_secs((t0 - 5) as u64),
     );
-    let (status, cpu) = request(
-        &agent,
+    let (status, cpu) = agent.send(
         "GET",
         &format!("/api/v1/history?metric=cpu_usage_percent&from={from}"),
         None,
+        "",
     );
     assert_eq!(status, 200, "{cpu}");
     assert!(!cpu["points"].as_array().unwrap().is_empty(), "{cpu}");
 
-    let (status, e) = request(&agent, "GET", "/api/v1/history?metric=nope", None);
+    let (status, e) = agent.send("GET", "/api/v1/history?metric=nope", None, "");
     assert_eq!(status, 400);
     assert_eq!(e["error"], "metric: unknown signal \"nope\"");
-    let (status, e) = request(
-        &agent,
+    let (status, e) = agent.send(
         "GET",
         "/api/v1/history?metric=load1&from=yesterday",
         None,
+        "",
     );
     assert_eq!(status, 400);
     assert!(
@@ -111,7 +92,7 @@ fn history_alert_history_and_acknowledging() {
         "{e}"
     );
 
-    let (status, rows) = request(&agent, "GET", "/api/v1/alerts/history", None);
+    let (status, rows) = agent.send("GET", "/api/v1/alerts/history", None, "");
     assert_eq!(status, 200);
     let row = &rows[0];
     assert_eq!(row["name"], "SvcDown");
@@ -119,15 +100,17 @@ fn history_alert_history_and_acknowledging() {
     assert!(row["acknowledged"].is_null());
     let id = row["id"].as_i64().unwrap();
     let ack = format!("/api/v1/alerts/{id}/ack");
-    assert_eq!(request(&agent, "POST", &ack, None).0, 401);
-    assert_eq!(request(&agent, "POST", &ack, Some("wrong")).0, 403);
+    assert_eq!(agent.send("POST", &ack, None, "").0, 401);
+    assert_eq!(agent.send("POST", &ack, Some("wrong"), "").0, 403);
     assert_eq!(
-        request(&agent, "POST", "/api/v1/alerts/99999/ack", Some("s3cret")).0,
+        agent
+            .send("POST", "/api/v1/alerts/99999/ack", Some("s3cret"), "")
+            .0,
         404
     );
-    let (status, body) = request(&agent, "POST", &ack, Some("s3cret"));
+    let (status, body) = agent.send("POST", &ack, Some("s3cret"), "");
     assert_eq!(status, 200, "{body}");
-    let (_, rows) = request(&agent, "GET", "/api/v1/alerts/history", None);
+    let (_, rows) = agent.send("GET", "/api/v1/alerts/history", None, "");
     assert!(rows[0]["acknowledged"].as_f64().is_some(), "{rows}");
 }
 
@@ -136,7 +119,7 @@ fn writes_are_refused_without_a_configured_token_and_history_survives_a_bad_stat
     // /proc takes no new directories, even from root.
     let agent = Agent::start(&["--state-dir", "/proc/infersight-state"]);
     agent.settle();
-    let (status, e) = request(&agent, "POST", "/api/v1/alerts/1/ack", Some("anything"));
+    let (status, e) = agent.send("POST", "/api/v1/alerts/1/ack", Some("anything"), "");
     assert_eq!(status, 403);
     assert!(
         e["error"]
@@ -154,7 +137,7 @@ fn writes_are_refused_without_a_configured_token_and_history_survives_a_bad_stat
         m.get("infersight_collector_up", &[("collector", "syscalls")]),
         Some(1.0)
     );
-    let (status, e) = request(&agent, "GET", "/api/v1/history?metric=load1", None);
+    let (status, e) = agent.send("GET", "/api/v1/history?metric=load1", None, "");
     assert_eq!(status, 503);
     assert!(
         e["error"].as_str().unwrap().contains("history is off"),
@@ -183,18 +166,17 @@ fn rules_created_through_the_api_fire_persist_and_are_validated() {
     let rule =
         r#"{"name":"ApiDown","expr":"target_up == 0","severity":"high","labels":{"via":"api"}}"#;
     let t = Some("tok");
-    assert_eq!(send(&agent, "POST", "/api/v1/rules", None, rule).0, 401);
+    assert_eq!(agent.send("POST", "/api/v1/rules", None, rule).0, 401);
     assert_eq!(
-        send(&agent, "POST", "/api/v1/rules", Some("bad"), rule).0,
+        agent.send("POST", "/api/v1/rules", Some("bad"), rule).0,
         403
     );
-    let (status, e) = send(&agent, "POST", "/api/v1/rules", t, "{not json");
+    let (status, e) = agent.send("POST", "/api/v1/rules", t, "{not json");
     assert_eq!(status, 400);
     assert!(e["error"].as_str().unwrap().starts_with("bad JSON"), "{e}");
     let big = format!("{{\"name\":\"{}\"}}", "x".repeat(70_000));
-    assert_eq!(send(&agent, "POST", "/api/v1/rules", t, &big).0, 413);
-    let (status, e) = send(
-        &agent,
+    assert_eq!(agent.send("POST", "/api/v1/rules", t, &big).0, 413);
+    let (status, e) = agent.send(
         "POST",
         "/api/v1/rules",
         t,
@@ -204,8 +186,7 @@ fn rules_created_through_the_api_fire_persist_and_are_validated() {
         (status, e["error"].as_str().unwrap()),
         (422, "expr: column 8: expected a number, found the end")
     );
-    let (status, e) = send(
-        &agent,
+    let (status, e) = agent.send(
         "POST",
         "/api/v1/rules",
         t,
@@ -219,16 +200,16 @@ fn rules_created_through_the_api_fire_persist_and_are_validated() {
             .contains("unknown field `colour`"),
         "{e}"
     );
-    assert_eq!(send(&agent, "POST", "/api/v1/rules", t, rule).0, 201);
-    assert_eq!(send(&agent, "POST", "/api/v1/rules", t, rule).0, 409);
+    assert_eq!(agent.send("POST", "/api/v1/rules", t, rule).0, 201);
+    assert_eq!(agent.send("POST", "/api/v1/rules", t, rule).0, 409);
     let file_rule = r#"{"name":"FromFile","expr":"load1 > 1","severity":"info"}"#;
     assert_eq!(
-        send(&agent, "PUT", "/api/v1/rules/FromFile", t, file_rule).0,
+        agent.send("PUT", "/api/v1/rules/FromFile", t, file_rule).0,
         409
     );
     // The snapshot shows the new rule from the next tick on.
     std::thread::sleep(Duration::from_millis(300));
-    let (_, rules) = request(&agent, "GET", "/api/v1/rules", None);
+    let (_, rules) = agent.send("GET", "/api/v1/rules", None, "");
     assert_eq!(
         rules,
         serde_json::json!([["FromFile", "ok"], ["ApiDown", "ok"]])
@@ -251,15 +232,9 @@ fn rules_created_through_the_api_fire_persist_and_are_validated() {
             .len(),
         1
     );
-    assert_eq!(
-        send(&agent, "DELETE", "/api/v1/rules/ApiDown", t, "").0,
-        200
-    );
-    assert_eq!(
-        send(&agent, "DELETE", "/api/v1/rules/ApiDown", t, "").0,
-        404
-    );
+    assert_eq!(agent.send("DELETE", "/api/v1/rules/ApiDown", t, "").0, 200);
+    assert_eq!(agent.send("DELETE", "/api/v1/rules/ApiDown", t, "").0, 404);
     std::thread::sleep(Duration::from_millis(300));
-    let (_, rules) = request(&agent, "GET", "/api/v1/rules", None);
+    let (_, rules) = agent.send("GET", "/api/v1/rules", None, "");
     assert_eq!(rules, serde_json::json!([["FromFile", "ok"]]));
 }

@@ -14,8 +14,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -148,19 +147,7 @@ fn floor_round(port: u16, seconds: u64, connections: u64) -> (Wrk, f64) {
 }
 
 fn run(seconds: u64, rounds: usize, connections: u64, rate: u64) {
-    let exe = std::env::current_exe().expect("own path");
-    let mut server = Command::new(exe)
-        .arg("server")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("server");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port");
-    let server_pid = server.id();
-    let _server = Proc(server);
-    let port: u16 = line.trim().parse().expect("port");
+    let (_server, server_pid, port) = common::start_server();
 
     let (mut rps_u, mut rps_t, mut p99_u, mut p99_t) = (vec![], vec![], vec![], vec![]);
     let (mut rps_f, mut p99_f, mut ns_floor) = (vec![], vec![], vec![]);

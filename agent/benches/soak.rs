@@ -8,11 +8,10 @@
 //! Usage: cargo bench -p infersight --bench soak -- [--minutes N] [--rate R]
 mod common;
 
-use common::Proc;
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::TcpStream,
-    process::{Command, Stdio},
+    process::Command,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -31,19 +30,7 @@ fn main() {
     let minutes = common::flag(&args, "--minutes", 10);
     let rate = common::flag(&args, "--rate", 2000);
 
-    let exe = std::env::current_exe().expect("own path");
-    let mut server = Command::new(exe)
-        .arg("server")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("server");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port");
-    let port: u16 = line.trim().parse().expect("port");
-    let server_pid = server.id();
-    let _server = Proc(server);
+    let (_server, server_pid, port) = common::start_server();
 
     let dir = std::env::temp_dir().join(format!("infersight-soak-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

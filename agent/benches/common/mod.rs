@@ -198,3 +198,21 @@ pub fn start_agent(mut cmd: std::process::Command) -> (Proc, u16) {
     std::thread::spawn(move || for _ in lines {});
     (Proc(child), port)
 }
+
+/// Start this benchmark binary again in `server` mode (see `serve`): the process, its PID
+/// and its port.
+pub fn start_server() -> (Proc, u32, u16) {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().expect("own path");
+    let mut server = std::process::Command::new(exe)
+        .arg("server")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port");
+    let pid = server.id();
+    (Proc(server), pid, line.trim().parse().expect("port"))
+}
