@@ -1,6 +1,8 @@
 //! Alerting end to end with real peers: an HTTP receiver standing in for Slack and a
 //! webhook (500 three times, then 200), a real SMTP server (aiosmtpd) that is down when
-//! the alert fires, a real Alertmanager, and a kill -9 with notifications undelivered.
+//! the alert fires, peers that hang (one slow channel must not delay another), a real
+//! Alertmanager that starts after the alert fired, and a kill -9 with notifications
+//! undelivered.
 //!
 //! The rule: `target_up == 0` on a PID-file target whose file names no live process, so
 //! it fires at once; writing a live PID into the file resolves it.
@@ -78,7 +80,7 @@ impl Drop for Setup {
 }
 
 /// An HTTP server recording each POST body, answering with scripted statuses (the last
-/// one repeats).
+/// one repeats); status 0 holds the connection open and never answers (a hanging peer).
 struct Receiver {
     port: u16,
     bodies: Arc<Mutex<Vec<(u16, serde_json::Value)>>>,
@@ -94,6 +96,7 @@ impl Receiver {
         let bodies: Arc<Mutex<Vec<(u16, serde_json::Value)>>> = Arc::default();
         let seen = bodies.clone();
         std::thread::spawn(move || {
+            let mut held = Vec::new();
             for conn in listener.incoming() {
                 let Ok(mut s) = conn else { continue };
                 let mut r = BufReader::new(s.try_clone().unwrap());
@@ -120,6 +123,10 @@ impl Receiver {
                 let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                 all.push((status, json));
                 drop(all);
+                if status == 0 {
+                    held.push(s);
+                    continue;
+                }
                 let _ = write!(
                     s,
                     "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
@@ -275,24 +282,9 @@ fn mails(dir: &Path) -> Vec<String> {
     out
 }
 
-#[test]
-fn email_arrives_once_after_the_smtp_server_comes_up_late() {
-    let port = free_port();
-    let s = Setup::new(
-        "smtp",
-        r#"["email"]"#,
-        &format!(
-            "[channels.email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"none\"\nfrom = \"infersight@test.local\"\nto = [\"oncall@test.local\", \"lead@test.local\"]\n"
-        ),
-    );
-    let agent = s.agent();
-    // The mail server is down when the alert fires.
-    agent.wait_for(Duration::from_secs(10), "a failed delivery", |m| {
-        notifications(m, "email", "failed") >= 1.0
-    });
-    std::thread::sleep(Duration::from_secs(10));
-    let maildir = s.dir.join("maildir");
-    let mut smtpd = Command::new("/usr/bin/python3")
+/// A real SMTP server (aiosmtpd) storing mail in a maildir.
+fn smtpd(port: u16, maildir: &Path) -> Child {
+    Command::new("/usr/bin/python3")
         .args([
             "-m",
             "aiosmtpd",
@@ -302,11 +294,154 @@ fn email_arrives_once_after_the_smtp_server_comes_up_late() {
             "-c",
             "aiosmtpd.handlers.Mailbox",
         ])
-        .arg(&maildir)
+        .arg(maildir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("aiosmtpd (python3-aiosmtpd; the test command installs it)");
+        .expect("aiosmtpd (python3-aiosmtpd; the test command installs it)")
+}
+
+fn email_section(port: u16) -> String {
+    format!("[channels.email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"none\"\nfrom = \"infersight@test.local\"\nto = [\"oncall@test.local\", \"lead@test.local\"]\n")
+}
+
+/// The `notifications` collector in /health: (HTTP status, state, reason).
+fn notify_health(agent: &Agent) -> (u16, String, String) {
+    let (code, body) = agent.get("/health");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let c = v["collectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "notifications")
+        .cloned()
+        .unwrap_or_else(|| panic!("no notifications collector: {body}"));
+    (
+        code,
+        c["state"].as_str().unwrap_or("").to_string(),
+        c["reason"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+fn hanging_receivers_delay_only_their_own_channel() {
+    // The webhook hangs on its first attempt, then answers 500 twice, then 200; the mail
+    // server accepts a connection and never greets. Each holds an attempt for the whole
+    // 15 s timeout; Slack must not wait behind them.
+    let webhook = Receiver::start(vec![0, 500, 500, 200]);
+    let slack = Receiver::start(vec![200]);
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // One connection, held; the listener closes once it is taken.
+    std::thread::spawn(move || {
+        if let Ok((c, _)) = silent.accept() {
+            let _ = tx.send(c);
+        }
+    });
+    let s = Setup::new(
+        "slow",
+        r#"["email", "slack", "webhook"]"#,
+        &format!(
+            "{}[channels.webhook]\nurl = \"{}\"\n[channels.slack]\nwebhook_url = \"{}\"\n",
+            email_section(port),
+            webhook.url(),
+            slack.url()
+        ),
+    );
+    let start = Instant::now();
+    let agent = s.agent();
+    let sl = slack.wait(1, Duration::from_secs(10));
+    let slack_after = start.elapsed();
+    assert_eq!(
+        sl[0].1["text"],
+        format!("[FIRING:1] SvcDown {}", hostname()).as_str()
+    );
+    let held = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the agent connects to the mail server");
+    assert_eq!(webhook.got().len(), 1, "the webhook's first attempt hangs");
+    assert!(
+        slack_after < Duration::from_secs(10),
+        "Slack waited {slack_after:?} behind the hanging channels"
+    );
+    // Scrapes answer while two deliveries hang.
+    let t = Instant::now();
+    assert_eq!(agent.get("/metrics").0, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+
+    // The mail server comes up on the same port (the silent listener is closed).
+    let maildir = s.dir.join("maildir");
+    let mut smtpd = smtpd(port, &maildir);
+
+    // Once the hanging attempt times out, /health names the webhook until it delivers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (code, reason) = loop {
+        let (code, state, reason) = notify_health(&agent);
+        if state == "failed" && reason.contains("webhook: POST") {
+            break (code, reason);
+        }
+        assert!(Instant::now() < deadline, "never failing: {state} {reason}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, 503, "{reason}");
+    assert!(
+        reason.contains("no answer in 15s") || reason.contains("HTTP 500"),
+        "{reason}"
+    );
+    let m = agent.metrics();
+    assert_eq!(
+        m.get("infersight_collector_up", &[("collector", "notifications")]),
+        Some(0.0)
+    );
+
+    // Everything arrives in the end, each exactly once.
+    let got = webhook.wait(4, Duration::from_secs(40));
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![0, 500, 500, 200]
+    );
+    assert!(got.iter().all(|g| g.1["status"] == "firing"));
+    let start = Instant::now();
+    while mails(&maildir).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "no mail; log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = agent.wait_for(Duration::from_secs(10), "all delivered", |m| {
+        m.get("infersight_collector_up", &[("collector", "notifications")]) == Some(1.0)
+            && m.get("infersight_notification_outbox_depth", &[]) == Some(0.0)
+    });
+    assert_eq!(notifications(&m, "slack", "delivered"), 1.0);
+    assert_eq!(notifications(&m, "webhook", "failed"), 3.0);
+    assert_eq!(notifications(&m, "webhook", "delivered"), 1.0);
+    assert_eq!(notifications(&m, "email", "delivered"), 1.0);
+    assert!(notifications(&m, "email", "failed") >= 1.0);
+    assert_eq!(notify_health(&agent).1, "active");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(mails(&maildir).len(), 1);
+    assert_eq!(slack.got().len(), 1);
+    assert_eq!(webhook.got().len(), 4);
+    drop(held);
+    let _ = smtpd.kill();
+    let _ = smtpd.wait();
+}
+
+#[test]
+fn email_arrives_once_after_the_smtp_server_comes_up_late() {
+    let port = free_port();
+    let s = Setup::new("smtp", r#"["email"]"#, &email_section(port));
+    let agent = s.agent();
+    // The mail server is down when the alert fires.
+    agent.wait_for(Duration::from_secs(10), "a failed delivery", |m| {
+        notifications(m, "email", "failed") >= 1.0
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    let maildir = s.dir.join("maildir");
+    let mut smtpd = smtpd(port, &maildir);
     let start = Instant::now();
     while mails(&maildir).is_empty() {
         assert!(
@@ -357,7 +492,7 @@ fn email_arrives_once_after_the_smtp_server_comes_up_late() {
 }
 
 #[test]
-fn alertmanager_receives_the_alert_and_its_resolution() {
+fn alertmanager_receives_the_alert_and_its_resolution_after_being_down() {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("infersight-am-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -366,6 +501,25 @@ fn alertmanager_receives_the_alert_and_its_resolution() {
         "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
     )
     .unwrap();
+    let s = Setup::new(
+        "am",
+        r#"["alertmanager"]"#,
+        &format!("[channels.alertmanager]\nurl = \"http://127.0.0.1:{port}\"\n"),
+    );
+    // Alertmanager is down when the alert fires: the failure shows, the agent keeps going.
+    let agent = s.agent();
+    agent.wait_for(Duration::from_secs(10), "a failed delivery", |m| {
+        notifications(m, "alertmanager", "failed") >= 1.0
+            && m.get("infersight_collector_up", &[("collector", "notifications")]) == Some(0.0)
+    });
+    let (code, state, reason) = notify_health(&agent);
+    assert_eq!((code, state.as_str()), (503, "failed"), "{reason}");
+    assert!(
+        reason.contains(&format!(
+            "alertmanager: POST http://127.0.0.1:{port}/api/v2/alerts"
+        )),
+        "{reason}"
+    );
     let mut am = Command::new("prometheus-alertmanager")
         .arg(format!("--config.file={}", dir.join("am.yml").display()))
         .arg(format!("--storage.path={}", dir.display()))
@@ -384,12 +538,6 @@ fn alertmanager_receives_the_alert_and_its_resolution() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let s = Setup::new(
-        "am",
-        r#"["alertmanager"]"#,
-        &format!("[channels.alertmanager]\nurl = \"http://127.0.0.1:{port}\"\n"),
-    );
-    let _agent = s.agent();
     let ours = || -> Vec<serde_json::Value> {
         let (status, body) = http_get(addr, "/api/v2/alerts");
         assert_eq!(status, 200, "{body}");
@@ -404,7 +552,7 @@ fn alertmanager_receives_the_alert_and_its_resolution() {
     let start = Instant::now();
     while ours().is_empty() {
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            start.elapsed() < Duration::from_secs(40),
             "alert not in Alertmanager"
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -436,6 +584,7 @@ fn alertmanager_receives_the_alert_and_its_resolution() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(notify_health(&agent).1, "active");
     let _ = up.kill();
     let _ = up.wait();
     let _ = am.kill();

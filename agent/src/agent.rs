@@ -537,6 +537,10 @@ impl Agent {
         if let Some(a) = &mut self.alerting {
             snap.alerting = a.evaluate(&signals);
             snap.collectors.push(status("alerting", a.health(), None));
+            if a.notifies() {
+                let h = snap.alerting.notifications.health();
+                snap.collectors.push(status("notifications", h, None));
+            }
         }
         match &self.history {
             Ok(r) => {

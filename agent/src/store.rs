@@ -277,7 +277,8 @@ impl Store {
     pub fn due(&self, now: f64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
         let mut st = self.conn.prepare(
             "SELECT id, channel, payload, attempts, created FROM outbox
-             WHERE delivered IS NULL AND expired IS NULL AND next_attempt <= ?1
+             WHERE delivered IS NULL AND expired IS NULL AND in_flight IS NULL
+               AND next_attempt <= ?1
              ORDER BY id LIMIT ?2",
         )?;
         let rows = st.query_map(params![now, limit], |r| {

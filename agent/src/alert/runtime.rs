@@ -131,6 +131,11 @@ impl Alerting {
         self.health.clone()
     }
 
+    /// Whether notifications are delivered (there is an outbox to send them from).
+    pub fn notifies(&self) -> bool {
+        self.notifier.is_some()
+    }
+
     /// Apply a reloaded configuration: the rules file read again and the channels. The
     /// alerts of rules that stay are kept; on any problem nothing changes and the
     /// problems are returned.

@@ -1,11 +1,13 @@
 //! Notifications: routed to channels, written to the SQLite outbox before anything is
 //! sent, delivered by one dispatcher task with exponential backoff and jitter until
 //! delivered or expired. Alerts of the same dispatch go out as one message per channel.
+//! Each channel's delivery runs as its own task, so a slow or hanging receiver delays
+//! only its own channel.
 pub mod format;
 pub mod send;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -31,9 +33,27 @@ const ALERTMANAGER_VALIDITY: f64 = 4.0 * ALERTMANAGER_RESEND;
 pub struct NotifyStats {
     pub counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
     pub outbox_depth: Option<u64>,
+    /// Channels whose latest attempt failed, with its error (cleared by a delivery).
+    pub failing: BTreeMap<String, String>,
 }
 
 impl NotifyStats {
+    /// Failed while a channel's latest attempt failed; it names each such channel.
+    pub fn health(&self) -> crate::snapshot::Health {
+        if self.failing.is_empty() {
+            return crate::snapshot::Health::active();
+        }
+        let failing: Vec<String> = self
+            .failing
+            .iter()
+            .map(|(c, e)| format!("{c}: {e}"))
+            .collect();
+        crate::snapshot::Health::failed(format!(
+            "delivery failing, retrying with backoff: {}",
+            failing.join("; ")
+        ))
+    }
+
     fn add(&mut self, channel: &str, result: &'static str, n: u64) {
         *self
             .counts
@@ -62,6 +82,9 @@ pub struct Notifier {
     config: Arc<std::sync::RwLock<Arc<Alerting>>>,
     stats: Arc<Mutex<NotifyStats>>,
     wake: Arc<Notify>,
+    /// Channels with a delivery in flight: their new rows wait for it (keeps per-channel
+    /// order and batching).
+    busy: Arc<Mutex<BTreeSet<String>>>,
     http: Arc<send::Http>,
     host: String,
     url: String,
@@ -74,6 +97,7 @@ impl Notifier {
             config: Arc::new(std::sync::RwLock::new(Arc::new(config))),
             stats: Arc::default(),
             wake: Arc::default(),
+            busy: Arc::default(),
             http: Arc::new(send::Http::new()),
             host,
             url,
@@ -190,7 +214,8 @@ impl Notifier {
         }
     }
 
-    /// One pass over the outbox: expire what is too old, send the rest grouped by channel.
+    /// One pass over the outbox: expire what is too old, then start one delivery task per
+    /// channel that has due rows and none in flight.
     pub async fn dispatch_once(&self) {
         let now = now_seconds();
         let due = match lock(&self.store).due(now, 500) {
@@ -219,36 +244,54 @@ impl Notifier {
             groups.entry(row.channel.clone()).or_default().push(row);
         }
         for (channel, rows) in groups {
+            if !lock(&self.busy).insert(channel.clone()) {
+                continue;
+            }
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             if let Err(e) = lock(&self.store).start_attempt(&ids, now) {
                 tracing::error!("outbox: {e}");
+                lock(&self.busy).remove(&channel);
                 continue;
             }
-            let notes: Vec<Notification> = rows.iter().map(|r| r.notification.clone()).collect();
-            let result = self.deliver(&channel, &notes, now).await;
-            let mut store = lock(&self.store);
-            let mut stats = lock(&self.stats);
-            match result {
-                Ok(()) => {
-                    if let Err(e) = store.delivered(&ids, now_seconds()) {
-                        tracing::error!("outbox: {e}");
-                    }
-                    stats.add(&channel, "delivered", ids.len() as u64);
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.attempt(&channel, rows, now).await;
+                lock(&this.busy).remove(&channel);
+                // Rows that arrived meanwhile go out now, not at the next timer pass.
+                this.wake.notify_one();
+            });
+        }
+    }
+
+    /// Send one channel's batch and record the outcome.
+    async fn attempt(&self, channel: &str, rows: Vec<OutboxRow>, now: f64) {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let notes: Vec<Notification> = rows.iter().map(|r| r.notification.clone()).collect();
+        let result = self.deliver(channel, &notes, now).await;
+        let mut store = lock(&self.store);
+        let mut stats = lock(&self.stats);
+        match result {
+            Ok(()) => {
+                if let Err(e) = store.delivered(&ids, now_seconds()) {
+                    tracing::error!("outbox: {e}");
                 }
-                Err(e) => {
-                    let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0);
-                    let backoff = (BASE_BACKOFF * 2f64.powi(attempts.min(20) as i32))
-                        .min(MAX_BACKOFF)
-                        * (0.5 + fastrand::f64());
-                    tracing::warn!(
-                        "{channel}: delivery failed (attempt {}), retrying in {backoff:.1} s: {e}",
-                        attempts + 1
-                    );
-                    if let Err(e) = store.retry(&ids, now + backoff, &e) {
-                        tracing::error!("outbox: {e}");
-                    }
-                    stats.add(&channel, "failed", ids.len() as u64);
+                stats.add(channel, "delivered", ids.len() as u64);
+                stats.failing.remove(channel);
+            }
+            Err(e) => {
+                let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0);
+                let backoff = (BASE_BACKOFF * 2f64.powi(attempts.min(20) as i32)).min(MAX_BACKOFF)
+                    * (0.5 + fastrand::f64());
+                tracing::warn!(
+                    "{channel}: delivery failed (attempt {}), retrying in {backoff:.1} s: {e}",
+                    attempts + 1
+                );
+                // From now: a hanging receiver's attempt may have taken the whole timeout.
+                if let Err(e) = store.retry(&ids, now_seconds() + backoff, &e) {
+                    tracing::error!("outbox: {e}");
                 }
+                stats.add(channel, "failed", ids.len() as u64);
+                stats.failing.insert(channel.to_string(), e);
             }
         }
     }

@@ -115,11 +115,17 @@ impl Smtp {
         if let Some((user, pass)) = &self.credentials {
             builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
         }
-        builder
-            .build()
-            .send(msg)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("SMTP {}:{}: {e}", self.host, self.port))
+        // lettre's timeout bounds each network step; this bounds the whole exchange, so
+        // a server that answers slowly but steadily cannot hold the channel either.
+        let transport = builder.build();
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, transport.send(msg)).await {
+            Ok(r) => r
+                .map(|_| ())
+                .map_err(|e| format!("SMTP {}:{}: {e}", self.host, self.port)),
+            Err(_) => Err(format!(
+                "SMTP {}:{}: no answer in {ATTEMPT_TIMEOUT:?}",
+                self.host, self.port
+            )),
+        }
     }
 }
