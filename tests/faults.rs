@@ -4,12 +4,14 @@
 //! the middle of its history writes, five times: every committed tick is there after each
 //! restart and no database is found corrupt. The agent is stopped (SIGSTOP) while its
 //! target serves 20 000 requests: the ring buffer overfills and every request is either
-//! counted or counted as dropped, exactly.
+//! counted or counted as dropped, exactly. tracefs is unmounted under the agent (in a
+//! mount namespace of its own, so other tests keep theirs): as root it mounts it again;
+//! without the right to, the tracepoint programs say why and syscall tracing goes on.
 mod common;
 
 use std::{io::Write, path::PathBuf, process::Command, time::Duration};
 
-use common::{Agent, Metrics};
+use common::{Agent, Metrics, Workload};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -201,4 +203,76 @@ fn an_overfilled_ring_buffer_counts_every_drop_exactly() {
     );
     drop(agent);
     let _ = std::fs::remove_dir_all(&state);
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+#[test]
+fn unmounted_tracefs_is_mounted_again_or_reported() {
+    if !common::bpf_or_skip("unmounted_tracefs_is_mounted_again_or_reported") {
+        return;
+    }
+    // (drop CAP_SYS_ADMIN, the tracepoint programs attach)
+    for (unprivileged, classic_attached) in [(false, true), (true, false)] {
+        let mut traced = Workload::spawn(500, 0, 0, false);
+        let setpriv = if unprivileged {
+            "setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin"
+        } else {
+            ""
+        };
+        // A private mount namespace: the unmount is the agent's alone.
+        let script = format!(
+            "umount -l {TRACEFS} 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; \
+             if mountpoint -q {TRACEFS}; then exit 99; fi; exec {setpriv} \"$0\" \"$@\""
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .arg(common::AGENT);
+        let target = format!("{}=loop", traced.pid());
+        let agent = Agent::start_with(cmd, &["--pid", &target, "--no-host"]);
+        traced.release();
+        traced.finish(WAIT);
+        agent.settle();
+        let m = agent.metrics();
+        assert_eq!(
+            m.get(
+                "infersight_syscalls_total",
+                &[("target", "loop"), ("syscall", "getppid")]
+            ),
+            Some(500.0),
+            "unprivileged: {unprivileged}"
+        );
+        let attached = |p: &str| m.get("infersight_ebpf_program_attached", &[("program", p)]);
+        assert_eq!(attached("sys_enter"), Some(1.0));
+        assert_eq!(attached("sys_exit"), Some(1.0));
+        let (code, health) = agent.get("/health");
+        let v: serde_json::Value = serde_json::from_str(&health).unwrap();
+        let program = |name: &str| {
+            v["programs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no program {name}: {health}"))
+        };
+        for p in ["task_newtask", "sched_process_exit", "sched_switch"] {
+            assert_eq!(
+                attached(p),
+                Some(f64::from(u8::from(classic_attached))),
+                "{p}"
+            );
+            if classic_attached {
+                assert_eq!(program(p)["state"], "active", "{p}: {health}");
+            } else {
+                assert_eq!(program(p)["state"], "failed", "{p}: {health}");
+                assert_eq!(
+                    program(p)["reason"],
+                    "cannot mount tracefs at /sys/kernel/tracing: Operation not permitted (os error 1)",
+                    "{p}"
+                );
+            }
+        }
+        assert_eq!(code, if classic_attached { 200 } else { 503 }, "{health}");
+    }
 }
