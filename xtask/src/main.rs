@@ -32,7 +32,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Formatting, lints (host and eBPF crates) and the whole test suite.
+    /// Formatting, lints (host and eBPF crates), the whole test suite and a fuzz smoke run.
     Test,
     /// Build the release agent and install it with its unit, config and rules (an edited
     /// config is kept); on a live systemd host, enable and start the service.
@@ -110,7 +110,10 @@ fn main() -> Result<()> {
                 "-D",
                 "warnings",
             ])?;
-            cargo(&["test", "--workspace", "--no-fail-fast"])
+            cargo(&["test", "--workspace", "--no-fail-fast"])?;
+            // The fuzz smoke: every target briefly, on the shipped seeds and what earlier
+            // runs here found.
+            fuzz::run(&root, fuzz::SMOKE_SECONDS, &[]).map(|_| ())
         }
         Task::Install { destdir, bin } => {
             let bin = release_bin(&root, bin)?;
