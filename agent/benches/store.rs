@@ -159,12 +159,24 @@ fn main() {
         ..Snapshot::default()
     };
     let mut metrics = Vec::new();
+    let mut crate_encoder = Vec::new();
     let mut json = Vec::new();
     let mut size = (0, 0);
     for _ in 0..100 {
         let s = Instant::now();
-        let m = infersight::metrics::render(&snap).expect("render");
+        let m = infersight::metrics::render(&snap);
         metrics.push(s.elapsed().as_secs_f64() * 1e3);
+        // The same families through the prometheus crate's own text encoder (what render
+        // used before), interleaved for a side-by-side ratio.
+        let s = Instant::now();
+        let mut buf = Vec::with_capacity(16 * 1024);
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &infersight::metrics::families(&snap),
+            &mut buf,
+        )
+        .expect("crate encoder");
+        crate_encoder.push(s.elapsed().as_secs_f64() * 1e3);
         let s = Instant::now();
         let j = serde_json::to_vec(&snap).expect("json");
         json.push(s.elapsed().as_secs_f64() * 1e3);
@@ -189,6 +201,10 @@ fn main() {
         "| render /metrics, 1 GPU + 10 targets ({} bytes) | {:.2} ms median | ≤ 5 ms |",
         size.0,
         common::median(&mut metrics)
+    );
+    println!(
+        "| same families, prometheus crate's TextEncoder (no process_* families) | {:.2} ms median | – |",
+        common::median(&mut crate_encoder)
     );
     println!(
         "| encode /api/v1/snapshot, same ({} bytes) | {:.2} ms median | ≤ 5 ms |",

@@ -55,7 +55,7 @@ fn snap() -> Snapshot {
 
 #[test]
 fn exposition() {
-    let text = String::from_utf8(render(&snap()).unwrap()).unwrap();
+    let text = String::from_utf8(render(&snap())).unwrap();
     for line in [
         "infersight_build_info{version=\"0.1.0\"} 1",
         "infersight_collector_up{collector=\"syscalls\"} 0",
@@ -148,7 +148,7 @@ fn gpu_values_map_to_dcgm_names_and_absent_values_stay_absent() {
         },
         ..Snapshot::default()
     };
-    let text = String::from_utf8(render(&snap).unwrap()).unwrap();
+    let text = String::from_utf8(render(&snap)).unwrap();
     let id = "gpu=\"0\",UUID=\"GPU-5c9f6b4e-1d2a-7c3b-9e8f-0a1b2c3d4e5f\",pci_bus_id=\"00000000:18:00.0\",device=\"nvidia0\",modelName=\"NVIDIA H100 80GB HBM3\",Hostname=\"gpu-host-1\"";
     for line in [
         format!("DCGM_FI_DEV_GPU_UTIL{{{id}}} 87"),
@@ -181,4 +181,114 @@ fn gpu_values_map_to_dcgm_names_and_absent_values_stay_absent() {
     ] {
         assert!(!text.contains(absent), "{absent} present in\n{text}");
     }
+}
+
+/// Families with every kind of sample and every escape the format has.
+fn edge_families() -> Vec<MetricFamily> {
+    let odd = [("path", "/a\"b\\c\nd"), ("target", "x")];
+    let mut with_ts = gauge(&[("k", "v")], 2.5);
+    with_ts.set_timestamp_ms(1_700_000_000_123);
+    let mut explicit_inf = Histogram::default();
+    explicit_inf.set_sample_count(4);
+    explicit_inf.set_sample_sum(1.25);
+    explicit_inf.set_bucket(
+        [(0.5, 1u64), (f64::INFINITY, 4)]
+            .iter()
+            .map(|&(ub, c)| {
+                let mut b = Bucket::default();
+                b.set_upper_bound(ub);
+                b.set_cumulative_count(c);
+                b
+            })
+            .collect(),
+    );
+    let mut inf_metric = Metric::from_label(labels(&[("k", "inf")]));
+    inf_metric.set_histogram(explicit_inf);
+    let values = [
+        0.0,
+        -0.0,
+        0.5,
+        -3.0,
+        1e-9,
+        123_456_789_012.0,
+        9_007_199_254_740_993.0,
+        1e21,
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    vec![
+        family(
+            "edge_gauge",
+            "Help with a backslash \\ and a\nnewline and \"quotes\".",
+            MetricType::GAUGE,
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| gauge(&[("i", &i.to_string()), odd[0]], *v))
+                .chain(std::iter::once(with_ts))
+                .collect(),
+        ),
+        family(
+            "edge_counter",
+            "",
+            MetricType::COUNTER,
+            vec![counter(&[], 7.0)],
+        ),
+        family(
+            "edge_histogram",
+            "h",
+            MetricType::HISTOGRAM,
+            vec![
+                histogram(&odd, [(0.1, 1u64), (1.0, 3)].into_iter(), 5, 2.75),
+                histogram(&[("k", "other")], [(0.2, 0u64)].into_iter(), 0, 0.0),
+                inf_metric,
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn text_encoding_matches_the_prometheus_crate_byte_for_byte() {
+    use prometheus::Encoder;
+    let mut http = snap();
+    let mut d = Hist::new(crate::hist::HTTP_DURATION);
+    for i in 0..50 {
+        d.observe(f64::from(i) / 100.0);
+    }
+    http.http = vec![crate::snapshot::HttpSeries {
+        target: "vllm".into(),
+        method: "POST".into(),
+        route: "/v1/items/{id}".into(),
+        status: 200,
+        duration: d,
+        request_body: Hist::new(crate::hist::BODY_SIZE),
+        response_body: Hist::new(crate::hist::BODY_SIZE),
+    }];
+    let mut all = families(&http);
+    all.extend(edge_families());
+    let mut ours = Vec::new();
+    super::text::encode(&all, &mut ours);
+    let mut theirs = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&all, &mut theirs)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(ours).unwrap(),
+        String::from_utf8(theirs).unwrap()
+    );
+}
+
+#[test]
+fn families_without_samples_are_left_out() {
+    let empty = family("empty_family", "nothing", MetricType::GAUGE, vec![]);
+    let mut out = Vec::new();
+    super::text::encode(
+        &[
+            empty,
+            family("one", "", MetricType::GAUGE, vec![gauge(&[], 1.0)]),
+        ],
+        &mut out,
+    );
+    assert_eq!(String::from_utf8(out).unwrap(), "# TYPE one gauge\none 1\n");
 }
