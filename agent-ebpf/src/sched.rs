@@ -74,12 +74,15 @@ pub fn sched_wakeup_new(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The clock is read only when a target thread is involved: this hook runs on every
+    // context switch of the host, and on a VM a clock read is a large part of its cost.
+    let mut now = 0;
     // The current task is still the one leaving the CPU.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid != 0 {
         if let Some(target) = target_of(tgid) {
+            // SAFETY: plain helper call.
+            now = unsafe { bpf_ktime_get_ns() };
             leave(&ctx, target, now);
         }
     }
@@ -89,6 +92,10 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     let Some(t) = THREADS.get_ptr_mut(next as u32) else {
         return 0;
     };
+    if now == 0 {
+        // SAFETY: plain helper call.
+        now = unsafe { bpf_ktime_get_ns() };
+    }
     // SAFETY: as in `wakeup`.
     unsafe {
         let target = (*t).target;

@@ -153,6 +153,8 @@ fn run(seconds: u64, rounds: usize, connections: u64, rate: u64) {
     let (mut rps_f, mut p99_f, mut ns_floor) = (vec![], vec![], vec![]);
     let (mut ns_req, mut cpu_m, mut rss, mut counted, mut dropped) =
         (vec![], vec![], vec![], vec![], vec![]);
+    // Per program: eBPF ns per request in each round.
+    let mut per_program: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for round in 0..rounds {
         let u = wrk(port, seconds, connections);
         let (f, f_ns) = floor_round(port, seconds, connections);
@@ -179,6 +181,16 @@ fn run(seconds: u64, rounds: usize, connections: u64, rate: u64) {
         p99_u.push(u.p99_ms);
         p99_t.push(t.p99_ms);
         ns_req.push(runtime * 1e9 / t.requests);
+        for key in after.keys() {
+            let Some(p) = key
+                .strip_prefix("infersight_ebpf_program_run_time_seconds_total{program=\"")
+                .and_then(|r| r.strip_suffix("\"}"))
+            else {
+                continue;
+            };
+            let ns = (common::sum(&after, key) - common::sum(&before, key)) * 1e9 / t.requests;
+            per_program.entry(p.to_string()).or_default().push(ns);
+        }
         cpu_m.push((cpu1 - cpu0) / (elapsed + 1.5) * 1000.0);
         rss.push(rss_now / 1048576.0);
         counted.push(reqs / t.requests);
@@ -238,6 +250,15 @@ fn run(seconds: u64, rounds: usize, connections: u64, rate: u64) {
         "| agent RSS | – | – | {:.1} MiB | – | – |",
         common::median(&mut rss)
     );
+    println!("\neBPF time per request by program (traced runs, median):\n");
+    println!("| program | ns per request |");
+    println!("| --- | ---: |");
+    for (p, v) in &mut per_program {
+        let ns = common::median(v);
+        if ns >= 0.5 {
+            println!("| {p} | {ns:.0} |");
+        }
+    }
     let (ratio, added) = (rt / ru, nt - nf);
     common::goal(
         "traced throughput ÷ untraced (wrk, max rate)",
