@@ -355,6 +355,19 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// Channels that still have notifications to deliver.
+    pub fn pending_channels(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT DISTINCT channel FROM outbox WHERE delivered IS NULL AND expired IS NULL",
+        )?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = std::collections::BTreeSet::new();
+        for row in rows {
+            out.insert(row?);
+        }
+        Ok(out)
+    }
+
     /// Notifications not yet delivered or expired.
     pub fn depth(&self) -> Result<u64, StoreError> {
         Ok(self

@@ -1,8 +1,7 @@
 //! Notifications: routed to channels, written to the SQLite outbox before anything is
-//! sent, delivered by one dispatcher task with exponential backoff and jitter until
-//! delivered or expired. Alerts of the same dispatch go out as one message per channel.
-//! Each channel's delivery runs as its own task, so a slow or hanging receiver delays
-//! only its own channel.
+//! sent, delivered with exponential backoff and jitter until delivered or expired. Alerts
+//! of the same dispatch go out as one message per channel. A dispatcher task starts one
+//! delivery task per channel, so a slow or hanging receiver delays only its own channel.
 pub mod format;
 pub mod send;
 
@@ -33,7 +32,9 @@ const ALERTMANAGER_VALIDITY: f64 = 4.0 * ALERTMANAGER_RESEND;
 pub struct NotifyStats {
     pub counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
     pub outbox_depth: Option<u64>,
-    /// Channels whose latest attempt failed, with its error (cleared by a delivery).
+    /// Channels whose latest attempt failed, with its error; cleared by a delivery, or
+    /// once the channel has nothing left to deliver (its rows expired, say after the
+    /// channel was removed by a reload).
     pub failing: BTreeMap<String, String>,
 }
 
@@ -206,7 +207,7 @@ impl Notifier {
     /// Deliver due rows forever.
     pub async fn run(self) {
         loop {
-            self.dispatch_once().await;
+            self.dispatch_once();
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -216,7 +217,7 @@ impl Notifier {
 
     /// One pass over the outbox: expire what is too old, then start one delivery task per
     /// channel that has due rows and none in flight.
-    pub async fn dispatch_once(&self) {
+    pub fn dispatch_once(&self) {
         let now = now_seconds();
         let due = match lock(&self.store).due(now, 500) {
             Ok(d) => d,
@@ -242,6 +243,10 @@ impl Notifier {
                 continue;
             }
             groups.entry(row.channel.clone()).or_default().push(row);
+        }
+        match lock(&self.store).pending_channels() {
+            Ok(pending) => lock(&self.stats).failing.retain(|c, _| pending.contains(c)),
+            Err(e) => tracing::error!("outbox: {e}"),
         }
         for (channel, rows) in groups {
             if !lock(&self.busy).insert(channel.clone()) {

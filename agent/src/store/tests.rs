@@ -39,7 +39,17 @@ fn outbox_rows_are_idempotent_and_survive_reopening() {
     assert_eq!(due.len(), 2);
     assert_eq!(due[1].notification, note(Status::Resolved));
     s.start_attempt(&[due[0].id, due[1].id], 10.0).unwrap();
+    // Rows being sent are not handed out again while their attempt runs.
+    assert!(s.due(10.0, 10).unwrap().is_empty());
+    let channels = |s: &Store| {
+        s.pending_channels()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(channels(&s), ["log", "slack"]);
     s.delivered(&[due[0].id], 10.5).unwrap();
+    assert_eq!(channels(&s), ["slack"]);
     drop(s);
     // As after a crash: the second row was in flight.
     let mut s = Store::open(&dir).unwrap();
@@ -52,6 +62,7 @@ fn outbox_rows_are_idempotent_and_survive_reopening() {
     assert_eq!(s.due(30.0, 10).unwrap().len(), 1);
     s.expire(&[due[0].id], 31.0).unwrap();
     assert_eq!(s.depth().unwrap(), 0);
+    assert!(s.pending_channels().unwrap().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
