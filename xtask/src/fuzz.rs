@@ -77,11 +77,18 @@ pub fn run(root: &Path, seconds: u64, targets: &[String]) -> Result<Vec<(String,
     } else {
         targets.to_vec()
     };
+    if let Some(t) = chosen.iter().find(|t| !TARGETS.contains(&t.as_str())) {
+        bail!("unknown fuzz target {t:?} (known: {})", TARGETS.join(", "));
+    }
+    // Built first with its output shown: from scratch this takes minutes (see above); the
+    // runs below reuse it (same flags).
+    let fuzz_dir = root.join("fuzz");
+    let fuzz_dir = fuzz_dir
+        .to_str()
+        .context("fuzz directory path is not UTF-8")?;
+    crate::cargo(&["+nightly", "fuzz", "build", "--dev", "--fuzz-dir", fuzz_dir])?;
     let mut out = Vec::new();
     for t in &chosen {
-        if !TARGETS.contains(&t.as_str()) {
-            bail!("unknown fuzz target {t:?} (known: {})", TARGETS.join(", "));
-        }
         let corpus = root.join("fuzz/corpus").join(t);
         std::fs::create_dir_all(&corpus)?;
         for (name, data) in seeds(root, t) {
