@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{http_get, Agent, Metrics};
+use common::{health_entry, http_get, Agent, Metrics};
 
 const RULES: &str = r#"
 [[rule]]
@@ -307,20 +307,28 @@ fn email_section(port: u16) -> String {
 
 /// The `notifications` collector in /health: (HTTP status, state, reason).
 fn notify_health(agent: &Agent) -> (u16, String, String) {
-    let (code, body) = agent.get("/health");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let c = v["collectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "notifications")
-        .cloned()
-        .unwrap_or_else(|| panic!("no notifications collector: {body}"));
+    let (code, v) = agent.health();
+    let c = health_entry(&v, "collectors", "notifications");
     (
         code,
         c["state"].as_str().unwrap_or("").to_string(),
         c["reason"].as_str().unwrap_or("").to_string(),
     )
+}
+
+/// Wait until the maildir holds `n` mails (at most `limit`).
+fn wait_mails(maildir: &Path, n: usize, limit: Duration, agent: &Agent) -> Vec<String> {
+    let start = Instant::now();
+    while mails(maildir).len() < n {
+        assert!(
+            start.elapsed() < limit,
+            "{} of {n} mails; log:\n{}",
+            mails(maildir).len(),
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    mails(maildir)
 }
 
 #[test]
@@ -402,15 +410,7 @@ fn hanging_receivers_delay_only_their_own_channel() {
         vec![0, 500, 500, 200]
     );
     assert!(got.iter().all(|g| g.1["status"] == "firing"));
-    let start = Instant::now();
-    while mails(&maildir).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(40),
-            "no mail; log:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_mails(&maildir, 1, Duration::from_secs(40), &agent);
     let m = agent.wait_for(Duration::from_secs(10), "all delivered", |m| {
         m.get("infersight_collector_up", &[("collector", "notifications")]) == Some(1.0)
             && m.get("infersight_notification_outbox_depth", &[]) == Some(0.0)
@@ -442,16 +442,7 @@ fn email_arrives_once_after_the_smtp_server_comes_up_late() {
     std::thread::sleep(Duration::from_secs(10));
     let maildir = s.dir.join("maildir");
     let mut smtpd = smtpd(port, &maildir);
-    let start = Instant::now();
-    while mails(&maildir).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(40),
-            "no mail; log:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mail = &mails(&maildir)[0];
+    let mail = &wait_mails(&maildir, 1, Duration::from_secs(40), &agent)[0];
     let host = hostname();
     assert!(
         mail.contains(&format!("Subject: [FIRING:1] SvcDown {host}")),
@@ -467,14 +458,7 @@ fn email_arrives_once_after_the_smtp_server_comes_up_late() {
 
     let mut up = sleeper();
     s.bring_up(up.id());
-    let start = Instant::now();
-    while mails(&maildir).len() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no resolved mail"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_mails(&maildir, 2, Duration::from_secs(20), &agent);
     std::thread::sleep(Duration::from_secs(1));
     let all = mails(&maildir);
     assert_eq!(all.len(), 2, "exactly one firing and one resolved mail");

@@ -159,14 +159,8 @@ fn host_metrics_agree_with_proc_and_the_gpu_is_reported_absent() {
             .all(|(n, _)| !n.starts_with("DCGM_") && !n.contains("gpu_")),
         "GPU series without a GPU"
     );
-    let (_, health) = agent.get("/health");
-    let v: serde_json::Value = serde_json::from_str(&health).unwrap();
-    let gpu = v["collectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "gpu")
-        .unwrap();
+    let (_, v) = agent.health();
+    let gpu = common::health_entry(&v, "collectors", "gpu");
     assert_eq!(gpu["state"], "unsupported", "{gpu}");
     assert!(
         gpu["reason"]

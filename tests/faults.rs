@@ -11,7 +11,7 @@ mod common;
 
 use std::{io::Write, path::PathBuf, process::Command, time::Duration};
 
-use common::{Agent, Metrics, Workload};
+use common::{health_entry, Agent, Metrics, Workload};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -66,15 +66,9 @@ fn a_full_state_disk_is_reported_and_history_resumes_when_there_is_room() {
         )
         .unwrap();
     assert!(lost >= 1.0, "{lost}");
-    let (code, health) = agent.get("/health");
+    let (code, health) = agent.health();
     assert_eq!(code, 503, "{health}");
-    let v: serde_json::Value = serde_json::from_str(&health).unwrap();
-    let h = v["collectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "history")
-        .unwrap();
+    let h = health_entry(&health, "collectors", "history");
     assert_eq!(h["state"], "failed");
     assert!(
         h["reason"].as_str().unwrap().contains("full"),
@@ -245,17 +239,8 @@ fn unmounted_tracefs_is_mounted_again_or_reported() {
         let attached = |p: &str| m.get("infersight_ebpf_program_attached", &[("program", p)]);
         assert_eq!(attached("sys_enter"), Some(1.0));
         assert_eq!(attached("sys_exit"), Some(1.0));
-        let (code, health) = agent.get("/health");
-        let v: serde_json::Value = serde_json::from_str(&health).unwrap();
-        let program = |name: &str| {
-            v["programs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == name)
-                .cloned()
-                .unwrap_or_else(|| panic!("no program {name}: {health}"))
-        };
+        let (code, health) = agent.health();
+        let program = |name: &str| health_entry(&health, "programs", name);
         for p in ["task_newtask", "sched_process_exit", "sched_switch"] {
             assert_eq!(
                 attached(p),

@@ -128,16 +128,9 @@ fn reload_changes_rules_and_targets_keeps_alert_state_and_refuses_broken_files()
     // Seen from the next tick on.
     let m = agent.wait_for(WAIT, "the refused reload", |m| reloaded_ok(m) == Some(0.0));
     assert!(firing(&m, "Threshold") && firing(&m, "Steady"));
-    let (code, health) = agent.get("/health");
+    let (code, health) = agent.health();
     assert_eq!(code, 503, "{health}");
-    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
-    let config_health = health["collectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "config")
-        .unwrap()
-        .clone();
+    let config_health = common::health_entry(&health, "collectors", "config");
     assert_eq!(config_health["state"], "failed");
     assert!(config_health["reason"]
         .as_str()

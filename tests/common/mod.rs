@@ -80,6 +80,13 @@ impl Agent {
         http_get(self.addr, path)
     }
 
+    /// `/health`: its status code and parsed body.
+    pub fn health(&self) -> (u16, serde_json::Value) {
+        let (code, body) = self.get("/health");
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        (code, v)
+    }
+
     pub fn metrics(&self) -> Metrics {
         let (status, body) = self.get("/metrics");
         assert_eq!(status, 200, "{body}");
@@ -101,6 +108,15 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The entry called `name` of a `/health` list (`collectors` or `programs`).
+pub fn health_entry(health: &serde_json::Value, list: &str, name: &str) -> serde_json::Value {
+    health[list]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {list}: {health}"))
 }
 
 /// GET over HTTP/1.0 (the connection closes after the body): status and body.
