@@ -83,6 +83,11 @@ fn sample(kind: MetricType, pairs: &[(&str, &str)], v: f64) -> Metric {
     }
 }
 
+/// A family of one sample without labels.
+fn single(name: &str, help: &str, kind: MetricType, v: f64) -> MetricFamily {
+    family(name, help, kind, vec![sample(kind, &[], v)])
+}
+
 /// One family with a sample per item that has a value.
 fn series<T, K: AsRef<str>>(
     name: &str,
@@ -378,19 +383,19 @@ fn http_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
         .iter()
         .any(|c| c.name == "http" && c.health.state == State::Active)
     {
-        out.push(family(
+        out.push(single(
             "infersight_http_events_discarded_total",
             "Request events that reached the agent but were malformed or inconsistent.",
             MetricType::COUNTER,
-            vec![counter(&[], snap.http_events_discarded as f64)],
+            snap.http_events_discarded as f64,
         ));
     }
     if let Some(d) = snap.ringbuf_dropped {
-        out.push(family(
+        out.push(single(
             "infersight_ringbuf_dropped_events_total",
             "Completed requests whose event did not fit in the kernel ring buffer.",
             MetricType::COUNTER,
-            vec![counter(&[], d as f64)],
+            d as f64,
         ));
     }
 }

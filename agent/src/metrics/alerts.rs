@@ -2,7 +2,7 @@
 //! notification delivery.
 use prometheus::proto::{MetricFamily, MetricType};
 
-use super::series;
+use super::{series, single};
 use crate::{alert::engine::AlertState, snapshot::Snapshot};
 
 pub(super) fn families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
@@ -81,14 +81,11 @@ pub(super) fn families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
 /// The push client's families, when one is configured.
 pub(super) fn push_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
     let Some(p) = &snap.push else { return };
-    let one = |v: f64| vec![v];
-    out.push(series(
+    out.push(single(
         "infersight_push_connected",
         "Whether the push client is connected to its WebSocket URL.",
         MetricType::GAUGE,
-        &one(f64::from(u8::from(p.connected))),
-        |_| Vec::<(&str, String)>::new(),
-        |v| Some(*v),
+        f64::from(u8::from(p.connected)),
     ));
     out.push(series(
         "infersight_push_messages_total",
@@ -98,13 +95,11 @@ pub(super) fn push_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
         |(r, _)| vec![("result", r.to_string())],
         |(_, n)| Some(*n as f64),
     ));
-    out.push(series(
+    out.push(single(
         "infersight_push_connects_total",
         "Successful connections of the push client (reconnects after the first).",
         MetricType::COUNTER,
-        &one(p.connects as f64),
-        |_| Vec::<(&str, String)>::new(),
-        |v| Some(*v),
+        p.connects as f64,
     ));
 }
 
@@ -131,22 +126,17 @@ pub(super) fn history_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
 /// held back.
 pub(super) fn config_families(snap: &Snapshot, out: &mut Vec<MetricFamily>) {
     let c = &snap.config;
-    let one = |v: f64| vec![v];
-    out.push(series(
+    out.push(single(
         "infersight_config_last_reload_successful",
         "Whether the last configuration reload succeeded (1) or was refused (0).",
         MetricType::GAUGE,
-        &one(if c.last_reload_successful { 1.0 } else { 0.0 }),
-        |_| Vec::<(&str, String)>::new(),
-        |v| Some(*v),
+        if c.last_reload_successful { 1.0 } else { 0.0 },
     ));
-    out.push(series(
+    out.push(single(
         "infersight_config_last_reload_success_timestamp_seconds",
         "When the configuration in force was loaded (start or the last successful reload).",
         MetricType::GAUGE,
-        &one(c.last_reload_success_timestamp_seconds),
-        |_| Vec::<(&str, String)>::new(),
-        |v| Some(*v),
+        c.last_reload_success_timestamp_seconds,
     ));
     out.push(series(
         "infersight_series_limited",
