@@ -314,28 +314,38 @@ impl Agent {
             .api_token
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = new.api_token.clone();
+        // Settings that take effect only at a restart stay as they run (so the next reload
+        // compares against what is really in force); the ones that differ are named.
         let old = &self.config;
+        let mut new = new;
         for (key, changed) in [
-            ("agent.listen", old.listen != new.listen),
-            ("agent.tick", old.tick != new.tick),
-            ("agent.bpf_stats", old.bpf_stats != new.bpf_stats),
-            ("agent.max_targets", old.max_targets != new.max_targets),
-            ("--state-dir", old.state_dir != new.state_dir),
+            ("agent.listen", keep(&old.listen, &mut new.listen)),
+            ("agent.tick", keep(&old.tick, &mut new.tick)),
+            ("agent.bpf_stats", keep(&old.bpf_stats, &mut new.bpf_stats)),
+            (
+                "agent.max_targets",
+                keep(&old.max_targets, &mut new.max_targets),
+            ),
+            ("--state-dir", keep(&old.state_dir, &mut new.state_dir)),
             (
                 "http",
-                (old.http, old.route_limit, old.window) != (new.http, new.route_limit, new.window),
+                keep(&old.http, &mut new.http)
+                    | keep(&old.route_limit, &mut new.route_limit)
+                    | keep(&old.window, &mut new.window),
             ),
-            ("host.enabled", old.host != new.host),
+            ("host.enabled", keep(&old.host, &mut new.host)),
             (
                 "gpu",
-                (old.gpu, old.gpu_interval, old.gpu_processes)
-                    != (new.gpu, new.gpu_interval, new.gpu_processes),
+                keep(&old.gpu, &mut new.gpu)
+                    | keep(&old.gpu_interval, &mut new.gpu_interval)
+                    | keep(&old.gpu_processes, &mut new.gpu_processes),
             ),
             (
                 "push",
-                (&old.push_url, old.push_interval) != (&new.push_url, new.push_interval),
+                keep(&old.push_url, &mut new.push_url)
+                    | keep(&old.push_interval, &mut new.push_interval),
             ),
-            ("history", old.history != new.history),
+            ("history", keep(&old.history, &mut new.history)),
         ] {
             if changed {
                 restart.push(key);
@@ -351,21 +361,6 @@ impl Agent {
             "targets_removed": remove,
             "restart_needed": restart,
         });
-        // What takes effect only at a restart stays as it runs, so the next reload compares
-        // against what is really in force.
-        let mut new = new;
-        let old = &self.config;
-        new.listen = old.listen;
-        new.tick = old.tick;
-        new.bpf_stats = old.bpf_stats;
-        new.max_targets = old.max_targets;
-        new.state_dir = old.state_dir.clone();
-        (new.http, new.route_limit, new.window) = (old.http, old.route_limit, old.window);
-        new.host = old.host;
-        (new.gpu, new.gpu_interval, new.gpu_processes) =
-            (old.gpu, old.gpu_interval, old.gpu_processes);
-        (new.push_url, new.push_interval) = (old.push_url.clone(), old.push_interval);
-        new.history = old.history;
         if restart.contains(&"targets.all") {
             new.targets = old.targets.clone();
         }
@@ -768,6 +763,13 @@ fn startup_summary(snap: &Snapshot) -> String {
             off.join("; ")
         }
     )
+}
+
+/// Put `old` back into `new`; whether they differed (`|`, not `||`: every field is kept).
+fn keep<T: PartialEq + Clone>(old: &T, new: &mut T) -> bool {
+    let changed = old != new;
+    *new = old.clone();
+    changed
 }
 
 fn status(name: &str, health: Health, took: Option<std::time::Duration>) -> CollectorStatus {
