@@ -244,9 +244,12 @@ impl Notifier {
             }
             groups.entry(row.channel.clone()).or_default().push(row);
         }
-        match lock(&self.store).pending_channels() {
-            Ok(pending) => lock(&self.stats).failing.retain(|c, _| pending.contains(c)),
-            Err(e) => tracing::error!("outbox: {e}"),
+        // Only while something is failing: no query per pass in the usual case.
+        if !lock(&self.stats).failing.is_empty() {
+            match lock(&self.store).pending_channels() {
+                Ok(pending) => lock(&self.stats).failing.retain(|c, _| pending.contains(c)),
+                Err(e) => tracing::error!("outbox: {e}"),
+            }
         }
         for (channel, rows) in groups {
             if !lock(&self.busy).insert(channel.clone()) {
