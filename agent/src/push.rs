@@ -116,7 +116,7 @@ pub async fn run(
         }
         let Some(ws) = conn.as_mut() else { continue };
         while let Some(m) = buffer.front() {
-            match ws.send(WsMessage::text(m.to_string())).await {
+            match ws.send(WsMessage::Text(m.text())).await {
                 Ok(()) => {
                     buffer.pop_front();
                     stats.sent.fetch_add(1, Ordering::Relaxed);

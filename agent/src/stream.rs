@@ -9,6 +9,8 @@ use std::{
 
 use serde::Serialize;
 use tokio::sync::broadcast;
+// Shared bytes: every WebSocket client and the push client send the same buffer.
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::{alert::engine::Notification, snapshot::Snapshot};
 
@@ -45,22 +47,23 @@ pub const PARTS: &[&str] = &[
 
 #[derive(Clone)]
 pub enum Message {
-    Alert(Arc<str>),
+    Alert(Utf8Bytes),
     Snapshot(Arc<Tick>),
 }
 
 /// A tick's Snapshot: its full message, and the decoded form parts are cut from (made on
 /// first use).
 pub struct Tick {
-    text: String,
+    text: Utf8Bytes,
     value: OnceLock<serde_json::Value>,
 }
 
-impl std::fmt::Display for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Message {
+    /// The whole message as sent to a client that takes everything.
+    pub fn text(&self) -> Utf8Bytes {
         match self {
-            Message::Alert(s) => f.write_str(s),
-            Message::Snapshot(t) => f.write_str(&t.text),
+            Message::Alert(s) => s.clone(),
+            Message::Snapshot(t) => t.text.clone(),
         }
     }
 }
@@ -141,14 +144,14 @@ impl Subscription {
     }
 
     /// The text to send for `m`, if any.
-    pub fn render(&self, m: &Message) -> Option<String> {
+    pub fn render(&self, m: &Message) -> Option<Utf8Bytes> {
         match (m, &self.parts) {
-            (Message::Alert(s), _) => self.alerts.then(|| s.to_string()),
-            (Message::Snapshot(t), None) => Some(t.text.clone()),
+            (Message::Alert(_), _) => self.alerts.then(|| m.text()),
+            (Message::Snapshot(_), None) => Some(m.text()),
             (Message::Snapshot(t), Some(parts)) => {
                 let full = t
                     .value
-                    .get_or_init(|| serde_json::from_str(&t.text).unwrap_or_default());
+                    .get_or_init(|| serde_json::from_str(t.text.as_str()).unwrap_or_default());
                 let data = full.get("data")?.as_object()?;
                 let cut: serde_json::Map<String, serde_json::Value> = data
                     .iter()
@@ -157,7 +160,11 @@ impl Subscription {
                     })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                Some(serde_json::json!({ "type": "snapshot", "data": cut }).to_string())
+                Some(
+                    serde_json::json!({ "type": "snapshot", "data": cut })
+                        .to_string()
+                        .into(),
+                )
             }
         }
     }
@@ -180,7 +187,7 @@ pub fn messages(snap: &Snapshot) -> Vec<Message> {
     }
     match serde_json::to_string(&Out::Snapshot { data: snap }) {
         Ok(text) => out.push(Message::Snapshot(Arc::new(Tick {
-            text,
+            text: text.into(),
             value: OnceLock::new(),
         }))),
         Err(e) => tracing::error!("stream: cannot encode the snapshot: {e}"),

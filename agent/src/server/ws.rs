@@ -101,7 +101,7 @@ async fn serve_client<S>(
             msg = rx.recv() => match msg {
                 Ok(m) => {
                     let Some(text) = sub.render(&m) else { continue };
-                    if tx.send(WsMessage::text(text)).await.is_err() {
+                    if tx.send(WsMessage::Text(text)).await.is_err() {
                         return;
                     }
                 }

@@ -10,7 +10,7 @@ fn subscriptions_cut_the_snapshot_and_skip_alerts() {
     };
     let msgs = messages(&snap);
     let all = Subscription::default().render(&msgs[0]).unwrap();
-    assert_eq!(all, msgs[0].to_string());
+    assert_eq!(all, msgs[0].text());
     let s = Subscription::from_query("parts=hostname,gpus&alerts=false").unwrap();
     let cut: serde_json::Value = serde_json::from_str(&s.render(&msgs[0]).unwrap()).unwrap();
     assert_eq!(
