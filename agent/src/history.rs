@@ -78,14 +78,17 @@ fn encode_tick(pairs: &[(u32, f64)]) -> Vec<u8> {
     out
 }
 
+/// One (series id, value) item of a tick row (`c` is TICK_ITEM bytes long).
+fn tick_item(c: &[u8]) -> (u32, f64) {
+    let (id, v) = c.split_at(4);
+    (
+        u32::from_le_bytes(id.try_into().unwrap_or_default()),
+        f64::from_le_bytes(v.try_into().unwrap_or_default()),
+    )
+}
+
 fn tick_items(data: &[u8]) -> impl Iterator<Item = (u32, f64)> + '_ {
-    data.chunks_exact(TICK_ITEM).map(|c| {
-        let (id, v) = c.split_at(4);
-        (
-            u32::from_le_bytes(id.try_into().unwrap_or_default()),
-            f64::from_le_bytes(v.try_into().unwrap_or_default()),
-        )
-    })
+    data.chunks_exact(TICK_ITEM).map(tick_item)
 }
 
 /// The value of series `id` in a tick row (binary search: rows are sorted by id).
@@ -94,13 +97,11 @@ fn tick_value(data: &[u8], id: u32) -> Option<f64> {
     let (mut lo, mut hi) = (0, n);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        let at = &data[mid * TICK_ITEM..(mid + 1) * TICK_ITEM];
-        let (k, v) = at.split_at(4);
-        let k = u32::from_le_bytes(k.try_into().unwrap_or_default());
+        let (k, v) = tick_item(&data[mid * TICK_ITEM..(mid + 1) * TICK_ITEM]);
         match k.cmp(&id) {
             std::cmp::Ordering::Less => lo = mid + 1,
             std::cmp::Ordering::Greater => hi = mid,
-            std::cmp::Ordering::Equal => return Some(f64::from_le_bytes(v.try_into().ok()?)),
+            std::cmp::Ordering::Equal => return Some(v),
         }
     }
     None
