@@ -18,9 +18,7 @@ pub fn all(root: &Path) -> Result<()> {
     let mut rows = Vec::new();
     for name in NAMES {
         eprintln!("== cargo bench --bench {name}");
-        let mut child = Command::new("cargo")
-            .args(["bench", "-p", "infersight", "--bench", name])
-            .env("PATH", crate::setup::path_with_cargo_bin())
+        let mut child = crate::cargo_command(&["bench", "-p", "infersight", "--bench", name])
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting the {name} benchmark"))?;

@@ -7,7 +7,7 @@
 //! debug assertions, at opt-level 1 (fuzz/Cargo.toml). On 2 cores it builds from scratch
 //! in 9.5 min against 13 for the release build, and runs the config target at ~900
 //! executions/s against ~1350 (opt-level 0 builds in 4.5 min but runs at ~30/s).
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -54,9 +54,7 @@ fn seeds(root: &Path, target: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 fn ensure_cargo_fuzz() -> Result<()> {
-    let present = Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .env("PATH", crate::setup::path_with_cargo_bin())
+    let present = crate::cargo_command(&["fuzz", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !present {
@@ -94,21 +92,18 @@ pub fn run(root: &Path, seconds: u64, targets: &[String]) -> Result<Vec<(String,
         for (name, data) in seeds(root, t) {
             std::fs::write(corpus.join(name), data)?;
         }
-        let output = Command::new("cargo")
-            .args(["+nightly", "fuzz", "run", "--dev", "--fuzz-dir"])
-            .arg(root.join("fuzz"))
-            .arg(t)
-            .arg(&corpus)
-            .args([
-                "--",
-                &format!("-max_total_time={seconds}"),
-                "-rss_limit_mb=4096",
-                "-print_final_stats=1",
-            ])
-            .env("PATH", crate::setup::path_with_cargo_bin())
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .output()
-            .with_context(|| format!("running the {t} fuzz target"))?;
+        let output =
+            crate::cargo_command(&["+nightly", "fuzz", "run", "--dev", "--fuzz-dir", fuzz_dir])
+                .arg(t)
+                .arg(&corpus)
+                .args([
+                    "--",
+                    &format!("-max_total_time={seconds}"),
+                    "-rss_limit_mb=4096",
+                    "-print_final_stats=1",
+                ])
+                .output()
+                .with_context(|| format!("running the {t} fuzz target"))?;
         let log = String::from_utf8_lossy(&output.stderr);
         if !output.status.success() {
             let tail: Vec<&str> = log.lines().rev().take(40).collect();

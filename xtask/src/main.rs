@@ -192,13 +192,18 @@ fn workspace_root() -> Result<PathBuf> {
 
 /// Run cargo (through rustup's proxy, so `+nightly` works) with ~/.cargo/bin on PATH.
 fn cargo(args: &[&str]) -> Result<()> {
+    status(cargo_command(args))
+}
+
+/// A cargo command as `cargo` runs it, to run another way (piped, captured).
+fn cargo_command(args: &[&str]) -> Command {
     let mut cmd = Command::new("cargo");
     cmd.args(args).env("PATH", setup::path_with_cargo_bin());
     // A toolchain chosen for the xtask itself must not leak into `cargo +nightly`.
     cmd.env_remove("RUSTUP_TOOLCHAIN");
     cmd.env_remove("CARGO");
     cmd.env_remove("RUSTC");
-    status(cmd)
+    cmd
 }
 
 fn status(mut cmd: Command) -> Result<()> {
