@@ -21,6 +21,23 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The next text message as JSON (other frames skipped), within 2 s.
+async fn next_json<S>(ws: &mut S) -> serde_json::Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
+            .await
+            .expect("a message within 2 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
 fn sleeper() -> Child {
     Command::new("sleep").arg("600").spawn().unwrap()
 }
@@ -65,13 +82,7 @@ fn websocket_clients_get_snapshots_and_alert_events_and_a_slow_one_delays_nobody
         let start = Instant::now();
         let mut killed = false;
         while start.elapsed() < Duration::from_secs(4) {
-            let msg = tokio::time::timeout(Duration::from_secs(2), fast.next())
-                .await
-                .expect("a message within 2 s")
-                .unwrap()
-                .unwrap();
-            let Message::Text(text) = msg else { continue };
-            let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            let v = next_json(&mut fast).await;
             match v["type"].as_str() {
                 Some("snapshot") => {
                     assert!(v["data"]["tick"].as_u64().is_some(), "{v}");
@@ -228,20 +239,10 @@ fn websocket_clients_subscribe_to_parts() {
         }
         let url = format!("{}?parts=hostname,targets", ws_url(a.agent.addr));
         let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        let mut next = async || loop {
-            let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
-                .await
-                .expect("a message within 2 s")
-                .unwrap()
-                .unwrap();
-            if let Message::Text(t) = msg {
-                return serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap();
-            }
-        };
         let keys = |v: &serde_json::Value| -> Vec<String> {
             v["data"].as_object().unwrap().keys().cloned().collect()
         };
-        let v = next().await;
+        let v = next_json(&mut ws).await;
         assert_eq!(v["type"], "snapshot");
         assert_eq!(keys(&v), ["hostname", "targets", "tick", "timestamp_ms"]);
         assert_eq!(v["data"]["targets"][0]["name"], "svc");
@@ -254,13 +255,7 @@ fn websocket_clients_subscribe_to_parts() {
         let mut answers = Vec::new();
         let mut after = None;
         while answers.len() < 2 || after.is_none() {
-            let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
-                .await
-                .expect("a message within 2 s")
-                .unwrap()
-                .unwrap();
-            let Message::Text(t) = msg else { continue };
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            let v = next_json(&mut ws).await;
             match v["type"].as_str() {
                 Some("subscribed") | Some("error") => answers.push(v),
                 Some("snapshot") if answers.len() == 2 => after = Some(v),
