@@ -139,7 +139,7 @@ fn host_metrics_agree_with_proc_and_the_gpu_is_reported_absent() {
     // Disks: whole devices of /proc/diskstats, never partitions.
     for (l, _) in m.matching("node_disk_read_bytes_total", &[]) {
         assert!(
-            !infersight::collect::host::ignored_disk(&l["device"]),
+            !infersight::collectors::host::ignored_disk(&l["device"]),
             "{l:?}"
         );
     }

@@ -11,93 +11,105 @@ mod common;
 use std::{path::Path, time::Instant};
 
 use infersight::{
-    alert::{engine::Engine, rules, signals::SignalSet},
-    collect::{
-        gpu::DeviceReading,
-        host::{Filesystem, HostSample, MemoryBytes},
-        process::ProcessSample,
+    alert::{engine::Engine, rules},
+    base::{CollectorStatus, Health},
+    collectors::{
+        gpu::{DeviceReading, GpuPart},
+        host::{Filesystem, HostPart, HostSample, MemoryBytes},
+        http::{HttpPart, RequestSummary},
+        process::{ProcessPart, ProcessSample},
     },
-    snapshot::{CollectorStatus, Health, RequestSummary, Snapshot},
+    readings::Readings,
 };
 
-fn snapshot() -> Snapshot {
+fn snapshot() -> Readings {
     let active = |name: &str| CollectorStatus {
         name: name.into(),
         health: Health::active(),
         duration_seconds: None,
     };
     let targets: Vec<String> = (0..32).map(|i| format!("svc{i}")).collect();
-    Snapshot {
+    Readings {
         collectors: ["host", "gpu", "process", "http"].map(active).to_vec(),
-        host: Some(HostSample {
-            cpu_usage_ratio: Some(0.6),
-            memory: Some(MemoryBytes {
-                fields: vec![("MemTotal", 1 << 40), ("MemAvailable", 1 << 38)],
+        host: HostPart {
+            host: Some(HostSample {
+                cpu_usage_ratio: Some(0.6),
+                memory: Some(MemoryBytes {
+                    fields: vec![("MemTotal", 1 << 40), ("MemAvailable", 1 << 38)],
+                }),
+                load: Some([4.0, 3.0, 2.0]),
+                filesystems: (0..12)
+                    .map(|i| Filesystem {
+                        device: format!("/dev/nvme{i}n1"),
+                        fstype: "xfs".into(),
+                        mountpoint: format!("/data{i}"),
+                        size_bytes: 1000,
+                        free_bytes: 100 * i,
+                        avail_bytes: 80 * i,
+                        files: 10,
+                        files_free: 5,
+                        readonly: false,
+                    })
+                    .collect(),
+                ..HostSample::default()
             }),
-            load: Some([4.0, 3.0, 2.0]),
-            filesystems: (0..12)
-                .map(|i| Filesystem {
-                    device: format!("/dev/nvme{i}n1"),
-                    fstype: "xfs".into(),
-                    mountpoint: format!("/data{i}"),
-                    size_bytes: 1000,
-                    free_bytes: 100 * i,
-                    avail_bytes: 80 * i,
-                    files: 10,
-                    files_free: 5,
-                    readonly: false,
+        },
+        gpu: GpuPart {
+            gpus: (0..8)
+                .map(|i| DeviceReading {
+                    index: i,
+                    uuid: format!("GPU-{i}"),
+                    gpu_util_percent: Some(i * 12),
+                    fb_used_mib: Some(u64::from(i) * 10_000),
+                    fb_total_mib: Some(81_559),
+                    temperature_celsius: Some(50 + i * 5),
+                    power_watts: Some(300.0),
+                    xid_counts: Some(vec![]),
+                    ..DeviceReading::default()
                 })
                 .collect(),
-            ..HostSample::default()
-        }),
-        gpus: (0..8)
-            .map(|i| DeviceReading {
-                index: i,
-                uuid: format!("GPU-{i}"),
-                gpu_util_percent: Some(i * 12),
-                fb_used_mib: Some(u64::from(i) * 10_000),
-                fb_total_mib: Some(81_559),
-                temperature_celsius: Some(50 + i * 5),
-                power_watts: Some(300.0),
-                xid_counts: Some(vec![]),
-                ..DeviceReading::default()
-            })
-            .collect(),
-        processes: targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| ProcessSample {
-                target: t.clone(),
-                up: i % 3 != 0,
-                processes: 1,
-                pids: vec![],
-                cpu_seconds: None,
-                resident_bytes: None,
-                threads: None,
-                open_fds: None,
-                start_time_seconds: None,
-            })
-            .collect(),
-        requests: targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| RequestSummary {
-                target: t.clone(),
-                active: Some(i as u64 % 4),
-                accepted_connections: None,
-                ignored_connections: None,
-                unanswered: None,
-                request_rate: Some(i as f64),
-                error_ratio: Some(i as f64 / 100.0),
-                latency_avg_seconds: Some(i as f64 / 10.0),
-                latency_p50_seconds: None,
-                latency_p95_seconds: Some(i as f64 / 5.0),
-                latency_p99_seconds: None,
-                ttft_p50_seconds: None,
-                ttft_p95_seconds: Some(i as f64 / 20.0),
-            })
-            .collect(),
-        ..Snapshot::default()
+            ..GpuPart::default()
+        },
+        process: ProcessPart {
+            processes: targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| ProcessSample {
+                    target: t.clone(),
+                    up: i % 3 != 0,
+                    processes: 1,
+                    pids: vec![],
+                    cpu_seconds: None,
+                    resident_bytes: None,
+                    threads: None,
+                    open_fds: None,
+                    start_time_seconds: None,
+                })
+                .collect(),
+        },
+        http: HttpPart {
+            requests: targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| RequestSummary {
+                    target: t.clone(),
+                    active: Some(i as u64 % 4),
+                    accepted_connections: None,
+                    ignored_connections: None,
+                    unanswered: None,
+                    request_rate: Some(i as f64),
+                    error_ratio: Some(i as f64 / 100.0),
+                    latency_avg_seconds: Some(i as f64 / 10.0),
+                    latency_p50_seconds: None,
+                    latency_p95_seconds: Some(i as f64 / 5.0),
+                    latency_p99_seconds: None,
+                    ttft_p50_seconds: None,
+                    ttft_p95_seconds: Some(i as f64 / 20.0),
+                })
+                .collect(),
+            ..HttpPart::default()
+        },
+        ..Readings::default()
     }
 }
 
@@ -140,7 +152,7 @@ fn main() {
     let mut notes = 0;
     for r in 0..rounds {
         let start = Instant::now();
-        let signals = SignalSet::from_snapshot(&snap);
+        let signals = snap.signals();
         notes += engine.evaluate(&signals, r as f64 * 10.0).len();
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }

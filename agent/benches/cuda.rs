@@ -20,8 +20,9 @@ use std::{
 };
 
 use infersight::{
+    collectors::cuda::{attach_floor, Probes},
     config::{TargetRequest, TargetSpec},
-    ebpf::Probes,
+    ebpf::{Kernel, Options},
     targets::Targets,
 };
 
@@ -127,24 +128,28 @@ fn run(lib: &Path, app: &Path, loops: u64, rounds: usize) {
         results[0].push(App::loaded(app, lib, loops).run(calls));
 
         let a = App::loaded(app, lib, loops);
-        let mut probes = Probes::start(&others, &[]);
-        let n = probes.attach_cuda_floor(lib).expect("floor probes");
+        let mut probes = Kernel::load(&others, Options::default());
+        let n = attach_floor(&mut probes, lib).expect("floor probes");
         assert!(n >= 15, "floor attached {n} entry points");
         results[1].push(a.run(calls));
         drop(probes);
 
         let a = App::loaded(app, lib, loops);
-        let mut probes = Probes::start(&others, &[]);
-        probes.attach_cuda(lib).expect("CUDA probes");
+        let mut probes = Kernel::load(&others, Options::default());
+        let mut cuda = Probes::take(&mut probes).expect("CUDA maps");
+        let bpf = probes.object_mut().expect("loaded");
+        cuda.attach(bpf, lib).expect("CUDA probes");
         results[2].push(a.run(calls));
         drop(probes);
 
         let a = App::loaded(app, lib, loops);
-        let mut probes = Probes::start(&pid_targets(a.child.id()), &[]);
-        probes.attach_cuda(lib).expect("CUDA probes");
+        let mut probes = Kernel::load(&pid_targets(a.child.id()), Options::default());
+        let mut cuda = Probes::take(&mut probes).expect("CUDA maps");
+        let bpf = probes.object_mut().expect("loaded");
+        cuda.attach(bpf, lib).expect("CUDA probes");
         results[3].push(a.run(calls));
-        let launches: u64 = probes
-            .read_cuda(std::iter::once(1))
+        let launches: u64 = cuda
+            .read(std::iter::once(1))
             .expect("read CUDA counts")
             .iter()
             .map(|(_, s)| s.kernel_launches)

@@ -19,10 +19,7 @@ use std::{
 };
 
 use common::Proc;
-use infersight::{
-    ebpf::{Probes, FLOOR_PROGRAMS},
-    targets::Targets,
-};
+use infersight::{ebpf::Kernel, targets::Targets};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_infersight");
 
@@ -128,13 +125,8 @@ fn start_agent(server_pid: u32) -> (Proc, u16) {
 
 /// wrk with the empty programs attached; returns (result, eBPF ns per request).
 fn floor_round(port: u16, seconds: u64, connections: u64) -> (Wrk, f64) {
-    let probes = Probes::start(&Targets::default(), FLOOR_PROGRAMS);
-    assert!(
-        probes.collector_health().reason.is_none(),
-        "empty programs did not attach: {:?}",
-        probes.collector_health()
-    );
-    let runtime = |p: &Probes| -> f64 {
+    let probes = common::floor(&Targets::default());
+    let runtime = |p: &Kernel| -> f64 {
         p.program_statuses()
             .iter()
             .filter_map(|s| s.run_time_ns)

@@ -9,10 +9,16 @@ use std::{collections::BTreeMap, time::Duration, time::Instant};
 
 use infersight::{
     alert::expr::Labels,
-    collect::{gpu::DeviceReading, host::HostCollector},
-    hist::Hist,
+    base::histogram::{self, Histogram},
+    collectors::{
+        gpu::{DeviceReading, GpuPart},
+        host::{HostPart, HostReader},
+        http::{HttpPart, HttpSeries, RequestSummary},
+        syscalls::{SyscallSeries, SyscallsPart},
+    },
     history::{History, Samples},
-    snapshot::{HttpSeries, RequestSummary, Snapshot, SyscallSeries},
+    readings::Readings,
+    snapshot::Snapshot,
 };
 
 fn labels(pairs: &[(&str, String)]) -> Labels {
@@ -95,67 +101,82 @@ fn main() {
     }
 
     // 3. Rendering with 1 GPU and 10 targets.
-    let mut host = HostCollector::default();
+    let mut host = HostReader::default();
     let _ = host.sample();
-    let mut d = Hist::new(infersight::hist::HTTP_DURATION);
+    let mut d = Histogram::new(histogram::HTTP_DURATION);
     for i in 0..100 {
         d.observe(f64::from(i) / 1000.0);
     }
     let targets: Vec<String> = (0..10).map(|i| format!("svc{i}")).collect();
+    let readings = Readings {
+        host: HostPart {
+            host: Some(host.sample()),
+        },
+        gpu: GpuPart {
+            gpus: vec![DeviceReading {
+                uuid: "GPU-0".into(),
+                gpu_util_percent: Some(50),
+                fb_used_mib: Some(1000),
+                ..DeviceReading::default()
+            }],
+            ..GpuPart::default()
+        },
+        http: HttpPart {
+            http: targets
+                .iter()
+                .flat_map(|t| {
+                    let d = d.clone();
+                    (0..5).map(move |r| HttpSeries {
+                        target: t.clone(),
+                        method: "GET".into(),
+                        route: format!("/v1/r{r}"),
+                        status: 200,
+                        duration: d.clone(),
+                        request_body: Histogram::new(histogram::BODY_SIZE),
+                        response_body: Histogram::new(histogram::BODY_SIZE),
+                    })
+                })
+                .collect(),
+            requests: targets
+                .iter()
+                .map(|t| RequestSummary {
+                    target: t.clone(),
+                    active: Some(1),
+                    accepted_connections: Some(1),
+                    ignored_connections: Some(0),
+                    unanswered: Some(0),
+                    request_rate: Some(1.0),
+                    error_ratio: Some(0.0),
+                    latency_avg_seconds: Some(0.1),
+                    latency_p50_seconds: Some(0.1),
+                    latency_p95_seconds: Some(0.2),
+                    latency_p99_seconds: Some(0.3),
+                    ttft_p50_seconds: None,
+                    ttft_p95_seconds: None,
+                })
+                .collect(),
+            ..HttpPart::default()
+        },
+        syscalls: SyscallsPart {
+            syscalls: targets
+                .iter()
+                .flat_map(|t| {
+                    (0..30).map(move |n| SyscallSeries {
+                        target: t.clone(),
+                        syscall: format!("nr_{n}"),
+                        count: 10,
+                        errors: 0,
+                        duration_sum_seconds: 0.1,
+                        buckets: [1; agent_common::HIST_BUCKETS],
+                    })
+                })
+                .collect(),
+            syscall_series_limited: 0,
+        },
+        ..Readings::default()
+    };
     let snap = Snapshot {
-        host: Some(host.sample()),
-        gpus: vec![DeviceReading {
-            uuid: "GPU-0".into(),
-            gpu_util_percent: Some(50),
-            fb_used_mib: Some(1000),
-            ..DeviceReading::default()
-        }],
-        http: targets
-            .iter()
-            .flat_map(|t| {
-                let d = d.clone();
-                (0..5).map(move |r| HttpSeries {
-                    target: t.clone(),
-                    method: "GET".into(),
-                    route: format!("/v1/r{r}"),
-                    status: 200,
-                    duration: d.clone(),
-                    request_body: Hist::new(infersight::hist::BODY_SIZE),
-                    response_body: Hist::new(infersight::hist::BODY_SIZE),
-                })
-            })
-            .collect(),
-        syscalls: targets
-            .iter()
-            .flat_map(|t| {
-                (0..30).map(move |n| SyscallSeries {
-                    target: t.clone(),
-                    syscall: format!("nr_{n}"),
-                    count: 10,
-                    errors: 0,
-                    duration_sum_seconds: 0.1,
-                    buckets: [1; agent_common::HIST_BUCKETS],
-                })
-            })
-            .collect(),
-        requests: targets
-            .iter()
-            .map(|t| RequestSummary {
-                target: t.clone(),
-                active: Some(1),
-                accepted_connections: Some(1),
-                ignored_connections: Some(0),
-                unanswered: Some(0),
-                request_rate: Some(1.0),
-                error_ratio: Some(0.0),
-                latency_avg_seconds: Some(0.1),
-                latency_p50_seconds: Some(0.1),
-                latency_p95_seconds: Some(0.2),
-                latency_p99_seconds: Some(0.3),
-                ttft_p50_seconds: None,
-                ttft_p95_seconds: None,
-            })
-            .collect(),
+        readings,
         ..Snapshot::default()
     };
     let mut metrics = Vec::new();
@@ -164,7 +185,7 @@ fn main() {
     let mut size = (0, 0);
     for _ in 0..100 {
         let s = Instant::now();
-        let m = infersight::metrics::render(&snap);
+        let m = infersight::exposition::render(&snap);
         metrics.push(s.elapsed().as_secs_f64() * 1e3);
         // The same families through the prometheus crate's own text encoder (what render
         // used before), interleaved for a side-by-side ratio.
@@ -172,7 +193,7 @@ fn main() {
         let mut buf = Vec::with_capacity(16 * 1024);
         prometheus::Encoder::encode(
             &prometheus::TextEncoder::new(),
-            &infersight::metrics::families(&snap),
+            &infersight::exposition::families(&snap),
             &mut buf,
         )
         .expect("crate encoder");

@@ -18,9 +18,9 @@ use std::{
 };
 
 use infersight::{
+    base::ProgramStatus,
     config::{TargetRequest, TargetSpec},
-    ebpf::{Probes, FLOOR_PROGRAMS, SYSCALL_PROGRAMS},
-    snapshot::ProgramStatus,
+    ebpf::Kernel,
     targets::Targets,
 };
 
@@ -89,18 +89,12 @@ fn pid_targets(pid: u32) -> Targets {
     .expect("resolve target")
 }
 
-fn check_attached(probes: &Probes) {
-    let h = probes.collector_health();
-    assert!(h.reason.is_none(), "programs did not attach: {h:?}");
-}
-
 /// Run the loop under `probes`; adds the programs' (run time, run count) to `cost` and
 /// returns ns per call.
-fn measure(child: LoopChild, probes: &Probes, cost: &mut (u64, u64)) -> f64 {
-    check_attached(probes);
-    let before = probes.program_statuses();
+fn measure(child: LoopChild, kernel: &Kernel, cost: &mut (u64, u64)) -> f64 {
+    let before = kernel.program_statuses();
     let ns = child.run();
-    if let Some((t, n)) = program_cost(&before, &probes.program_statuses()) {
+    if let Some((t, n)) = program_cost(&before, &kernel.program_statuses()) {
         cost.0 += t;
         cost.1 += n;
     }
@@ -135,23 +129,24 @@ fn run(calls: u64, rounds: usize) {
 
         floor.push(measure(
             LoopChild::spawn(calls),
-            &Probes::start(&bystander_targets, FLOOR_PROGRAMS),
+            &common::floor(&bystander_targets),
             &mut floor_cost,
         ));
         other.push(measure(
             LoopChild::spawn(calls),
-            &Probes::start(&bystander_targets, SYSCALL_PROGRAMS),
+            &common::Traced::start(bystander_targets.clone()).kernel,
             &mut other_cost,
         ));
         let child = LoopChild::spawn(calls);
-        let probes = Probes::start(&pid_targets(child.child.id()), SYSCALL_PROGRAMS);
-        traced.push(measure(child, &probes, &mut traced_cost));
+        let mut probes = common::Traced::start(pid_targets(child.child.id()));
+        traced.push(measure(child, &probes.kernel, &mut traced_cost));
         let counted: u64 = probes
-            .read_syscalls()
-            .expect("read stats")
+            .read()
+            .syscalls
+            .syscalls
             .iter()
-            .filter(|s| s.nr == libc::SYS_getppid as u32)
-            .map(|s| s.stats.count)
+            .filter(|s| s.syscall == "getppid")
+            .map(|s| s.count)
             .sum();
         assert_eq!(counted, calls, "traced run counted every call");
         drop(probes);

@@ -1,12 +1,16 @@
 //! Changes to the running agent from outside its tick loop (API writes): each is a
-//! `Command` sent to the loop, which owns the agent, and answered from there with an
-//! HTTP status and a JSON body.
+//! `Command` sent to the loop, which owns the agent, and answered from there with a
+//! `Reply` (a JSON body, or a typed refusal the server maps to a status code).
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::{alert::runtime::RuleCommand, config::TargetRequest};
+use crate::{
+    alerting::RuleCommand,
+    base::{Refusal, RefusalKind, Reply},
+    config::TargetRequest,
+};
 
 #[derive(Debug)]
 pub enum Command {
@@ -19,15 +23,8 @@ pub enum Command {
     Reload,
 }
 
-/// HTTP status and JSON body.
-pub type Reply = (u16, Value);
-
 /// A command and where its answer goes.
 pub type Request = (Command, tokio::sync::oneshot::Sender<Reply>);
-
-pub fn error(code: u16, message: impl std::fmt::Display) -> Reply {
-    (code, json!({ "error": message.to_string() }))
-}
 
 /// One of `pid`, `cgroup`, `pid_file`, `process` (the config file's target kinds), and an
 /// optional `name`.
@@ -41,18 +38,23 @@ struct TargetBody {
     name: Option<String>,
 }
 
-/// The target a JSON body asks for; `Err` is the reply (400 for the wrong shape, 422
-/// for values that cannot be a target).
-pub fn target_request(v: Value) -> Result<TargetRequest, Reply> {
-    let b: TargetBody = serde_json::from_value(v).map_err(|e| error(400, e))?;
+fn invalid(message: &str) -> Refusal {
+    Refusal::new(RefusalKind::Invalid, message)
+}
+
+/// The target a JSON body asks for; a bad request for the wrong shape, invalid for
+/// values that cannot be a target.
+pub fn target_request(v: Value) -> Result<TargetRequest, Refusal> {
+    let b: TargetBody =
+        serde_json::from_value(v).map_err(|e| Refusal::new(RefusalKind::BadRequest, e))?;
     let name = match b.name {
-        Some(n) if n.trim().is_empty() => return Err(error(422, "name: must not be empty")),
+        Some(n) if n.trim().is_empty() => return Err(invalid("name: must not be empty")),
         n => n,
     };
     let mut kinds = Vec::new();
     if let Some(pid) = b.pid {
         if pid == 0 {
-            return Err(error(422, "pid: must be positive"));
+            return Err(invalid("pid: must be positive"));
         }
         kinds.push(TargetRequest::Pid {
             pid,
@@ -73,7 +75,7 @@ pub fn target_request(v: Value) -> Result<TargetRequest, Reply> {
     }
     if let Some(comm) = b.process {
         if comm.trim().is_empty() {
-            return Err(error(422, "process: must not be empty"));
+            return Err(invalid("process: must not be empty"));
         }
         kinds.push(TargetRequest::Process {
             comm: comm.trim().to_string(),
@@ -82,12 +84,8 @@ pub fn target_request(v: Value) -> Result<TargetRequest, Reply> {
     }
     match kinds.len() {
         1 => Ok(kinds.remove(0)),
-        _ => Err(error(
-            422,
+        _ => Err(invalid(
             "give exactly one of pid, cgroup, pid_file, process",
         )),
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -16,7 +16,7 @@ use std::{
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use crate::{alert::expr::Labels, snapshot::Health};
+use crate::base::{signal::Labels, Health};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -222,7 +222,7 @@ impl History {
             Err(e) if path.exists() && is_corrupt(&e) => {
                 let aside = dir.join(format!(
                     "history.db.corrupt-{}",
-                    crate::notify::now_seconds() as u64
+                    crate::base::now_seconds() as u64
                 ));
                 std::fs::rename(&path, &aside).map_err(|source| HistoryError::Dir {
                     path: aside.clone(),
@@ -255,7 +255,7 @@ impl History {
     }
 
     fn series_id(&mut self, metric: &'static str, labels: &Labels) -> Result<i64, HistoryError> {
-        let key = (metric, crate::alert::expr::label_hash(labels));
+        let key = (metric, crate::base::signal::label_hash(labels));
         if let Some(id) = self.series.get(&key) {
             return Ok(*id);
         }

@@ -15,7 +15,7 @@ use futures_util::SinkExt;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::stream::Message;
+use crate::{snapshot::PushView, stream::Message};
 
 /// Messages kept while disconnected; older ones are dropped first.
 pub const BUFFER: usize = 1000;
@@ -28,16 +28,6 @@ pub struct PushStats {
     pub sent: AtomicU64,
     pub dropped: AtomicU64,
     pub connects: AtomicU64,
-}
-
-/// What `/metrics` shows of the push client.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct PushView {
-    pub url: String,
-    pub connected: bool,
-    pub sent: u64,
-    pub dropped: u64,
-    pub connects: u64,
 }
 
 impl PushStats {

@@ -27,8 +27,10 @@ use tokio::{
 };
 
 use crate::{
-    metrics,
-    snapshot::{CollectorStatus, ProgramStatus, Snapshot, State, TargetStatus},
+    base::{CollectorStatus, ProgramStatus, State},
+    exposition,
+    readings::TargetStatus,
+    snapshot::Snapshot,
     stream::Message,
 };
 
@@ -158,7 +160,7 @@ impl MetricsCache {
                 return body.clone();
             }
         }
-        let body = Bytes::from(metrics::render(snap));
+        let body = Bytes::from(exposition::render(snap));
         *c = Some((snap.tick, body.clone()));
         body
     }
@@ -191,7 +193,7 @@ fn route(req: &Request<Incoming>, snap: &Snapshot, cache: &MetricsCache) -> Resp
             let mut r = Response::new(Full::new(cache.get(snap)));
             r.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static(metrics::CONTENT_TYPE),
+                HeaderValue::from_static(exposition::CONTENT_TYPE),
             );
             r
         }

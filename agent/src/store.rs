@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::alert::{
-    engine::{Active, AlertState, Notification, Status},
-    expr::Labels,
+use crate::{
+    alert::engine::{Active, AlertState, Notification, Status},
+    base::signal::Labels,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +205,7 @@ impl Store {
     }
 
     /// The newest `limit` history rows.
-    pub fn history(&self, limit: u32) -> Result<Vec<HistoryRow>, StoreError> {
+    pub fn alert_history(&self, limit: u32) -> Result<Vec<HistoryRow>, StoreError> {
         let mut st = self.conn.prepare(
             "SELECT id, name, labels, state, started, resolved, acknowledged FROM alert_history ORDER BY id DESC LIMIT ?1",
         )?;

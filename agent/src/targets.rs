@@ -403,6 +403,123 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
+/// Each target's live processes at one reading of the process table: a process target's
+/// root and its descendants (as the kernel follows forks), a cgroup target's processes in
+/// the cgroup and below it. The host target has none.
+#[derive(Debug, Default)]
+pub struct Members {
+    per_target: HashMap<u32, TargetMembers>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetMembers {
+    pub pids: Vec<u32>,
+    /// Process targets: whether the root process exists; cgroup targets: `None`.
+    pub root_alive: Option<bool>,
+}
+
+impl TargetMembers {
+    /// The root process exists (process targets) or the cgroup holds a process.
+    pub fn up(&self) -> bool {
+        self.root_alive.unwrap_or(!self.pids.is_empty())
+    }
+}
+
+impl Members {
+    /// Read the process table once for every target.
+    pub fn read(targets: &Targets) -> Members {
+        let table = children_table();
+        let mount = cgroup2_mount();
+        let per_target = targets
+            .iter()
+            .filter_map(|t| Some((t.index, members(t, &table, mount.as_deref())?)))
+            .collect();
+        Members { per_target }
+    }
+
+    /// A target's processes (`None` for the host target or one not read).
+    pub fn of(&self, index: u32) -> Option<&TargetMembers> {
+        self.per_target.get(&index)
+    }
+
+    /// Every process of every target.
+    pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.per_target
+            .values()
+            .flat_map(|m| m.pids.iter().copied())
+    }
+}
+
+/// The process table of one reading: parent → children.
+fn children_table() -> HashMap<u32, Vec<u32>> {
+    let mut map: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(all) = procfs::process::all_processes() {
+        for p in all.flatten() {
+            if let Ok(stat) = p.stat() {
+                if let (Ok(pid), Ok(ppid)) = (u32::try_from(stat.pid), u32::try_from(stat.ppid)) {
+                    map.entry(ppid).or_default().push(pid);
+                }
+            }
+        }
+    }
+    map
+}
+
+fn tree(root: u32, children: &HashMap<u32, Vec<u32>>) -> Vec<u32> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(kids) = children.get(&out[i]) {
+            out.extend(kids);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn cgroup_pids(dir: &Path, out: &mut Vec<u32>) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                cgroup_pids(&e.path(), out);
+            }
+        }
+    }
+}
+
+fn members(
+    t: &Target,
+    table: &HashMap<u32, Vec<u32>>,
+    mount: Option<&Path>,
+) -> Option<TargetMembers> {
+    match &t.kind {
+        TargetKind::Host => None,
+        TargetKind::Cgroup { path, .. } => {
+            let mut pids = Vec::new();
+            if let Some(m) = mount {
+                cgroup_pids(&m.join(path.strip_prefix("/").unwrap_or(path)), &mut pids);
+            }
+            Some(TargetMembers {
+                pids,
+                root_alive: None,
+            })
+        }
+        _ => Some(match t.pid() {
+            Some(pid) if process_alive(pid) => TargetMembers {
+                pids: tree(pid, table),
+                root_alive: Some(true),
+            },
+            _ => TargetMembers {
+                pids: Vec::new(),
+                root_alive: Some(false),
+            },
+        }),
+    }
+}
+
 /// Processes that currently descend from `root` (not including it). Forks after the
 /// target is registered are followed in the kernel; this covers workers started before.
 pub fn descendants(root: u32) -> Vec<u32> {

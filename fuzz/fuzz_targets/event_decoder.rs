@@ -4,9 +4,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = infersight::collect::http::decode(data);
+    let _ = infersight::collectors::http::decode(data);
     let targets = infersight::targets::Targets::default();
-    let mut c = infersight::collect::http::HttpCollector::new(
+    let mut c = infersight::collectors::http::Requests::new(
         &targets,
         10,
         std::time::Duration::from_secs(60),

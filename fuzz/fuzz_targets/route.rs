@@ -3,6 +3,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let route = infersight::route::template(data);
+    let route = infersight::collectors::http::template(data);
     assert!(route.len() <= 4 * data.len() + 16, "{route:?}");
 });

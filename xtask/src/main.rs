@@ -6,6 +6,7 @@
 mod bench;
 mod fuzz;
 mod install;
+mod layers;
 mod setup;
 
 use std::{
@@ -94,6 +95,7 @@ fn main() -> Result<()> {
         }
         Task::Test => {
             setup::ensure()?;
+            layers::run(&root)?;
             cargo(&["fmt", "--all", "--", "--check"])?;
             cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
             // The eBPF crate only builds for the BPF target (see TOOLCHAIN.md).

@@ -216,3 +216,55 @@ pub fn start_server() -> (Proc, u32, u16) {
     let pid = server.id();
     (Proc(server), pid, line.trim().parse().expect("port"))
 }
+
+/// The agent's kernel programs as the agent runs them: every collector started (host and
+/// GPU sampling off: they are not what is measured) for `targets`.
+pub struct Traced {
+    pub kernel: infersight::ebpf::Kernel,
+    registry: infersight::readings::Registry,
+    targets: infersight::targets::Targets,
+}
+
+impl Traced {
+    pub fn start(targets: infersight::targets::Targets) -> Traced {
+        let config = infersight::config::Config::from_text(
+            None,
+            "[host]\nenabled = false\n[gpu]\nenabled = false\n",
+            &infersight::config::Overrides::default(),
+            std::iter::empty(),
+        )
+        .expect("bench config");
+        let mut kernel =
+            infersight::ebpf::Kernel::load(&targets, infersight::ebpf::Options::default());
+        let registry = infersight::readings::Registry::start(&config, &mut kernel, &targets);
+        let h = kernel.programs_health(infersight::ebpf::SYSCALL_HOOKS);
+        assert!(h.reason.is_none(), "programs did not attach: {h:?}");
+        Traced {
+            kernel,
+            registry,
+            targets,
+        }
+    }
+
+    /// One tick's readings.
+    pub fn read(&mut self) -> infersight::readings::Readings {
+        let members = infersight::targets::Members::read(&self.targets);
+        let mut readings = infersight::readings::Readings::default();
+        let mut tick = infersight::collectors::Tick {
+            targets: &self.targets,
+            members: &members,
+            gpu_pids: &[],
+            kernel: &mut self.kernel,
+        };
+        self.registry.collect(&mut tick, &mut readings);
+        readings
+    }
+}
+
+/// Only the empty programs on the syscall hooks (the cost floor), for `targets`.
+pub fn floor(targets: &infersight::targets::Targets) -> infersight::ebpf::Kernel {
+    let mut kernel = infersight::ebpf::Kernel::load(targets, infersight::ebpf::Options::default());
+    let h = kernel.attach(infersight::ebpf::FLOOR_PROGRAMS);
+    assert!(h.reason.is_none(), "empty programs did not attach: {h:?}");
+    kernel
+}

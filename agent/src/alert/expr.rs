@@ -12,10 +12,7 @@
 //! A comparison keeps the instances (label sets) for which it holds, with their values.
 //! `a and b` keeps instances of `a` that agree with some instance of `b` on the labels
 //! both have; `a or b` is the union (`a`'s value where both have the instance).
-use std::collections::BTreeMap;
-
-/// The labels of one instance of a signal.
-pub type Labels = BTreeMap<String, String>;
+pub use crate::base::signal::{label_hash, Instance, Labels, Signals};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -339,40 +336,6 @@ impl Expr {
             }
         }
     }
-}
-
-/// One instance of a signal: its labels (shared: evaluation copies instances a lot) and
-/// value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Instance {
-    pub labels: std::sync::Arc<Labels>,
-    /// A hash of the labels, computed once: the engine orders instances by it first, so
-    /// finding an instance compares label sets only when the hashes are equal.
-    pub id: u64,
-    pub value: f64,
-}
-
-impl Instance {
-    pub fn new(labels: Labels, value: f64) -> Instance {
-        Instance {
-            id: label_hash(&labels),
-            labels: std::sync::Arc::new(labels),
-            value,
-        }
-    }
-}
-
-pub fn label_hash(labels: &Labels) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    labels.hash(&mut h);
-    h.finish()
-}
-
-/// Where expressions read signals: `None` when the signal's collector is not working
-/// (no data), else its instances.
-pub trait Signals {
-    fn get(&self, name: &str) -> Option<&[Instance]>;
 }
 
 /// The instances for which `e` holds; `None` when a signal it reads has no data.

@@ -1,10 +1,9 @@
-//! Alerting: rules over the Snapshot's named signals, evaluated each tick into
-//! Prometheus-like alert states, with notifications handed to `notify`.
+//! Alert rules over the collectors' named signals (`readings`), evaluated each tick into
+//! Prometheus-like alert states; the transitions become notifications (`notify`). The
+//! running agent's alerting (rules file, store, notifier) is `crate::alerting`.
 pub mod engine;
 pub mod expr;
 pub mod rules;
-pub mod signals;
 
-pub mod runtime;
 #[cfg(test)]
 mod tests;

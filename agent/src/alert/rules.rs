@@ -4,10 +4,8 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use super::{
-    expr::{self, Expr},
-    signals::SignalSet,
-};
+use super::expr::{self, Expr};
+use crate::readings::known_signal;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -149,7 +147,7 @@ fn duration(field: &str, v: Option<&str>, default: Duration) -> Result<Duration,
 
 fn expression(field: &str, src: &str) -> Result<Expr, String> {
     let e = expr::parse(src).map_err(|e| format!("{field}: {e}"))?;
-    if let Some((name, column)) = e.signals().into_iter().find(|(n, _)| !SignalSet::known(n)) {
+    if let Some((name, column)) = e.signals().into_iter().find(|(n, _)| !known_signal(n)) {
         return Err(format!(
             "{field}: column {column}: unknown signal {name:?} (the README lists them)"
         ));

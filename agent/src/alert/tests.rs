@@ -1,14 +1,16 @@
 //! The shipped rules: every one parses and fires on a Snapshot that crosses it.
 use std::{collections::BTreeSet, path::Path};
 
-use super::{engine::Engine, rules, signals::SignalSet};
+use super::{engine::Engine, rules};
 use crate::{
-    collect::{
-        gpu::{DeviceReading, GpuProcess},
-        host::{Filesystem, HostSample, MemoryBytes},
-        process::ProcessSample,
+    base::{CollectorStatus, Health},
+    collectors::{
+        gpu::{DeviceReading, GpuPart, GpuProcess},
+        host::{Filesystem, HostPart, HostSample, MemoryBytes},
+        http::{HttpPart, RequestSummary},
+        process::{ProcessPart, ProcessSample},
     },
-    snapshot::{CollectorStatus, Health, RequestSummary, Snapshot},
+    readings::Readings,
 };
 
 fn summary(target: &str, rate: f64, errors: f64, latency: f64, ttft: f64) -> RequestSummary {
@@ -30,64 +32,75 @@ fn summary(target: &str, rate: f64, errors: f64, latency: f64, ttft: f64) -> Req
 }
 
 /// Everything over its threshold.
-fn burning() -> Snapshot {
+fn burning() -> Readings {
     let active = |name: &str| CollectorStatus {
         name: name.into(),
         health: Health::active(),
         duration_seconds: None,
     };
-    Snapshot {
+    Readings {
         collectors: ["host", "gpu", "process", "http"].map(active).to_vec(),
-        host: Some(HostSample {
-            cpu_usage_ratio: Some(0.97),
-            memory: Some(MemoryBytes {
-                fields: vec![("MemTotal", 1000), ("MemAvailable", 50)],
+        host: HostPart {
+            host: Some(HostSample {
+                cpu_usage_ratio: Some(0.97),
+                memory: Some(MemoryBytes {
+                    fields: vec![("MemTotal", 1000), ("MemAvailable", 50)],
+                }),
+                filesystems: vec![Filesystem {
+                    device: "/dev/vda1".into(),
+                    fstype: "ext4".into(),
+                    mountpoint: "/".into(),
+                    size_bytes: 100,
+                    free_bytes: 8,
+                    avail_bytes: 5,
+                    files: 10,
+                    files_free: 5,
+                    readonly: false,
+                }],
+                ..HostSample::default()
             }),
-            filesystems: vec![Filesystem {
-                device: "/dev/vda1".into(),
-                fstype: "ext4".into(),
-                mountpoint: "/".into(),
-                size_bytes: 100,
-                free_bytes: 8,
-                avail_bytes: 5,
-                files: 10,
-                files_free: 5,
-                readonly: false,
+        },
+        http: HttpPart {
+            requests: vec![
+                summary("api", 12.0, 0.4, 7.5, 3.0),
+                summary("idle", 0.0, 0.0, 0.1, 0.1),
+            ],
+            ..HttpPart::default()
+        },
+        process: ProcessPart {
+            processes: vec![ProcessSample {
+                target: "worker".into(),
+                up: false,
+                processes: 0,
+                pids: vec![],
+                cpu_seconds: None,
+                resident_bytes: None,
+                threads: None,
+                open_fds: None,
+                start_time_seconds: None,
             }],
-            ..HostSample::default()
-        }),
-        requests: vec![
-            summary("api", 12.0, 0.4, 7.5, 3.0),
-            summary("idle", 0.0, 0.0, 0.1, 0.1),
-        ],
-        processes: vec![ProcessSample {
-            target: "worker".into(),
-            up: false,
-            processes: 0,
-            pids: vec![],
-            cpu_seconds: None,
-            resident_bytes: None,
-            threads: None,
-            open_fds: None,
-            start_time_seconds: None,
-        }],
-        gpus: vec![DeviceReading {
-            index: 0,
-            uuid: "GPU-1".into(),
-            gpu_util_percent: Some(10),
-            fb_used_mib: Some(990),
-            fb_total_mib: Some(1000),
-            temperature_celsius: Some(91),
-            xid_counts: Some(vec![(79, 1)]),
-            processes: vec![GpuProcess {
-                pid: 1,
-                used_memory_bytes: None,
-                sm_util_percent: None,
-                mem_util_percent: None,
+        },
+        gpu: GpuPart {
+            gpus: vec![DeviceReading {
+                index: 0,
+                uuid: "GPU-1".into(),
+                gpu_util_percent: Some(10),
+                fb_used_mib: Some(990),
+                fb_total_mib: Some(1000),
+                temperature_celsius: Some(91),
+                xid_counts: Some(vec![(79, 1)]),
+                processes: vec![GpuProcess {
+                    pid: 1,
+                    used_memory_bytes: None,
+                    sm_util_percent: None,
+                    mem_util_percent: None,
+                    target: None,
+                }],
+                ..DeviceReading::default()
             }],
-            ..DeviceReading::default()
-        }],
-        ..Snapshot::default()
+            ..GpuPart::default()
+        },
+        ..Readings::default()
     }
 }
 
@@ -99,7 +112,7 @@ fn every_shipped_rule_parses_and_fires() {
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     let names: BTreeSet<String> = loaded.rules.iter().map(|r| r.name.clone()).collect();
     let mut engine = Engine::new(loaded.rules, 300.0);
-    let signals = SignalSet::from_snapshot(&burning());
+    let signals = burning().signals();
     let mut fired = BTreeSet::new();
     // Longer than the longest `for`.
     for t in [0.0, 3600.0] {

@@ -13,8 +13,8 @@ fn from_text(text: &str, over: &Overrides) -> Result<Config, ConfigError> {
 #[test]
 fn defaults_trace_the_host() {
     let c = from_text("", &Overrides::default()).unwrap();
-    assert_eq!(c.listen, "127.0.0.1:9464".parse().unwrap());
-    assert_eq!(c.tick, Duration::from_secs(1));
+    assert_eq!(c.agent.listen, "127.0.0.1:9464".parse().unwrap());
+    assert_eq!(c.agent.tick, Duration::from_secs(1));
     assert_eq!(c.targets, TargetSpec::Host);
 }
 
@@ -31,8 +31,8 @@ name = "vllm"
 path = "/system.slice/x.service"
 "#;
     let c = from_text(text, &Overrides::default()).unwrap();
-    assert_eq!(c.listen, "0.0.0.0:9000".parse().unwrap());
-    assert_eq!(c.tick, Duration::from_millis(500));
+    assert_eq!(c.agent.listen, "0.0.0.0:9000".parse().unwrap());
+    assert_eq!(c.agent.tick, Duration::from_millis(500));
     assert_eq!(
         c.targets,
         TargetSpec::List(vec![
@@ -52,7 +52,7 @@ path = "/system.slice/x.service"
         ..Default::default()
     };
     let c = from_text(text, &over).unwrap();
-    assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
+    assert_eq!(c.agent.listen, "127.0.0.1:1".parse().unwrap());
     assert_eq!(
         c.targets,
         TargetSpec::List(vec![TargetRequest::Pid {
@@ -151,9 +151,9 @@ fn environment_overrides_every_key_and_is_named_in_errors() {
         .into_iter(),
     )
     .unwrap();
-    assert_eq!(c.tick, Duration::from_millis(250));
+    assert_eq!(c.agent.tick, Duration::from_millis(250));
     assert_eq!(c.history, None);
-    assert_eq!(c.route_limit, 7);
+    assert_eq!(c.http.route_limit, 7);
     // An override's bad value names the variable, not the file.
     let e = Config::load_with_env(&over, env(&[("INFERSIGHT_AGENT_TICK", "soon")]).into_iter())
         .unwrap_err();

@@ -1,40 +1,34 @@
 //! Host facts the loader needs: capabilities, tracefs/bpffs mounts, tracepoint formats.
-use std::{ffi::CString, path::Path};
+use std::path::Path;
+
+use rustix::thread::CapabilitySet;
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 pub const BPFFS: &str = "/sys/fs/bpf";
 
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// Effective capability bits of this process, from /proc/self/status.
-fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0)
-}
-
-fn has(caps: u64, cap: u32) -> bool {
-    caps & (1u64 << cap) != 0
+/// Effective capabilities of this process (none when they cannot be read).
+fn effective_caps() -> CapabilitySet {
+    rustix::thread::capabilities(None)
+        .map(|c| c.effective)
+        .unwrap_or(CapabilitySet::empty())
 }
 
 /// Why this process cannot load tracing programs, or `None` when it can.
 pub fn missing_bpf_privileges() -> Option<String> {
     let caps = effective_caps();
-    if has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON)) {
+    if caps.contains(CapabilitySet::SYS_ADMIN)
+        || caps.contains(CapabilitySet::BPF | CapabilitySet::PERFMON)
+    {
         return None;
     }
-    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
-        .iter()
-        .filter(|(c, _)| !has(caps, *c))
-        .map(|(_, n)| *n)
-        .collect();
+    let missing: Vec<&str> = [
+        (CapabilitySet::BPF, "CAP_BPF"),
+        (CapabilitySet::PERFMON, "CAP_PERFMON"),
+    ]
+    .iter()
+    .filter(|(c, _)| !caps.contains(*c))
+    .map(|(_, n)| *n)
+    .collect();
     Some(format!(
         "missing capability {} (run as root, or grant AmbientCapabilities=CAP_BPF CAP_PERFMON)",
         missing.join(" and ")
@@ -43,7 +37,7 @@ pub fn missing_bpf_privileges() -> Option<String> {
 
 /// Whether BPF_ENABLE_STATS is allowed (the kernel asks for CAP_SYS_ADMIN).
 pub fn can_enable_stats() -> bool {
-    has(effective_caps(), CAP_SYS_ADMIN)
+    effective_caps().contains(CapabilitySet::SYS_ADMIN)
 }
 
 /// Whether BPF run-time statistics are on for the whole host (`kernel.bpf_stats_enabled`).
@@ -52,15 +46,11 @@ pub fn stats_enabled_by_sysctl() -> bool {
 }
 
 fn is_mounted(mountpoint: &str, fstype: &str) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|text| {
-            text.lines().any(|line| {
-                let Some((pre, post)) = line.split_once(" - ") else {
-                    return false;
-                };
-                pre.split_whitespace().nth(4) == Some(mountpoint)
-                    && post.split_whitespace().next() == Some(fstype)
-            })
+    procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map(|m| {
+            m.into_iter()
+                .any(|e| e.mount_point == Path::new(mountpoint) && e.fs_type == fstype)
         })
         .unwrap_or(false)
 }
@@ -70,27 +60,19 @@ pub fn ensure_mounted(mountpoint: &str, fstype: &str) -> Result<(), String> {
     if is_mounted(mountpoint, fstype) {
         return Ok(());
     }
-    let target = CString::new(mountpoint).map_err(|e| e.to_string())?;
-    let kind = CString::new(fstype).map_err(|e| e.to_string())?;
-    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call; a null
-    // data pointer is allowed for these filesystems.
-    let rc = unsafe {
-        libc::mount(
-            kind.as_ptr(),
-            target.as_ptr(),
-            kind.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!(
+    rustix::mount::mount(
+        fstype,
+        mountpoint,
+        fstype,
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .map_err(|e| {
+        format!(
             "cannot mount {fstype} at {mountpoint}: {}",
-            std::io::Error::last_os_error()
-        ))
-    }
+            std::io::Error::from(e)
+        )
+    })
 }
 
 /// Offset of `field` in a tracepoint record, from its tracefs `format` file.

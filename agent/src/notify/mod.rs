@@ -13,6 +13,7 @@ use std::{
 
 use tokio::sync::Notify;
 
+use crate::base::now_seconds;
 use crate::{
     alert::engine::{Notification, Status},
     config::Alerting,
@@ -40,16 +41,16 @@ pub struct NotifyStats {
 
 impl NotifyStats {
     /// Failed while a channel's latest attempt failed; it names each such channel.
-    pub fn health(&self) -> crate::snapshot::Health {
+    pub fn health(&self) -> crate::base::Health {
         if self.failing.is_empty() {
-            return crate::snapshot::Health::active();
+            return crate::base::Health::active();
         }
         let failing: Vec<String> = self
             .failing
             .iter()
             .map(|(c, e)| format!("{c}: {e}"))
             .collect();
-        crate::snapshot::Health::failed(format!(
+        crate::base::Health::failed(format!(
             "delivery failing, retrying with backoff: {}",
             failing.join("; ")
         ))
@@ -63,13 +64,6 @@ impl NotifyStats {
             .entry(result)
             .or_default() += n;
     }
-}
-
-pub fn now_seconds() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -5,10 +5,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use lettre::{
-    message::{Mailbox, MultiPart},
-    transport::smtp::authentication::Credentials,
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::MultiPart, transport::smtp::authentication::Credentials, AsyncSmtpTransport,
+    AsyncTransport, Message, Tokio1Executor,
 };
+
+pub use crate::config::{Smtp, Tls};
 
 /// How long one delivery attempt may take.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -73,26 +74,6 @@ impl Http {
             .await
             .map_err(|_| format!("POST {url}: no answer in {ATTEMPT_TIMEOUT:?}"))?
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tls {
-    /// Plain SMTP (local relays).
-    None,
-    Starttls,
-    /// Implicit TLS (port 465).
-    Tls,
-}
-
-#[derive(Debug, Clone)]
-pub struct Smtp {
-    pub host: String,
-    pub port: u16,
-    pub tls: Tls,
-    pub credentials: Option<(String, String)>,
-    pub from: Mailbox,
-    pub to: Vec<Mailbox>,
 }
 
 impl Smtp {

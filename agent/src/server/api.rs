@@ -10,7 +10,11 @@ use hyper::{body::Bytes, header::AUTHORIZATION, Method, Request, Response, Statu
 use serde_json::json;
 
 use super::response;
-use crate::{history::History, notify::now_seconds, store::Store};
+use crate::{
+    base::{now_seconds, Done, Refusal, RefusalKind},
+    history::History,
+    store::Store,
+};
 
 /// What the API reads besides the Snapshot.
 #[derive(Default)]
@@ -71,7 +75,7 @@ pub async fn write(
     req: Request<hyper::body::Incoming>,
     route: Write,
 ) -> Response<Full<Bytes>> {
-    use crate::{alert::runtime::RuleCommand, control::Command};
+    use crate::{alerting::RuleCommand, control::Command};
     use http_body_util::{BodyExt, Limited};
     let method = req.method().clone();
     let make: fn(serde_json::Value, Option<String>) -> Option<Command> = match (&method, &route) {
@@ -129,13 +133,42 @@ pub async fn write(
         return error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping");
     }
     match answer.await {
-        Ok((code, body)) => response(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Ok(Ok((done, body))) => response(
+            match done {
+                Done::Created => StatusCode::CREATED,
+                Done::Changed => StatusCode::OK,
+            },
             "application/json",
             body.to_string().into_bytes(),
         ),
+        Ok(Err(refusal)) => refused(&refusal),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"),
     }
+}
+
+/// The status code of each kind of refusal.
+pub fn status_of(kind: RefusalKind) -> StatusCode {
+    match kind {
+        RefusalKind::BadRequest => StatusCode::BAD_REQUEST,
+        RefusalKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        RefusalKind::NotFound => StatusCode::NOT_FOUND,
+        RefusalKind::Conflict => StatusCode::CONFLICT,
+        RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        RefusalKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A refusal as an answer: `{"error": …}`, plus `"errors": […]` when it lists them.
+pub fn refused(r: &Refusal) -> Response<Full<Bytes>> {
+    let mut body = json!({ "error": r.to_string() });
+    if r.listed {
+        body["errors"] = json!(r.errors);
+    }
+    response(
+        status_of(r.kind),
+        "application/json",
+        body.to_string().into_bytes(),
+    )
 }
 
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
@@ -211,7 +244,7 @@ pub fn history<B>(api: &Api, req: &Request<B>) -> Response<Full<Bytes>> {
             "metric: required (a signal name, as in alert rules)",
         );
     };
-    if !crate::alert::signals::SignalSet::known(&metric) {
+    if !crate::readings::known_signal(&metric) {
         return error(
             StatusCode::BAD_REQUEST,
             format!("metric: unknown signal {metric:?}"),
@@ -244,7 +277,7 @@ pub fn alert_history(api: &Api) -> Response<Full<Bytes>> {
             "alerting is off or has no state store",
         );
     };
-    match lock(s).history(1000) {
+    match lock(s).alert_history(1000) {
         Ok(rows) => ok(json!(rows)),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -318,3 +351,6 @@ pub fn ack<B>(api: &Api, req: &Request<B>, id: &str) -> Response<Full<Bytes>> {
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -84,7 +84,7 @@ fn alert_states_and_history_round_trip() {
     s.record_history(&note(Status::Firing)).unwrap();
     s.record_history(&note(Status::Firing)).unwrap();
     s.record_history(&note(Status::Resolved)).unwrap();
-    let h = s.history(10).unwrap();
+    let h = s.alert_history(10).unwrap();
     assert_eq!(h.len(), 1);
     assert_eq!(
         (h[0].state.as_str(), h[0].started, h[0].resolved),

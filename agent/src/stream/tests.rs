@@ -3,9 +3,15 @@ use super::*;
 #[test]
 fn subscriptions_cut_the_snapshot_and_skip_alerts() {
     let snap = Snapshot {
-        tick: 7,
-        timestamp_ms: 1000,
-        hostname: "h".into(),
+        readings: crate::readings::Readings {
+            tick: 7,
+            timestamp_ms: 1000,
+            gpu: crate::collectors::gpu::GpuPart {
+                hostname: "h".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
         ..Default::default()
     };
     let msgs = messages(&snap);

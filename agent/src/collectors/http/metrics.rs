@@ -1,0 +1,140 @@
+//! HTTP server (OTel semantic conventions) and GenAI streaming families, and the
+//! tracer's own counters.
+use super::{HttpPart, RequestSummary};
+use crate::base::family::{
+    counter, family, fixed_histogram, gauge, single, MetricFamily, MetricType,
+};
+
+pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
+    let mut duration = Vec::new();
+    let mut req_body = Vec::new();
+    let mut resp_body = Vec::new();
+    for s in &part.http {
+        let status = s.status.to_string();
+        let l = [
+            ("http_request_method", s.method.as_str()),
+            ("http_response_status_code", status.as_str()),
+            ("http_route", s.route.as_str()),
+            ("target", s.target.as_str()),
+        ];
+        duration.push(fixed_histogram(&l, &s.duration));
+        req_body.push(fixed_histogram(&l, &s.request_body));
+        resp_body.push(fixed_histogram(&l, &s.response_body));
+    }
+    out.push(family(
+        "http_server_request_duration_seconds",
+        "Duration of HTTP server requests: first request byte read to last response byte written.",
+        MetricType::HISTOGRAM,
+        duration,
+    ));
+    out.push(family(
+        "http_server_request_body_size_bytes",
+        "Size of HTTP server request bodies.",
+        MetricType::HISTOGRAM,
+        req_body,
+    ));
+    out.push(family(
+        "http_server_response_body_size_bytes",
+        "Size of HTTP server response bodies.",
+        MetricType::HISTOGRAM,
+        resp_body,
+    ));
+    type Field = fn(&RequestSummary) -> Option<u64>;
+    let per_target: [(&str, &str, MetricType, Field); 4] = [
+        (
+            "http_server_active_requests",
+            "HTTP requests read but not yet answered completely.",
+            MetricType::GAUGE,
+            |r| r.active,
+        ),
+        (
+            "infersight_http_connections_accepted_total",
+            "Connections accepted by a target (tracked for HTTP).",
+            MetricType::COUNTER,
+            |r| r.accepted_connections,
+        ),
+        (
+            "infersight_http_connections_ignored_total",
+            "Accepted connections of a target whose first bytes were not HTTP/1.x (TLS, other protocols).",
+            MetricType::COUNTER,
+            |r| r.ignored_connections,
+        ),
+        (
+            "infersight_http_requests_unanswered_total",
+            "Requests that ended (next request or close) without a response being seen.",
+            MetricType::COUNTER,
+            |r| r.unanswered,
+        ),
+    ];
+    for (name, help, kind, field) in per_target {
+        let metrics = part
+            .requests
+            .iter()
+            .filter_map(|r| {
+                let v = field(r)? as f64;
+                let l = [("target", r.target.as_str())];
+                Some(if kind == MetricType::GAUGE {
+                    gauge(&l, v)
+                } else {
+                    counter(&l, v)
+                })
+            })
+            .collect();
+        out.push(family(name, help, kind, metrics));
+    }
+    let mut ttft = Vec::new();
+    let mut tpot = Vec::new();
+    let mut gen_duration = Vec::new();
+    let mut chunks = Vec::new();
+    for s in &part.streams {
+        let l = [
+            ("http_route", s.route.as_str()),
+            ("target", s.target.as_str()),
+        ];
+        ttft.push(fixed_histogram(&l, &s.ttft));
+        tpot.push(fixed_histogram(&l, &s.tpot));
+        gen_duration.push(fixed_histogram(&l, &s.duration));
+        chunks.push(counter(&l, s.chunks as f64));
+    }
+    out.push(family(
+        "gen_ai_server_time_to_first_token_seconds",
+        "Streaming responses: request fully read to the first response write carrying data.",
+        MetricType::HISTOGRAM,
+        ttft,
+    ));
+    out.push(family(
+        "gen_ai_server_time_per_output_token_seconds",
+        "Streaming responses: mean gap between data writes (one SSE event or chunk = one token chunk).",
+        MetricType::HISTOGRAM,
+        tpot,
+    ));
+    out.push(family(
+        "gen_ai_server_request_duration_seconds",
+        "Streaming responses: duration from first request byte to last response byte.",
+        MetricType::HISTOGRAM,
+        gen_duration,
+    ));
+    out.push(family(
+        "infersight_http_stream_chunks_total",
+        "Data writes (SSE events or chunks) of streaming responses.",
+        MetricType::COUNTER,
+        chunks,
+    ));
+    // Both are known while the tracer's kernel counters can be read.
+    if part.ringbuf_dropped.is_some() {
+        out.push(single(
+            "infersight_http_events_discarded_total",
+            "Request events that reached the agent but were malformed or inconsistent.",
+            MetricType::COUNTER,
+            part.http_events_discarded as f64,
+        ));
+    }
+    if let Some(d) = part.ringbuf_dropped {
+        out.push(single(
+            "infersight_ringbuf_dropped_events_total",
+            "Completed requests whose event did not fit in the kernel ring buffer.",
+            MetricType::COUNTER,
+            d as f64,
+        ));
+    }
+}

@@ -1,0 +1,240 @@
+//! HTTP/1.x requests of the targets, classified in the kernel where the socket calls
+//! happen (`agent-ebpf/src/http.rs`, inside the syscall hooks): one ring-buffer event per
+//! completed request, read by a task into per-route series and per-target windows, plus
+//! per-target counters (accepted, ignored, unanswered connections; active requests).
+mod metrics;
+mod requests;
+mod route;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use agent_common::{HttpCounters, CONFIG_HTTP};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use serde::Serialize;
+use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
+
+pub use requests::{decode, HttpSeries, RequestSummary, Requests, StreamSeries};
+pub use route::template;
+
+use super::{Collected, Collector, Tick};
+use crate::{
+    base::{
+        signal::{Instance, SignalDoc, SignalSet},
+        Health,
+    },
+    config::Config,
+    ebpf::{sum_per_target, Kernel, SYSCALL_HOOKS},
+    targets::{Target, Targets},
+};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HttpPart {
+    pub http: Vec<HttpSeries>,
+    pub streams: Vec<StreamSeries>,
+    pub requests: Vec<RequestSummary>,
+    /// Completed requests whose event did not fit in the ring buffer (absent when the
+    /// counters cannot be read).
+    pub ringbuf_dropped: Option<u64>,
+    /// Events that reached userspace but could not be used (malformed or inconsistent).
+    pub http_events_discarded: u64,
+}
+
+pub struct Http {
+    requests: Arc<Mutex<Requests>>,
+    counters: Option<PerCpuArray<MapData, HttpCounters>>,
+    ring: Option<RingBuf<MapData>>,
+    health: Health,
+}
+
+/// The requests behind the lock, even if a reader panicked while holding it (its data is
+/// still consistent: each event is recorded in one call).
+fn locked(m: &Mutex<Requests>) -> MutexGuard<'_, Requests> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+type Field = fn(&RequestSummary) -> Option<f64>;
+/// The request signals and where each comes from in a target's summary.
+const FIELDS: [Field; 6] = [
+    |r| r.request_rate,
+    |r| r.error_ratio,
+    |r| r.latency_avg_seconds,
+    |r| r.latency_p95_seconds,
+    |r| r.active.map(|a| a as f64),
+    |r| r.ttft_p95_seconds,
+];
+
+impl Collector for Http {
+    const NAME: &'static str = "http";
+    const SIGNALS: &'static [SignalDoc] = &[
+        SignalDoc {
+            name: "http_request_rate",
+            labels: "target",
+            meaning: "requests per second over the window",
+        },
+        SignalDoc {
+            name: "http_error_ratio",
+            labels: "target",
+            meaning: "share of 5xx responses over the window",
+        },
+        SignalDoc {
+            name: "http_latency_avg_seconds",
+            labels: "target",
+            meaning: "mean request duration over the window",
+        },
+        SignalDoc {
+            name: "http_latency_p95_seconds",
+            labels: "target",
+            meaning: "95th percentile request duration",
+        },
+        SignalDoc {
+            name: "http_active_requests",
+            labels: "target",
+            meaning: "requests read and not yet answered",
+        },
+        SignalDoc {
+            name: "ttft_p95_seconds",
+            labels: "target",
+            meaning: "95th percentile time to first token",
+        },
+    ];
+    type Part = HttpPart;
+
+    fn start(config: &Config, kernel: &mut Kernel, targets: &Targets) -> Http {
+        let c = &config.http;
+        let requests = Arc::new(Mutex::new(Requests::new(targets, c.route_limit, c.window)));
+        let mut http = Http {
+            requests,
+            counters: None,
+            ring: None,
+            health: Health::unsupported("disabled in the configuration ([http] enabled = false)"),
+        };
+        if !c.enabled {
+            return http;
+        }
+        http.health = kernel.attach(SYSCALL_HOOKS);
+        if !http.health.is_active() {
+            return http;
+        }
+        let maps = kernel
+            .take_map("HTTP_COUNTERS", PerCpuArray::try_from)
+            .and_then(|c| Ok((c, kernel.take_map("HTTP_EVENTS", RingBuf::try_from)?)))
+            .and_then(|m| kernel.set_config(CONFIG_HTTP, 1).map(|()| m));
+        match maps {
+            Ok((counters, ring)) => {
+                http.counters = Some(counters);
+                http.ring = Some(ring);
+            }
+            Err(e) => http.health = Health::failed(e.to_string()),
+        }
+        http
+    }
+
+    fn spawn(&mut self, _: &mut Kernel) {
+        let Some(ring) = self.ring.take() else {
+            return;
+        };
+        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long
+        // as the AsyncFd owns the RingBuf.
+        match unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) } {
+            Ok(fd) => {
+                tokio::spawn(read_events(fd, self.requests.clone()));
+            }
+            Err(e) => self.health = Health::failed(format!("ring buffer: {e}")),
+        }
+    }
+
+    fn collect(&mut self, tick: &mut Tick<'_>) -> Collected<HttpPart> {
+        let counters = match (&self.counters, self.health.is_active()) {
+            (Some(map), true) => sum_per_target(
+                map,
+                "HTTP_COUNTERS",
+                tick.targets.iter().map(|t| t.index),
+                HttpCounters::default(),
+                |sum, c| {
+                    sum.started += c.started;
+                    sum.finished += c.finished;
+                    sum.dropped += c.dropped;
+                    sum.accepted += c.accepted;
+                    sum.ignored_connections += c.ignored_connections;
+                    sum.unanswered += c.unanswered;
+                },
+            )
+            .ok(),
+            _ => None,
+        };
+        let ringbuf_dropped = counters
+            .as_ref()
+            .map(|c| c.iter().map(|(_, k)| k.dropped).sum());
+        let counters: HashMap<u32, HttpCounters> = counters.into_iter().flatten().collect();
+        let mut r = locked(&self.requests);
+        let (http, streams) = r.series();
+        let part = HttpPart {
+            http,
+            streams,
+            requests: r.summaries(Instant::now(), &counters),
+            ringbuf_dropped,
+            http_events_discarded: r.malformed + r.discarded,
+        };
+        Collected::new(part, self.health.clone())
+    }
+
+    fn families(part: &HttpPart, out: &mut Vec<prometheus::proto::MetricFamily>) {
+        metrics::families(part, out);
+    }
+
+    fn signals(part: &HttpPart, out: &mut SignalSet) {
+        for (doc, field) in Self::SIGNALS.iter().zip(FIELDS) {
+            let v = part
+                .requests
+                .iter()
+                .filter_map(|r| Some(Instance::labelled(&[("target", &r.target)], field(r)?)))
+                .collect();
+            out.put(doc.name, v);
+        }
+    }
+
+    fn target_added(&mut self, t: &Target) {
+        locked(&self.requests).add_target(t.index, &t.name);
+    }
+
+    fn target_removed(&mut self, t: &Target) {
+        locked(&self.requests).remove_target(t.index);
+    }
+}
+
+/// How often the event reader drains the ring buffer; the kernel wakes it earlier only
+/// when a quarter of the ring is in use (it sends no wake-up per event).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Drain completed-request events on a timer, or sooner when the kernel signals.
+async fn read_events(mut fd: AsyncFd<RingBuf<MapData>>, requests: Arc<Mutex<Requests>>) {
+    let mut timer = tokio::time::interval(DRAIN_INTERVAL);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => drain(fd.get_mut(), &requests),
+            ready = fd.readable_mut() => match ready {
+                Ok(mut guard) => {
+                    drain(guard.get_inner_mut(), &requests);
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    tracing::error!("HTTP event reader stopped: {e}");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, requests: &Mutex<Requests>) {
+    let now = Instant::now();
+    let mut r = locked(requests);
+    while let Some(item) = ring.next() {
+        r.record_bytes(&item, now);
+    }
+}

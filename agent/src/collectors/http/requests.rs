@@ -1,0 +1,315 @@
+//! Completed-request events from the kernel → HTTP and LLM-stream series, and per-target
+//! summaries over a sliding window (rate, 5xx share, latency and TTFT percentiles).
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use agent_common::{HttpCounters, HttpEvent, HTTP_CHUNKED, HTTP_SSE, METHODS};
+
+use serde::Serialize;
+
+use super::route::{self, RouteSet};
+use crate::{
+    base::histogram::{self, Histogram},
+    targets::Targets,
+};
+
+/// Cumulative HTTP figures of one (target, method, route, status).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpSeries {
+    pub target: String,
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+    pub duration: Histogram,
+    pub request_body: Histogram,
+    pub response_body: Histogram,
+}
+
+/// Cumulative streaming (chunked or SSE) figures of one (target, route).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamSeries {
+    pub target: String,
+    pub route: String,
+    pub ttft: Histogram,
+    pub tpot: Histogram,
+    pub duration: Histogram,
+    pub chunks: u64,
+}
+
+/// One target's requests over the recent window (what alert rules read). A figure that
+/// cannot be known (no requests, no stream) is absent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestSummary {
+    pub target: String,
+    pub active: Option<u64>,
+    /// Cumulative: connections the target accepted.
+    pub accepted_connections: Option<u64>,
+    /// Cumulative: accepted connections that did not speak HTTP/1.x.
+    pub ignored_connections: Option<u64>,
+    /// Cumulative: requests that ended without a response being seen.
+    pub unanswered: Option<u64>,
+    pub request_rate: Option<f64>,
+    /// Share of responses with a 5xx status.
+    pub error_ratio: Option<f64>,
+    pub latency_avg_seconds: Option<f64>,
+    pub latency_p50_seconds: Option<f64>,
+    pub latency_p95_seconds: Option<f64>,
+    pub latency_p99_seconds: Option<f64>,
+    pub ttft_p50_seconds: Option<f64>,
+    pub ttft_p95_seconds: Option<f64>,
+}
+
+/// Most recent samples kept per target for percentiles.
+const MAX_SAMPLES: usize = 10_000;
+
+/// An event as the ring buffer delivers it; `None` when the record is too short.
+pub fn decode(bytes: &[u8]) -> Option<HttpEvent> {
+    if bytes.len() < std::mem::size_of::<HttpEvent>() {
+        return None;
+    }
+    // SAFETY: the slice holds at least size_of::<HttpEvent>() bytes; HttpEvent is
+    // repr(C) plain integers, valid for any bit pattern; read_unaligned has no alignment
+    // requirement.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<HttpEvent>()) })
+}
+
+fn seconds(from_ns: u64, to_ns: u64) -> Option<f64> {
+    (to_ns >= from_ns && from_ns != 0).then(|| (to_ns - from_ns) as f64 / 1e9)
+}
+
+struct Sample {
+    at: Instant,
+    duration: f64,
+    ttft: Option<f64>,
+}
+
+#[derive(Default)]
+struct TargetHttp {
+    routes: RouteSet,
+    series: BTreeMap<(u8, String, u16), HttpSeries>,
+    streams: BTreeMap<String, StreamSeries>,
+    samples: VecDeque<Sample>,
+    total: u64,
+    errors: u64,
+    /// (time, total, errors) at each summary, for windowed rates.
+    marks: VecDeque<(Instant, u64, u64)>,
+}
+
+pub struct Requests {
+    names: HashMap<u32, String>,
+    per_target: HashMap<u32, TargetHttp>,
+    route_limit: usize,
+    window: Duration,
+    /// Events the decoder could not read (short records).
+    pub malformed: u64,
+    /// Events not recorded: unknown target, or timestamps out of order.
+    pub discarded: u64,
+}
+
+impl Requests {
+    pub fn new(targets: &Targets, route_limit: usize, window: Duration) -> Requests {
+        Requests {
+            names: targets.iter().map(|t| (t.index, t.name.clone())).collect(),
+            per_target: HashMap::new(),
+            route_limit,
+            window,
+            malformed: 0,
+            discarded: 0,
+        }
+    }
+
+    /// A target added at run time (a GPU process, or through the API).
+    pub fn add_target(&mut self, index: u32, name: &str) {
+        self.names.insert(index, name.to_string());
+    }
+
+    /// A removed target: its series go, and late events for it are discarded.
+    pub fn remove_target(&mut self, index: u32) {
+        self.names.remove(&index);
+        self.per_target.remove(&index);
+    }
+
+    pub fn record_bytes(&mut self, bytes: &[u8], now: Instant) {
+        match decode(bytes) {
+            Some(ev) => self.record(&ev, now),
+            None => self.malformed += 1,
+        }
+    }
+
+    pub fn record(&mut self, ev: &HttpEvent, now: Instant) {
+        let r = &ev.req;
+        let Some(name) = self.names.get(&r.target) else {
+            self.discarded += 1;
+            tracing::debug!("event for unknown target index {}", r.target);
+            return;
+        };
+        let Some(duration) = seconds(r.req_start_ns, r.resp_end_ns) else {
+            self.discarded += 1;
+            tracing::debug!(
+                "event with request start {} after response end {}",
+                r.req_start_ns,
+                r.resp_end_ns
+            );
+            return;
+        };
+        let t = self.per_target.entry(r.target).or_default();
+        let path_len = (r.path_len as usize).min(r.path.len());
+        let route = t
+            .routes
+            .admit(route::template(&r.path[..path_len]), self.route_limit);
+        let method = if (r.method as usize) < METHODS.len() {
+            r.method
+        } else {
+            0
+        };
+        let series = t
+            .series
+            .entry((method, route.clone(), r.status))
+            .or_insert_with(|| HttpSeries {
+                target: name.clone(),
+                method: METHODS[method as usize].to_string(),
+                route: route.clone(),
+                status: r.status,
+                duration: Histogram::new(histogram::HTTP_DURATION),
+                request_body: Histogram::new(histogram::BODY_SIZE),
+                response_body: Histogram::new(histogram::BODY_SIZE),
+            });
+        series.duration.observe(duration);
+        series
+            .request_body
+            .observe(r.req_bytes.saturating_sub(r.req_header_bytes) as f64);
+        series
+            .response_body
+            .observe(r.resp_bytes.saturating_sub(r.resp_header_bytes) as f64);
+
+        let mut ttft = None;
+        if r.flags & (HTTP_CHUNKED | HTTP_SSE) != 0 {
+            let s = t
+                .streams
+                .entry(route.clone())
+                .or_insert_with(|| StreamSeries {
+                    target: name.clone(),
+                    route,
+                    ttft: Histogram::new(histogram::TTFT),
+                    tpot: Histogram::new(histogram::TPOT),
+                    duration: Histogram::new(histogram::GEN_AI_DURATION),
+                    chunks: 0,
+                });
+            s.duration.observe(duration);
+            s.chunks += u64::from(r.chunks);
+            if r.chunks > 0 {
+                ttft = seconds(r.req_end_ns, r.first_data_ns);
+                if let Some(v) = ttft {
+                    s.ttft.observe(v);
+                }
+            }
+            if r.chunks > 1 {
+                s.tpot
+                    .observe(r.gap_sum_ns as f64 / 1e9 / f64::from(r.chunks - 1));
+            }
+        }
+        t.total += 1;
+        if r.status >= 500 {
+            t.errors += 1;
+        }
+        if t.samples.len() == MAX_SAMPLES {
+            t.samples.pop_front();
+        }
+        t.samples.push_back(Sample {
+            at: now,
+            duration,
+            ttft,
+        });
+    }
+
+    pub fn series(&self) -> (Vec<HttpSeries>, Vec<StreamSeries>) {
+        let mut http = Vec::new();
+        let mut streams = Vec::new();
+        for t in self.per_target.values() {
+            http.extend(t.series.values().cloned());
+            streams.extend(t.streams.values().cloned());
+        }
+        http.sort_by(|a, b| {
+            (&a.target, &a.route, &a.method, a.status)
+                .cmp(&(&b.target, &b.route, &b.method, b.status))
+        });
+        streams.sort_by(|a, b| (&a.target, &a.route).cmp(&(&b.target, &b.route)));
+        (http, streams)
+    }
+
+    /// Per-target figures over the window ending `now`, with the kernel's counters.
+    pub fn summaries(
+        &mut self,
+        now: Instant,
+        counters: &HashMap<u32, HttpCounters>,
+    ) -> Vec<RequestSummary> {
+        let mut out = Vec::new();
+        for (index, name) in &self.names {
+            let t = self.per_target.entry(*index).or_default();
+            let horizon = now.checked_sub(self.window);
+            while t
+                .samples
+                .front()
+                .is_some_and(|s| horizon.is_some_and(|h| s.at < h))
+            {
+                t.samples.pop_front();
+            }
+            t.marks.push_back((now, t.total, t.errors));
+            while t.marks.len() > 1
+                && t.marks
+                    .get(1)
+                    .is_some_and(|m| horizon.is_some_and(|h| m.0 <= h))
+            {
+                t.marks.pop_front();
+            }
+            let (rate, error_ratio) = match t.marks.front() {
+                Some(&(then, total, errors)) if now > then => {
+                    let dt = (now - then).as_secs_f64();
+                    let n = t.total - total;
+                    let e = t.errors - errors;
+                    (Some(n as f64 / dt), (n > 0).then(|| e as f64 / n as f64))
+                }
+                _ => (None, None),
+            };
+            let mut d: Vec<f64> = t.samples.iter().map(|s| s.duration).collect();
+            let mut f: Vec<f64> = t.samples.iter().filter_map(|s| s.ttft).collect();
+            d.sort_by(f64::total_cmp);
+            f.sort_by(f64::total_cmp);
+            let avg = (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64);
+            let k = counters.get(index);
+            out.push(RequestSummary {
+                target: name.clone(),
+                active: k.map(|k| k.started.saturating_sub(k.finished)),
+                accepted_connections: k.map(|k| k.accepted),
+                ignored_connections: k.map(|k| k.ignored_connections),
+                unanswered: k.map(|k| k.unanswered),
+                request_rate: rate,
+                error_ratio,
+                latency_avg_seconds: avg,
+                latency_p50_seconds: quantile(&d, 0.50),
+                latency_p95_seconds: quantile(&d, 0.95),
+                latency_p99_seconds: quantile(&d, 0.99),
+                ttft_p50_seconds: quantile(&f, 0.50),
+                ttft_p95_seconds: quantile(&f, 0.95),
+            });
+        }
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
+    }
+}
+
+/// Nearest-rank quantile of sorted values; `None` when empty.
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len() - 1))
+        .copied()
+}
+
+#[cfg(test)]
+mod tests;

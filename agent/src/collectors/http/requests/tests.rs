@@ -1,0 +1,110 @@
+use super::*;
+use crate::config::{TargetRequest, TargetSpec};
+use agent_common::{HttpRequest, HTTP_PATH_MAX};
+
+fn event(path: &str, status: u16, start: u64, end: u64) -> HttpEvent {
+    let mut p = [0u8; HTTP_PATH_MAX];
+    p[..path.len()].copy_from_slice(path.as_bytes());
+    HttpEvent {
+        tgid: 1,
+        fd: 3,
+        end: 1,
+        _pad: 0,
+        req: HttpRequest {
+            target: 1,
+            status,
+            method: 1,
+            flags: 0,
+            path_len: path.len() as u32,
+            chunks: 1,
+            req_start_ns: start,
+            req_end_ns: start,
+            resp_start_ns: end,
+            first_data_ns: end,
+            resp_end_ns: end,
+            req_bytes: 100,
+            req_header_bytes: 100,
+            resp_bytes: 150,
+            resp_header_bytes: 100,
+            gap_sum_ns: 0,
+            gap_max_ns: 0,
+            path: p,
+        },
+    }
+}
+
+fn collector(limit: usize) -> Requests {
+    let me = std::process::id();
+    let targets = Targets::resolve(&TargetSpec::List(vec![TargetRequest::Pid {
+        pid: me,
+        name: Some("app".into()),
+    }]))
+    .unwrap();
+    Requests::new(&targets, limit, Duration::from_secs(60))
+}
+
+#[test]
+fn series_and_summary() {
+    let mut c = collector(100);
+    let t0 = Instant::now();
+    c.summaries(t0, &HashMap::new());
+    for i in 0..10u64 {
+        let status = if i < 2 { 500 } else { 200 };
+        c.record(
+            &event(
+                &format!("/items/{i}?q=1"),
+                status,
+                1_000,
+                1_000 + (i + 1) * 10_000_000,
+            ),
+            t0,
+        );
+    }
+    let (http, streams) = c.series();
+    assert!(streams.is_empty());
+    assert_eq!(http.len(), 2);
+    assert_eq!(http[0].route, "/items/{id}");
+    assert_eq!((http[0].status, http[0].duration.count), (200, 8));
+    assert_eq!((http[1].status, http[1].duration.count), (500, 2));
+    assert_eq!(http[0].response_body.sum, 8.0 * 50.0);
+    let k = HttpCounters {
+        started: 13,
+        finished: 10,
+        dropped: 0,
+        accepted: 4,
+        ignored_connections: 1,
+        unanswered: 2,
+    };
+    let s = c.summaries(t0 + Duration::from_secs(2), &HashMap::from([(1, k)]));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].active, Some(3));
+    assert_eq!(
+        (s[0].ignored_connections, s[0].unanswered),
+        (Some(1), Some(2))
+    );
+    assert_eq!(s[0].request_rate, Some(5.0));
+    assert_eq!(s[0].error_ratio, Some(0.2));
+    assert_eq!(s[0].latency_p50_seconds, Some(0.05));
+    assert_eq!(s[0].latency_p99_seconds, Some(0.1));
+}
+
+#[test]
+fn route_cap_and_decoder() {
+    let mut c = collector(3);
+    let now = Instant::now();
+    for i in 0..5 {
+        c.record(&event(&format!("/r{i}"), 200, 1, 2), now);
+    }
+    let routes: Vec<String> = c.series().0.into_iter().map(|s| s.route).collect();
+    assert_eq!(routes, vec!["/r0", "/r1", "/r2", "_OTHER"]);
+    c.record_bytes(&[0u8; 10], now);
+    assert_eq!(c.malformed, 1);
+}
+
+#[test]
+fn quantiles() {
+    assert_eq!(quantile(&[], 0.5), None);
+    assert_eq!(quantile(&[1.0], 0.99), Some(1.0));
+    let v: Vec<f64> = (1..=100).map(f64::from).collect();
+    assert_eq!(quantile(&v, 0.95), Some(95.0));
+}

@@ -1,0 +1,163 @@
+//! What the collectors produced in one tick, and the registry that produces it: every
+//! collector, in the order they are read (and listed in `/health`), one line each.
+//! Each collector's part is flattened into the readings, so its fields are top-level
+//! Snapshot fields.
+use prometheus::proto::MetricFamily;
+use serde::Serialize;
+
+use crate::{
+    base::{
+        signal::{SignalDoc, SignalSet},
+        CollectorStatus, ProgramStatus,
+    },
+    collectors::{self, Collector, Tick},
+    config::Config,
+    ebpf::Kernel,
+    targets::{Target, TargetKind, Targets},
+};
+
+/// A target as published: what it is and, for a process target, whether it lives.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetStatus {
+    #[serde(flatten)]
+    pub target: Target,
+    /// For a process target: whether the process still exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alive: Option<bool>,
+}
+
+impl TargetStatus {
+    pub fn of(targets: &Targets) -> Vec<TargetStatus> {
+        targets
+            .iter()
+            .map(|t| TargetStatus {
+                target: t.clone(),
+                alive: match t.kind {
+                    TargetKind::Host | TargetKind::Cgroup { .. } => None,
+                    _ => Some(t.pid().is_some_and(crate::targets::process_alive)),
+                },
+            })
+            .collect()
+    }
+}
+
+/// The registry: `field: Type` for each collector, in reading order. `Readings` gets a
+/// field of the collector's part, `Registry` one of the collector.
+macro_rules! registry {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        /// What every collector produced this tick.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+        pub struct Readings {
+            pub timestamp_ms: u64,
+            pub tick: u64,
+            pub targets: Vec<TargetStatus>,
+            pub collectors: Vec<CollectorStatus>,
+            pub programs: Vec<ProgramStatus>,
+            $(
+                #[serde(flatten)]
+                pub $field: <$ty as Collector>::Part,
+            )*
+        }
+
+        /// Every collector, started.
+        pub struct Registry {
+            $($field: $ty,)*
+        }
+
+        /// (collector name, its signals), in registry order: the README's tables, the
+        /// rule parser's known names.
+        pub const COLLECTORS: &[(&str, &[SignalDoc])] = &[
+            $((<$ty as Collector>::NAME, <$ty as Collector>::SIGNALS),)*
+        ];
+
+        impl Registry {
+            pub fn start(config: &Config, kernel: &mut Kernel, targets: &Targets) -> Registry {
+                Registry {
+                    $($field: <$ty as Collector>::start(config, kernel, targets),)*
+                }
+            }
+
+            /// Read every collector; `readings` gets their parts and health entries.
+            pub fn collect(&mut self, tick: &mut Tick<'_>, readings: &mut Readings) {
+                $(
+                    let c = self.$field.collect(tick);
+                    readings.collectors.push(CollectorStatus::new(
+                        <$ty as Collector>::NAME,
+                        c.health,
+                        c.took,
+                    ));
+                    readings.$field = c.part;
+                )*
+            }
+
+            pub fn spawn(&mut self, kernel: &mut Kernel) {
+                $(self.$field.spawn(kernel);)*
+            }
+
+            pub fn reconfigure(&mut self, config: &Config) {
+                $(self.$field.reconfigure(config);)*
+            }
+
+            pub fn target_added(&mut self, t: &Target) {
+                $(self.$field.target_added(t);)*
+            }
+
+            pub fn target_removed(&mut self, t: &Target) {
+                $(self.$field.target_removed(t);)*
+            }
+
+            pub fn stop(&mut self, kernel: &mut Kernel) {
+                $(self.$field.stop(kernel);)*
+            }
+        }
+
+        impl Readings {
+            /// Every collector's metric families.
+            pub fn families(&self, out: &mut Vec<MetricFamily>) {
+                $(<$ty as Collector>::families(&self.$field, out);)*
+            }
+
+            /// Every signal's instances; a collector that is not active has no data.
+            pub fn signals(&self) -> SignalSet {
+                let mut out = SignalSet::default();
+                $(
+                    let name = <$ty as Collector>::NAME;
+                    if self.collectors.iter().any(|c| c.name == name && c.health.is_active()) {
+                        for s in <$ty as Collector>::SIGNALS {
+                            out.put(s.name, Vec::new());
+                        }
+                        <$ty as Collector>::signals(&self.$field, &mut out);
+                    } else {
+                        for s in <$ty as Collector>::SIGNALS {
+                            out.no_data(s.name);
+                        }
+                    }
+                )*
+                out
+            }
+        }
+    };
+}
+
+registry! {
+    syscalls: collectors::syscalls::Syscalls,
+    http: collectors::http::Http,
+    host: collectors::host::Host,
+    process: collectors::process::Process,
+    gpu: collectors::gpu::Gpu,
+    cuda: collectors::cuda::Cuda,
+    sched: collectors::sched::Sched,
+    tcp: collectors::tcp::Tcp,
+}
+
+/// Every signal rules may use, in registry order.
+pub fn signal_docs() -> impl Iterator<Item = (&'static str, &'static SignalDoc)> {
+    COLLECTORS
+        .iter()
+        .flat_map(|(c, docs)| docs.iter().map(move |d| (*c, d)))
+}
+
+/// A signal name rules may use.
+pub fn known_signal(name: &str) -> bool {
+    signal_docs().any(|(_, d)| d.name == name)
+}
