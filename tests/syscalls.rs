@@ -263,3 +263,34 @@ fn syscall_series_stop_at_the_configured_limit() {
     let exported = m.matching("infersight_syscalls_total", &[("target", "limited")]);
     assert_eq!(exported.len(), 2, "{exported:?}");
 }
+
+/// A kernel map that fills up is said in the agent's log, once (the kernel programs'
+/// aya-log diagnostics): 17 000 distinct syscall numbers are more (target, syscall) pairs
+/// than SYSCALL_STATS holds (16 384).
+#[test]
+fn a_full_syscall_map_is_logged_once() {
+    if !bpf_or_skip("a_full_syscall_map_is_logged_once") {
+        return;
+    }
+    let mut w = Workload::spawn_invalid(17_000);
+    let pid = w.pid().to_string();
+    let agent = Agent::start(&["--pid", &pid, "--no-host"]);
+    agent.settle();
+    w.release();
+    w.finish(Duration::from_secs(30));
+    let said = "SYSCALL_STATS is full (16384 (target, syscall) pairs): new pairs are not counted";
+    let start = std::time::Instant::now();
+    while !agent.log_text().contains(said) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no diagnostic in the log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.settle();
+    let log = agent.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(said)).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("WARN infersight::kernel"), "{}", lines[0]);
+}

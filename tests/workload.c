@@ -1,11 +1,13 @@
 /* Test workload with exactly known syscalls (issued through syscall(2), so libc does not
  * substitute other calls).
  *
- *   workload GETPPID NANOSLEEP SLEEP_US [fork]
+ *   workload GETPPID NANOSLEEP SLEEP_US [fork | invalid=N]
  *
  * Prints "ready" and blocks until one byte arrives on stdin (so the test can register the
  * PID first), then makes GETPPID getppid calls and NANOSLEEP nanosleep calls of SLEEP_US
- * microseconds -- in a forked child when "fork" is given -- prints "done" and exits. */
+ * microseconds -- in a forked child when "fork" is given -- prints "done" and exits. With
+ * "invalid=N" it also calls N distinct syscall numbers no kernel has (1000, 1001, ...),
+ * each failing with ENOSYS. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +30,7 @@ int main(int argc, char **argv) {
     }
     long n_getppid = atol(argv[1]), n_sleep = atol(argv[2]), sleep_us = atol(argv[3]);
     int do_fork = argc > 4 && strcmp(argv[4], "fork") == 0;
+    long invalid = argc > 4 && strncmp(argv[4], "invalid=", 8) == 0 ? atol(argv[4] + 8) : 0;
     printf("ready\n");
     fflush(stdout);
     char gate;
@@ -44,6 +47,7 @@ int main(int argc, char **argv) {
     } else {
         calls(n_getppid, n_sleep, sleep_us);
     }
+    for (long i = 0; i < invalid; i++) syscall(1000 + i);
     printf("done\n");
     fflush(stdout);
     return 0;

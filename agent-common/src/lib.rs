@@ -34,6 +34,12 @@ pub const MAX_CGROUP_LEVELS: u32 = 4;
 pub const CONFIG_HTTP: u32 = CONFIG_CGROUP_LEVELS + MAX_CGROUP_LEVELS;
 pub const CONFIG_ENTRIES: u32 = CONFIG_HTTP + 1;
 
+/// Causes of the kernel programs' rare diagnostics (aya-log records), each logged once
+/// until userspace clears its flag in `DIAG_ONCE`.
+pub const DIAG_SYSCALL_STATS_FULL: u32 = 0;
+pub const DIAG_TARGETS_OVERFLOW_FULL: u32 = 1;
+pub const DIAG_CAUSES: u32 = 2;
+
 /// Mode bits in `CONFIG[CONFIG_MODE]`.
 pub const MODE_ALL: u32 = 1;
 pub const MODE_CGROUP: u32 = 2;

@@ -13,14 +13,16 @@
 #![no_main]
 
 mod cuda;
+mod diag;
 mod http;
 mod sched;
 mod tcp;
 
 use agent_common::{
     log2_bucket, stats_key, Inflight, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS,
-    CONFIG_ENTRIES, CONFIG_HTTP, CONFIG_MODE, HOST_TARGET, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK,
-    MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP, SLOT_OVERFLOW, TARGET_SLOTS, TARGET_SLOT_MASK,
+    CONFIG_ENTRIES, CONFIG_HTTP, CONFIG_MODE, DIAG_SYSCALL_STATS_FULL, DIAG_TARGETS_OVERFLOW_FULL,
+    HOST_TARGET, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK, MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP,
+    SLOT_OVERFLOW, TARGET_SLOTS, TARGET_SLOT_MASK,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -28,7 +30,9 @@ use aya_ebpf::{
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuHashMap},
     programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
 };
+use aya_log_ebpf::warn;
 
 const NR_CLOSE: u32 = 3;
 const NR_EXIT: u32 = 60;
@@ -53,7 +57,7 @@ static CONFIG: Array<u32> = Array::with_max_entries(CONFIG_ENTRIES, 0);
 static TARGETS: Array<TargetSlot> = Array::with_max_entries(TARGET_SLOTS, 0);
 
 #[map]
-static TARGETS_OVERFLOW: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+static TARGETS_OVERFLOW: HashMap<u32, u32> = HashMap::with_max_entries(OVERFLOW_ENTRIES, 0);
 
 #[map]
 static CGROUP_TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
@@ -62,9 +66,12 @@ static CGROUP_TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
 static INFLIGHT: Array<Inflight> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
 
 /// Not preallocated: only the (target, syscall) pairs that occur take per-CPU memory.
+const SYSCALL_STATS_ENTRIES: u32 = 16384;
 #[map]
 static SYSCALL_STATS: PerCpuHashMap<u32, SyscallStats> =
-    PerCpuHashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+    PerCpuHashMap::with_max_entries(SYSCALL_STATS_ENTRIES, BPF_F_NO_PREALLOC);
+
+const OVERFLOW_ENTRIES: u32 = 4096;
 
 #[inline(always)]
 fn config(index: u32) -> u32 {
@@ -132,7 +139,7 @@ pub(crate) fn target_of(tgid: u32) -> Option<u32> {
 static ZERO_STATS: SyscallStats = SyscallStats::ZERO;
 
 #[inline(always)]
-fn record(target: u32, nr: u32, ret: i64, duration_ns: Option<u64>) {
+fn record<C: EbpfContext>(ctx: &C, target: u32, nr: u32, ret: i64, duration_ns: Option<u64>) {
     let key = stats_key(target, nr);
     let stats = match SYSCALL_STATS.get_ptr_mut(key) {
         Some(p) => p,
@@ -143,7 +150,17 @@ fn record(target: u32, nr: u32, ret: i64, duration_ns: Option<u64>) {
             let _ = SYSCALL_STATS.insert(key, &ZERO_STATS, BPF_NOEXIST);
             match SYSCALL_STATS.get_ptr_mut(key) {
                 Some(p) => p,
-                None => return,
+                None => {
+                    // Only a full map makes both the insert and the lookup fail.
+                    if diag::first(DIAG_SYSCALL_STATS_FULL) {
+                        warn!(
+                            ctx,
+                            "SYSCALL_STATS is full ({} (target, syscall) pairs): new pairs are not counted",
+                            SYSCALL_STATS_ENTRIES
+                        );
+                    }
+                    return;
+                }
             }
         }
     };
@@ -174,7 +191,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let nr = nr as u32;
     if nr == NR_EXIT || nr == NR_EXIT_GROUP {
         // These never reach sys_exit: count them here.
-        record(target, nr, 0, None);
+        record(&ctx, target, nr, 0, None);
         return 0;
     }
     let tid = pid_tgid as u32;
@@ -222,7 +239,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let ret: i64 = ctx.arg(1);
-    record(target, nr, ret, Some(now.saturating_sub(start)));
+    record(&ctx, target, nr, ret, Some(now.saturating_sub(start)));
     if http::is_socket_call(nr) && config(CONFIG_HTTP) != 0 {
         http::on_exit((pid_tgid >> 32) as u32, target, nr, ret, &args, now);
     }
@@ -250,14 +267,23 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         Ok(v) => v,
         Err(_) => return 0,
     };
-    add_target(child as u32, target);
+    if !add_target(child as u32, target) && diag::first(DIAG_TARGETS_OVERFLOW_FULL) {
+        warn!(
+            &ctx,
+            "TARGETS_OVERFLOW is full ({} processes): process {} of target {} is not followed",
+            OVERFLOW_ENTRIES,
+            child,
+            target
+        );
+    }
     0
 }
 
+/// Register `tgid` under `target`; false when it could not be (the overflow map is full).
 #[inline(always)]
-fn add_target(tgid: u32, target: u32) {
+fn add_target(tgid: u32, target: u32) -> bool {
     let Some(slot) = TARGETS.get_ptr_mut(tgid & TARGET_SLOT_MASK) else {
-        return;
+        return true;
     };
     // SAFETY: `slot` is a valid pointer into the array map's value.
     unsafe {
@@ -269,8 +295,11 @@ fn add_target(tgid: u32, target: u32) {
             };
         } else if TARGETS_OVERFLOW.insert(tgid, target, 0).is_ok() {
             (*slot).target = cur.target | SLOT_OVERFLOW;
+        } else {
+            return false;
         }
     }
+    true
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]

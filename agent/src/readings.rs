@@ -161,3 +161,25 @@ pub fn signal_docs() -> impl Iterator<Item = (&'static str, &'static SignalDoc)>
 pub fn known_signal(name: &str) -> bool {
     signal_docs().any(|(_, d)| d.name == name)
 }
+
+/// The README's signal table (rows of `| name | labels | collector: meaning |`), made
+/// from the registry.
+pub fn signal_table() -> String {
+    let mut out = String::from("| signal | labels | from |\n| --- | --- | --- |\n");
+    for (collector, d) in signal_docs() {
+        let labels = if d.labels.is_empty() {
+            "–".to_string()
+        } else {
+            d.labels
+                .split(", ")
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out += &format!("| `{}` | {labels} | {collector}: {} |\n", d.name, d.meaning);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -287,6 +287,16 @@ impl Workload {
         Self::spawn_bin(workload_bin(), getppid, nanosleep, sleep_us, fork)
     }
 
+    /// A workload that calls `n` distinct syscall numbers no kernel has (1000, 1001, …).
+    pub fn spawn_invalid(n: u32) -> Workload {
+        Self::start(Command::new(workload_bin()).args([
+            "0".to_string(),
+            "0".into(),
+            "0".into(),
+            format!("invalid={n}"),
+        ]))
+    }
+
     /// The workload from another copy of its binary (a process name of its own).
     pub fn spawn_bin(
         bin: &Path,
@@ -304,6 +314,10 @@ impl Workload {
         if fork {
             cmd.arg("fork");
         }
+        Self::start(&mut cmd)
+    }
+
+    fn start(cmd: &mut Command) -> Workload {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -135,6 +135,7 @@ impl Agent {
     /// Start what needs the async runtime: the collectors' tasks and the notification
     /// dispatcher.
     pub fn spawn(&mut self) {
+        self.kernel.spawn_log_reader();
         self.registry.spawn(&mut self.kernel);
         if let Some(a) = &self.alerting {
             a.spawn_dispatcher();

@@ -6,6 +6,7 @@
 //! (`ProgramSpec`), take their maps (`Kernel::take_map`) and read them. Loading never
 //! stops the agent: whatever cannot be done is recorded as a program's or collector's
 //! health (unsupported without privileges, failed otherwise).
+mod log;
 mod sys;
 mod targets;
 
@@ -192,6 +193,8 @@ struct Loaded {
     maps: TargetMaps,
     /// Keeps BPF run-time statistics on while the agent runs.
     stats_fd: Option<OwnedFd>,
+    /// The kernel programs' diagnostics, until the reader task takes them.
+    log: Option<log::KernelLog>,
 }
 
 /// The loaded object (or why there is none) and the status of every attached program.
@@ -243,6 +246,9 @@ impl Kernel {
                 return Self::unavailable(Health::failed(reason));
             }
         };
+        let log = log::KernelLog::take(&mut bpf)
+            .map_err(|e| tracing::warn!("kernel diagnostics unavailable: {e}"))
+            .ok();
         let mut maps = match TargetMaps::take(&mut bpf) {
             Ok(m) => m,
             Err(e) => return Self::unavailable(Health::failed(e.to_string())),
@@ -258,6 +264,7 @@ impl Kernel {
                 bpf,
                 maps,
                 stats_fd,
+                log,
             }),
             health,
             tracefs,
@@ -291,6 +298,14 @@ impl Kernel {
     /// Why run-time statistics are absent, if they are.
     pub fn stats_note(&self) -> Option<&str> {
         self.stats_note.as_deref()
+    }
+
+    /// Start reading the kernel programs' diagnostics into the log (needs the async
+    /// runtime).
+    pub fn spawn_log_reader(&mut self) {
+        if let Some(log) = self.loaded.as_mut().and_then(|l| l.log.take()) {
+            tokio::spawn(log.run());
+        }
     }
 
     /// Take a map out of the object for a collector to own.
