@@ -2,7 +2,9 @@
 //!
 //! Every struct here is `#[repr(C)]` plain data: the kernel writes it into BPF maps and
 //! userspace reads the same bytes back.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+
+pub mod http;
 
 /// Target index used for whole-host tracing (`--all`): its series are labelled `target="host"`.
 pub const HOST_TARGET: u32 = 0;
@@ -145,8 +147,6 @@ pub const fn log2_bucket(ns: u64) -> usize {
 
 /// Bytes of a request path kept in the kernel (longer paths are cut).
 pub const HTTP_PATH_MAX: usize = 64;
-/// Bytes of a request or response head inspected for the line and headers we read.
-pub const HTTP_HEAD_SCAN: usize = 512;
 /// Per-target HTTP counters are indexed by `target & HTTP_TARGET_MASK`.
 pub const HTTP_TARGETS: u32 = 256;
 pub const HTTP_TARGET_MASK: u32 = HTTP_TARGETS - 1;
@@ -251,25 +251,51 @@ pub struct HttpRequest {
 /// Connection phases (`ConnState::phase`).
 pub const CONN_NEW: u32 = 0;
 pub const CONN_IDLE: u32 = 1;
+/// A request's head or body is being read.
 pub const CONN_REQUEST: u32 = 2;
+/// The response's head is complete; body writes follow.
 pub const CONN_RESPONSE: u32 = 3;
-/// The first bytes were not HTTP/1.x: the connection is ignored from then on.
+/// The first bytes were not HTTP/1.x (or the connection switched protocols): ignored from
+/// then on.
 pub const CONN_NOT_HTTP: u32 = 4;
+/// The response's status line is written, the rest of its head not yet.
+pub const CONN_RESPONSE_HEAD: u32 = 5;
+
+/// `ConnState::pre_kind`: what `ConnState::pre` holds.
+pub const PRE_NONE: u32 = 0;
+/// The start of a request, read but not yet classifiable (split over reads).
+pub const PRE_PENDING: u32 = 1;
+/// The last bytes of a head still open (its end not yet read or written), so a line split
+/// between two calls is seen whole.
+pub const PRE_CARRY: u32 = 2;
 
 /// Per-connection state, keyed by `(tgid << 32) | fd` in an LRU map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ConnState {
     pub phase: u32,
-    pub _pad: u32,
+    /// `PRE_*`: what `pre` holds, and how many of its bytes.
+    pub pre_kind: u32,
+    pub pre_len: u32,
+    /// The request's head is still open (its end not read yet).
+    pub req_head_open: u32,
     /// Response body bytes still to come when Content-Length is known.
     pub remaining: i64,
+    /// The Content-Length of the response head being read (-1: none seen).
+    pub resp_cl: i64,
     /// Time of the last data write (for inter-chunk gaps).
     pub last_data_ns: u64,
+    /// When the first pending bytes of a request were read.
+    pub pending_ns: u64,
+    pub pre: [u8; http::PRE],
     /// The exchange in progress, already in event form: completing it is one ring-buffer
     /// output of this field (no copy inside the program).
     pub ev: HttpEvent,
 }
+
+/// Why a request was reported complete (`HttpEvent::end`), continued.
+/// The response switched protocols (101): the connection is not HTTP/1.x from then on.
+pub const END_UPGRADE: u32 = 5;
 
 /// One completed request: the only per-request data that leaves the kernel.
 #[repr(C)]
@@ -278,9 +304,45 @@ pub struct HttpEvent {
     pub tgid: u32,
     pub fd: u32,
     pub end: u32,
-    pub _pad: u32,
+    /// The listening socket's fd the connection was accepted on (its port tells the
+    /// target's front door from internal ports); u32::MAX when unknown.
+    pub listen_fd: u32,
     pub req: HttpRequest,
 }
+
+/// A socket call handed from `sys_exit` to the head-scanning program (tail call), one per
+/// CPU: which connection, which bytes, and how far the scan got.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpJob {
+    pub tgid: u32,
+    pub fd: u32,
+    pub target: u32,
+    /// `JOB_READ` or `JOB_WRITE`.
+    pub kind: u32,
+    /// The buffer under scan and how many of the call's bytes are in it.
+    pub buf: u64,
+    pub len: u64,
+    /// Bytes of `buf` scanned so far.
+    pub off: u64,
+    /// Bytes the call moved in total, and how many of them came before `buf`.
+    pub total: u64,
+    pub before: u64,
+    /// Vectored calls: the iovec array, its length, and the index of `buf`'s entry.
+    pub iov: u64,
+    pub iov_cnt: u64,
+    pub iov_idx: u64,
+    pub now: u64,
+    /// Tail calls taken for this call (bounded by the kernel's limit).
+    pub hops: u32,
+    /// The window is already in the scratch buffer (the request-line program loaded it).
+    pub loaded: u32,
+    /// Head bytes before the loaded window's first byte (request or response).
+    pub base: u64,
+}
+
+pub const JOB_READ: u32 = 0;
+pub const JOB_WRITE: u32 = 1;
 
 /// Per-target request counters (one copy per CPU).
 #[repr(C)]
@@ -419,6 +481,9 @@ mod user {
     unsafe impl aya::Pod for super::Inflight {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SyscallStats {}
+    // SAFETY: as above: every field is an integer or an array of them, laid out without
+    // gaps (the agent reads connection states when a target process exits).
+    unsafe impl aya::Pod for super::ConnState {}
 }
 
 #[cfg(test)]

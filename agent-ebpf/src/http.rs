@@ -1,29 +1,38 @@
 //! HTTP/1.x request tracing on targeted processes' accepted sockets.
 //!
 //! Runs inside the syscall programs, for targeted threads and socket-related calls only.
-//! accept/accept4 mark a server-side connection; the first read decides whether it speaks
-//! HTTP/1.x (else it is ignored from then on); a read that starts with a request line
-//! starts a request; the write carrying the status line starts the response; later writes
-//! are body data (one SSE event or chunk each). A request ends when its Content-Length is
-//! written, when the terminating chunk is written, when the next request arrives, or at
-//! close — whichever comes first — and then one event goes to the ring buffer.
+//! accept/accept4 mark a server-side connection; reads are classified as the start of a
+//! request (a request line, possibly split over several reads: its first bytes wait in
+//! the connection's state), more of its head, or its body; the write carrying the status
+//! line starts the response, whose head may span several writes; later writes are body
+//! data (one SSE event or chunk each). A request ends when its Content-Length is written,
+//! when the terminating chunk is written, when the next request arrives, when the
+//! response switches protocols (101), or at close — whichever comes first — and then one
+//! event goes to the ring buffer.
 //!
-//! Scans use 8-byte words (SWAR) over at most HTTP_HEAD_SCAN bytes, with constant loop
-//! bounds the verifier can follow.
-use agent_common::{lit, low_bytes, method};
+//! The cheap cases (body bytes of a request or a response) are handled in `sys_exit`
+//! itself. What needs bytes classified goes on by tail calls: `http_start` reads a
+//! request line (the bytes pending from earlier reads plus up to `SCAN` new ones), and
+//! `http_head` scans one window of a head (the bytes carried from earlier calls plus up to
+//! `SCAN` new ones), tail-calling itself for the next window of a longer head (up to
+//! `HEAD_MAX` bytes). Both use the parser in `agent_common::http`. Each program is
+//! verified on its own, and everything in them is inlined (no calls next to tail calls),
+//! so the syscall hooks stay small.
+use agent_common::http::{self as h, RequestStart, Window, HEAD_MAX, PRE, SCAN};
 use agent_common::{
-    ConnState, HttpCounters, HttpEvent, HttpRequest, CONN_IDLE, CONN_NEW, CONN_NOT_HTTP,
-    CONN_REQUEST, CONN_RESPONSE, END_CLOSE, END_CONTENT_LENGTH, END_LAST_CHUNK, END_NEXT_REQUEST,
-    HTTP_CHUNKED, HTTP_CL_KNOWN, HTTP_HEAD_SCAN, HTTP_PATH_MAX, HTTP_PATH_TRUNCATED, HTTP_SSE,
-    HTTP_TARGETS, HTTP_TARGET_MASK,
+    low_bytes, method, ConnState, HttpCounters, HttpEvent, HttpJob, HttpRequest, CONN_IDLE,
+    CONN_NEW, CONN_NOT_HTTP, CONN_REQUEST, CONN_RESPONSE, CONN_RESPONSE_HEAD, END_CLOSE,
+    END_CONTENT_LENGTH, END_LAST_CHUNK, END_NEXT_REQUEST, END_UPGRADE, HTTP_CHUNKED, HTTP_CL_KNOWN,
+    HTTP_PATH_MAX, HTTP_PATH_TRUNCATED, HTTP_TARGETS, HTTP_TARGET_MASK, JOB_READ, JOB_WRITE,
+    PRE_CARRY, PRE_NONE, PRE_PENDING,
 };
 use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_user,
         bpf_probe_read_user_buf,
     },
-    macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    macros::{map, raw_tracepoint},
+    maps::{LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::RawTracePointContext,
 };
 
@@ -40,8 +49,14 @@ const NR_SENDMSG: u32 = 46;
 const NR_RECVMSG: u32 = 47;
 const NR_ACCEPT4: u32 = 288;
 
-const SCAN: usize = HTTP_HEAD_SCAN;
-const WORDS: usize = SCAN / 8;
+/// Scratch buffer bytes: a window (at most `PRE + SCAN`) plus slack for word reads past
+/// its end, rounded to a power of two so offsets can be masked into it.
+const BUF: usize = 1024;
+/// Tail calls one socket call may take (the kernel allows 33).
+const MAX_HOPS: u32 = 30;
+/// `HTTP_TAIL` indexes.
+const TAIL_START: u32 = 0;
+const TAIL_HEAD: u32 = 1;
 
 #[map]
 static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(16384, 0);
@@ -58,18 +73,24 @@ static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 static HTTP_COUNTERS: PerCpuArray<HttpCounters> = PerCpuArray::with_max_entries(HTTP_TARGETS, 0);
 
-/// Head bytes copied from the user buffer (the second half is slack for word reads), and
-/// what a head scan found. The results live in the map value rather than in registers so
-/// the verifier's states converge after each branch of the scan.
+/// `http_start` at index 0 and `http_head` at 1 (set by the agent before it turns
+/// tracing on).
+#[map]
+static HTTP_TAIL: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
+/// The socket call being scanned, handed from `sys_exit` to `http_scan`.
+#[map]
+static JOB: PerCpuArray<HttpJob> = PerCpuArray::with_max_entries(1, 0);
+
+/// One window of bytes under scan, and what the scan found (in the map value rather than
+/// in registers, so the verifier's states converge after each branch of the scan).
 #[repr(C)]
 pub struct Scratch {
-    buf: [u8; 2 * SCAN],
-    /// Bytes copied into `buf`. Compared against from memory, so that no verifier path
+    buf: [u8; BUF],
+    /// Valid bytes in `buf`. Compared against from memory, so that no verifier path
     /// carries a range of its own for it.
     n: u64,
-    head_len: u64,
-    cl_at: u64,
-    flags: u64,
+    facts: h::HeadFacts,
 }
 
 #[map]
@@ -96,16 +117,22 @@ const ZERO_REQ: HttpRequest = HttpRequest {
     path: [0; HTTP_PATH_MAX],
 };
 
+/// A new connection's state, by reference (building it on the stack would be a memset).
 static NEW_CONN: ConnState = ConnState {
     phase: CONN_NEW,
-    _pad: 0,
+    pre_kind: PRE_NONE,
+    pre_len: 0,
+    req_head_open: 0,
     remaining: 0,
+    resp_cl: -1,
     last_data_ns: 0,
+    pending_ns: 0,
+    pre: [0; PRE],
     ev: HttpEvent {
         tgid: 0,
         fd: 0,
         end: 0,
-        _pad: 0,
+        listen_fd: u32::MAX,
         req: ZERO_REQ,
     },
 };
@@ -156,130 +183,9 @@ fn conn_key(tgid: u32, fd: u32) -> u64 {
     ((tgid as u64) << 32) | fd as u64
 }
 
+#[inline(always)]
 fn counters(target: u32) -> Option<*mut HttpCounters> {
     HTTP_COUNTERS.get_ptr_mut(target & HTTP_TARGET_MASK)
-}
-
-/// A targeted thread enters close(fd). Handled at entry, while the fd still names this
-/// connection: once close releases it, another thread's accept can get the same number,
-/// and an exit handler would then delete the new connection's state.
-pub fn on_close(tgid: u32, fd: u32) {
-    let key = conn_key(tgid, fd);
-    if let Some(conn) = CONNS.get_ptr_mut(key) {
-        finish(conn, tgid, fd, END_CLOSE);
-        let _ = CONNS.remove(key);
-    }
-}
-
-/// One socket call's facts, passed by reference (BPF calls take at most 5 arguments).
-struct Io {
-    tgid: u32,
-    fd: u32,
-    target: u32,
-    /// First data buffer and how many of the returned bytes are in it.
-    buf: u64,
-    len: u64,
-    /// Bytes the call moved in total.
-    total: u64,
-    /// Writes: end of the single buffer, or 0 with `iov`/`iov_cnt` set for vectored ones
-    /// (their last buffer is only looked up when a terminating chunk is possible).
-    end: u64,
-    iov: u64,
-    iov_cnt: u64,
-    now: u64,
-}
-
-/// Handle a finished socket call of a targeted thread.
-pub fn on_exit(tgid: u32, target: u32, nr: u32, ret: i64, args: &[u64; 3], now: u64) {
-    match nr {
-        NR_ACCEPT | NR_ACCEPT4 => {
-            if ret >= 0 {
-                // A reused fd number starts over. By reference: a by-value argument would
-                // be copied onto the stack with a memcpy loop.
-                #[allow(clippy::needless_borrows_for_generic_args)]
-                let inserted = CONNS
-                    .insert(conn_key(tgid, ret as u32), &NEW_CONN, 0)
-                    .is_ok();
-                if let (true, Some(k)) = (inserted, counters(target)) {
-                    // SAFETY: this CPU's counters.
-                    unsafe { (*k).accepted += 1 };
-                }
-            }
-        }
-        // close is handled at entry (see `on_close`).
-        NR_CLOSE => {}
-        _ => {
-            if ret <= 0 {
-                return;
-            }
-            let fd = args[0] as u32;
-            let Some(conn) = CONNS.get_ptr_mut(conn_key(tgid, fd)) else {
-                return;
-            };
-            let total = ret as u64;
-            let mut io = Io {
-                tgid,
-                fd,
-                target,
-                buf: args[1],
-                len: total,
-                total,
-                end: 0,
-                iov: 0,
-                iov_cnt: 0,
-                now,
-            };
-            let is_read = matches!(nr, NR_READ | NR_RECVFROM | NR_READV | NR_RECVMSG);
-            match nr {
-                NR_READV | NR_RECVMSG => {
-                    let iov = if nr == NR_READV {
-                        Some(args[1])
-                    } else {
-                        msg_iov(args[1]).map(|(iov, _)| iov)
-                    };
-                    let Some((base, iov_len)) = iov.and_then(|v| iov_at(v, 0)) else {
-                        return;
-                    };
-                    io.buf = base;
-                    io.len = min(total, iov_len);
-                }
-                NR_WRITE | NR_SENDTO => io.end = args[1] + total,
-                NR_WRITEV | NR_SENDMSG => {
-                    let v = if nr == NR_WRITEV {
-                        Some((args[1], args[2]))
-                    } else {
-                        msg_iov(args[1])
-                    };
-                    let Some((iov, cnt)) = v else {
-                        return;
-                    };
-                    if cnt == 0 || cnt > 1024 {
-                        return;
-                    }
-                    let Some((mut base, mut iov_len)) = iov_at(iov, 0) else {
-                        return;
-                    };
-                    // Writers may lead with an empty buffer: look at the next one.
-                    if iov_len == 0 && cnt > 1 {
-                        (base, iov_len) = iov_at(iov, 1).unwrap_or((0, 0));
-                    }
-                    // Inspect only that buffer: reading `total` bytes from it could run
-                    // past its end.
-                    io.buf = base;
-                    io.len = min(total, iov_len);
-                    io.iov = iov;
-                    io.iov_cnt = cnt;
-                }
-                NR_SENDFILE => io.buf = 0,
-                _ => {}
-            }
-            if is_read {
-                on_read(conn, &io);
-            } else {
-                on_write(conn, &io);
-            }
-        }
-    }
 }
 
 #[inline(always)]
@@ -288,6 +194,18 @@ fn min(a: u64, b: u64) -> u64 {
         a
     } else {
         b
+    }
+}
+
+/// A targeted thread enters close(fd). Handled at entry, while the fd still names this
+/// connection: once close releases it, another thread's accept can get the same number,
+/// and an exit handler would then delete the new connection's state.
+#[inline(always)]
+pub fn on_close(tgid: u32, fd: u32) {
+    let key = conn_key(tgid, fd);
+    if let Some(conn) = CONNS.get_ptr_mut(key) {
+        finish(conn, tgid, fd, END_CLOSE);
+        let _ = CONNS.remove(key);
     }
 }
 
@@ -310,427 +228,255 @@ fn msg_iov(msg: u64) -> Option<(u64, u64)> {
         .map(|[iov, n]| (iov, n))
 }
 
-/// Copy up to SCAN bytes of the user buffer into the per-CPU scratch; returns the count.
+/// Handle a finished socket call of a targeted thread.
 #[inline(always)]
-fn load(buf: u64, len: u64) -> Option<(*mut Scratch, usize)> {
-    let s = SCRATCH.get_ptr_mut(0)?;
-    let n = if len > SCAN as u64 {
-        SCAN
-    } else {
-        len as usize
-    };
-    if n == 0 {
-        return None;
-    }
-    // SAFETY: `s` points at this CPU's scratch value; `n` is at most SCAN, inside `buf`.
-    unsafe {
-        let dst = &mut (*s).buf;
-        // Zero the words after the copied bytes so word reads past `n` see no stray match
-        // (two stores, not a memset, which would be a byte loop for the verifier).
-        let tail = (n & !7) & (SCAN - 1);
-        let p = dst.as_mut_ptr().add(tail) as *mut u64;
-        core::ptr::write_volatile(p, 0);
-        core::ptr::write_volatile(p.add(1), 0);
-        bpf_probe_read_user_buf(buf as *const u8, dst.get_mut(..n)?).ok()?;
-        set(&mut (*s).n, n as u64);
-    }
-    Some((s, n))
-}
-
-/// The aligned word at byte offset `a` (a multiple of 8, below SCAN + 8).
-#[inline(always)]
-fn aligned(s: *const Scratch, a: usize) -> u64 {
-    // SAFETY: the offset is masked to a multiple of 8 below 2 * SCAN - 8, so the 8-byte
-    // read stays inside buf (2 * SCAN bytes at offset 0 of an 8-byte aligned map value).
-    unsafe { core::ptr::read((*s).buf.as_ptr().add(a & (2 * SCAN - 8)) as *const u64) }
-}
-
-/// The 8 bytes at any offset, from two aligned loads (an unaligned load is lowered to
-/// eight byte loads on BPF).
-#[inline(always)]
-fn word(s: *const Scratch, at: usize) -> u64 {
-    let at = at & (SCAN - 1);
-    let a = at & !7;
-    let sh = ((at & 7) * 8) as u32;
-    let lo = aligned(s, a);
-    let hi = aligned(s, a + 8);
-    // For sh == 0 the second term is 0: (hi << 1) << 63 keeps only a zero bit.
-    (lo >> sh) | ((hi << 1) << (63 - sh))
-}
-
-/// 1 when `x == y`, else 0, without a branch.
-#[inline(always)]
-fn eq(x: u64, y: u64) -> u64 {
-    let d = x ^ y;
-    (d.wrapping_sub(1) & !d) >> 63
-}
-
-#[inline(always)]
-fn byte(s: *const Scratch, at: usize) -> u8 {
-    // SAFETY: the index is masked into the buffer.
-    unsafe { *(*s).buf.as_ptr().add(at & (SCAN - 1)) }
-}
-
-const LOW: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-/// ASCII letters to lower case (also maps some punctuation, harmless for our compares).
-const LOWER: u64 = 0x2020_2020_2020_2020;
-
-/// Bytes equal to `b` in `w`, as the high bit of each matching byte.
-#[inline(always)]
-fn matches_byte(w: u64, b: u8) -> u64 {
-    let x = w ^ (LOW * b as u64);
-    x.wrapping_sub(LOW) & !x & HIGH
-}
-
-/// Byte index (0..8) of the lowest byte flagged in `mask` (as `matches_byte` returns it).
-/// Branch-free, so the verifier follows one path rather than eight.
-#[inline(always)]
-fn lowest(mask: u64) -> usize {
-    let one = (mask & mask.wrapping_neg()) >> 7; // 1 << (8 * i)
-    (one.wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
-}
-
-/// `n` as stored by `load`, read back from memory (see `Scratch::n`).
-#[inline(always)]
-fn stored_n(s: *const Scratch) -> usize {
-    // SAFETY: `s` points at this CPU's scratch value.
-    unsafe { core::ptr::read_volatile(&(*s).n) as usize }
-}
-
-/// Position of the first `b` at or after `from` and before `n`.
-#[inline(always)]
-fn find(s: *const Scratch, from: usize, n: usize, b: u8) -> Option<usize> {
-    let mut at = from;
-    for _ in 0..WORDS {
-        if at >= n {
-            return None;
-        }
-        let m = matches_byte(word(s, at), b);
-        if m != 0 {
-            let pos = at + lowest(m);
-            return if pos < n { Some(pos) } else { None };
-        }
-        at += 8;
-    }
-    None
-}
-
-/// Scan a head for its end and the headers we use: (length of the head including the
-/// blank line, or 0 when it ends beyond the scanned bytes; Content-Length or -1; flags).
-/// One flat loop over 8-byte words; newlines inside a word are taken one bit at a time.
-fn scan_head(s: *mut Scratch) -> (usize, i64, u8) {
-    // SAFETY: `s` points at this CPU's scratch value.
-    unsafe {
-        set(&mut (*s).head_len, 0);
-        set(&mut (*s).cl_at, 0);
-        set(&mut (*s).flags, 0);
-    }
-    for k in 0..WORDS {
-        let base = k * 8;
-        if base >= stored_n(s) {
-            break;
-        }
-        let mut m = matches_byte(word(s, base), b'\n');
-        // A header line is at least "\r\n": at most four line ends in a word.
-        for _ in 0..4 {
-            if m == 0 {
-                break;
+pub fn on_exit(
+    ctx: &RawTracePointContext,
+    tgid: u32,
+    target: u32,
+    nr: u32,
+    ret: i64,
+    args: &[u64; 3],
+    now: u64,
+) {
+    match nr {
+        NR_ACCEPT | NR_ACCEPT4 => {
+            if ret >= 0 {
+                accepted(tgid, target, ret as u32, args[0] as u32);
             }
-            let at = base + lowest(m) + 1;
-            m &= m.wrapping_sub(1);
-            if at + 2 > stored_n(s) {
-                break;
-            }
-            header_line(s, at);
-            // SAFETY: as above.
-            if unsafe { core::ptr::read_volatile(&(*s).head_len) } != 0 {
-                return head_result(s);
-            }
+            return;
         }
-    }
-    head_result(s)
-}
-
-#[inline(always)]
-fn head_result(s: *mut Scratch) -> (usize, i64, u8) {
-    // SAFETY: `s` points at this CPU's scratch value.
-    let (head, cl_at, flags) = unsafe { ((*s).head_len, (*s).cl_at, (*s).flags) };
-    let cl = if cl_at != 0 {
-        digits(s, cl_at as usize, stored_n(s))
-    } else {
-        -1
-    };
-    (head as usize, cl, flags as u8)
-}
-
-/// Look at the header line starting at `at`; record what it says in the scratch value.
-/// Branch-free: every check is computed and OR-ed in, so the verifier follows one path.
-#[inline(always)]
-fn header_line(s: *mut Scratch, at: usize) {
-    let w0 = word(s, at);
-    // Only the blank line and lines starting with c/C or t/T can matter: one compare
-    // skips the rest (Host, Date, Server, User-Agent, ...).
-    let first = (w0 & 0xff) | 0x20;
-    if first != b'c' as u64 && first != b't' as u64 && first != (b'\r' | 0x20) as u64 {
-        return;
-    }
-    let l0 = w0 | LOWER;
-    let l1 = word(s, at + 8) | LOWER;
-    let end = eq(w0 & low_bytes(2), lit(b"\r\n\0\0\0\0\0\0"));
-    let content = eq(l0, lit(b"content-"));
-    let cl = content & eq(l1 & low_bytes(7), lit(b"length:\0"));
-    let ct = content & eq(l1 & low_bytes(5), lit(b"type:\0\0\0"));
-    let ct_at = at + 13 + eq(byte(s, at + 13) as u64, b' ' as u64) as usize;
-    let sse = ct & eq(word(s, ct_at) | LOWER, lit(b"text/eve"));
-    let te = eq(l0, lit(b"transfer")) & eq(l1, lit(b"-encodin"));
-    let te_at = at + 18 + eq(byte(s, at + 18) as u64, b' ' as u64) as usize;
-    let chunked = te & eq((word(s, te_at) | LOWER) & low_bytes(7), lit(b"chunked\0"));
-    // SAFETY: `s` points at this CPU's scratch value.
-    unsafe {
-        (*s).head_len |= end * (at as u64 + 2);
-        (*s).cl_at |= cl * (at as u64 + 15);
-        (*s).flags |= (sse * HTTP_SSE as u64) | (chunked * HTTP_CHUNKED as u64);
-    }
-}
-
-/// Decimal number at `at` (after optional spaces), or -1.
-#[inline(always)]
-fn digits(s: *const Scratch, at: usize, n: usize) -> i64 {
-    let mut p = at;
-    if byte(s, p) == b' ' {
-        p += 1;
-    }
-    let mut v: i64 = 0;
-    let mut any = false;
-    for _ in 0..15 {
-        if p >= n {
-            break;
-        }
-        let c = byte(s, p);
-        if !c.is_ascii_digit() {
-            break;
-        }
-        v = v * 10 + (c - b'0') as i64;
-        any = true;
-        p += 1;
-    }
-    if any {
-        v
-    } else {
-        -1
-    }
-}
-
-fn on_read(conn: *mut ConnState, io: &Io) {
-    let (tgid, fd, target, buf, len, now) = (io.tgid, io.fd, io.target, io.buf, io.len, io.now);
-    // SAFETY: `conn` points at this connection's value in the LRU map.
-    let c = unsafe { &mut *conn };
-    match c.phase {
-        CONN_NOT_HTTP => return,
-        CONN_REQUEST => {
-            // More of the request (body), unless a new request line shows that the
-            // response was missed: then the connection must not stay stuck here.
-            // SAFETY: bpf_probe_read_user checks the address.
-            let first = unsafe { bpf_probe_read_user(buf as *const u64) }.unwrap_or(0);
-            if len < 14 || method(first).is_none() {
-                more_request(c, io);
-                return;
-            }
-        }
+        // close is handled at entry (see `on_close`).
+        NR_CLOSE => return,
         _ => {}
     }
-    let Some((s, n)) = load(buf, len) else {
+    if ret <= 0 {
+        return;
+    }
+    let fd = args[0] as u32;
+    let Some(conn) = CONNS.get_ptr_mut(conn_key(tgid, fd)) else {
         return;
     };
-    let Some((m, start)) = (if n >= 14 { method(word(s, 0)) } else { None }) else {
-        not_a_request(c, io, n);
-        return;
-    };
-    // The request target ends at the next space, followed by "HTTP/1.".
-    let Some(sp) = find(s, start, n, b' ') else {
-        not_a_request(c, io, n);
-        return;
-    };
-    if sp + 8 > n || word(s, sp + 1) & low_bytes(7) != lit(b"HTTP/1.\0") {
-        not_a_request(c, io, n);
-        return;
-    }
-    // The exchange before, if any, ends here (with an event when it had a response).
-    finish(conn, tgid, fd, END_NEXT_REQUEST);
-    let path_len = sp - start;
-    set(&mut c.ev.tgid, tgid);
-    set(&mut c.ev.fd, fd);
-    set(&mut c.ev.end, 0);
-    let r = &mut c.ev.req;
-    set(&mut r.target, target);
-    set(&mut r.method, m);
-    set(&mut r.status, 0);
-    set(&mut r.chunks, 0);
-    set(&mut r.resp_start_ns, 0);
-    set(&mut r.first_data_ns, 0);
-    set(&mut r.resp_end_ns, 0);
-    set(&mut r.resp_bytes, 0);
-    set(&mut r.resp_header_bytes, 0);
-    set(&mut r.gap_sum_ns, 0);
-    set(&mut r.gap_max_ns, 0);
-    if path_len > HTTP_PATH_MAX {
-        set(&mut r.flags, HTTP_PATH_TRUNCATED);
-        set(&mut r.path_len, HTTP_PATH_MAX as u32);
-    } else {
-        set(&mut r.flags, 0);
-        set(&mut r.path_len, path_len as u32);
-    }
-    // SAFETY: the source is HTTP_PATH_MAX bytes at an offset <= 8 of the scratch buffer
-    // (2 * SCAN bytes long); the helper copies without a loop in the program.
-    unsafe {
-        let src = (*s).buf.as_ptr().add(start & 15);
-        let _ = bpf_probe_read_kernel_buf(src, &mut c.ev.req.path);
-    }
-    set(&mut c.ev.req.req_start_ns, now);
-    set(&mut c.ev.req.req_end_ns, now);
-    set(&mut c.ev.req.req_bytes, io.total);
-    set(&mut c.remaining, 0);
-    set(&mut c.last_data_ns, 0);
-    set(&mut c.phase, CONN_REQUEST);
-    if let Some(k) = counters(target) {
-        // SAFETY: this CPU's counters.
-        unsafe { (*k).started += 1 };
-    }
-    // A read that ends exactly with the blank line is the whole head (the usual GET):
-    // no scan needed.
-    let n_now = stored_n(s);
-    if n_now >= 4 && word(s, n_now - 4) & low_bytes(4) == lit(b"\r\n\r\n\0\0\0\0") {
-        // SAFETY: `conn` still points at this connection's value.
-        unsafe { (*conn).ev.req.req_header_bytes = n_now as u64 };
-        return;
-    }
-    // Last, with everything above already stored: the scan's many verifier states then
-    // start from one caller state instead of one per method and path length.
-    let (head, _, _) = scan_head(s);
-    // SAFETY: `conn` still points at this connection's value.
-    let c = unsafe { &mut *conn };
-    c.ev.req.req_header_bytes = if head > 0 {
-        head as u64
-    } else {
-        stored_n(s) as u64
-    };
-}
-
-#[inline(always)]
-fn more_request(c: &mut ConnState, io: &Io) {
-    c.ev.req.req_bytes += io.total;
-    c.ev.req.req_end_ns = io.now;
-}
-
-/// A read that does not start a request: body bytes in the request phase; on a new
-/// connection, proof that it does not speak HTTP/1.x (a short first read waits for more).
-#[inline(always)]
-fn not_a_request(c: &mut ConnState, io: &Io, n: usize) {
-    match c.phase {
-        CONN_REQUEST => more_request(c, io),
-        CONN_NEW if n >= 14 => {
-            c.phase = CONN_NOT_HTTP;
-            if let Some(k) = counters(io.target) {
-                // SAFETY: this CPU's counters.
-                unsafe { (*k).ignored_connections += 1 };
-            }
-        }
-        _ => {}
-    }
-}
-
-/// A response write: `io.buf` holds the first bytes (0 for sendfile).
-fn on_write(conn: *mut ConnState, io: &Io) {
-    let (tgid, fd, buf, len, now) = (io.tgid, io.fd, io.buf, io.total, io.now);
-    // Bytes of the first buffer that may be inspected.
-    let head_len = io.len;
-    // SAFETY: `conn` points at this connection's value in the LRU map.
-    let c = unsafe { &mut *conn };
-    match c.phase {
-        CONN_REQUEST => {
-            if buf == 0 {
-                return;
-            }
-            let Some((s, n)) = load(buf, head_len) else {
+    let total = ret as u64;
+    let read = matches!(nr, NR_READ | NR_RECVFROM | NR_READV | NR_RECVMSG);
+    // The first buffer of the call: (base, bytes of the call in it), and the iovec array.
+    let (buf, len, iov, iov_cnt) = match nr {
+        NR_READ | NR_RECVFROM | NR_WRITE | NR_SENDTO => (args[1], total, 0, 0),
+        NR_READV | NR_WRITEV | NR_RECVMSG | NR_SENDMSG => {
+            let v = if nr == NR_READV || nr == NR_WRITEV {
+                Some((args[1], args[2]))
+            } else {
+                msg_iov(args[1])
+            };
+            let Some((iov, cnt)) = v else {
                 return;
             };
-            let w = word(s, 0);
-            if n < 12 || w & low_bytes(7) != lit(b"HTTP/1.\0") || byte(s, 8) != b' ' {
+            if cnt == 0 || cnt > 1024 {
                 return;
             }
-            let (d0, d1, d2) = (byte(s, 9), byte(s, 10), byte(s, 11));
-            if !d0.is_ascii_digit() || !d1.is_ascii_digit() || !d2.is_ascii_digit() {
+            let Some((mut base, mut l)) = iov_at(iov, 0) else {
                 return;
+            };
+            let mut idx = 0;
+            // Writers may lead with an empty buffer: look at the next one.
+            if l == 0 && cnt > 1 {
+                (base, l) = iov_at(iov, 1).unwrap_or((0, 0));
+                idx = 1;
             }
-            let status = (d0 - b'0') as u16 * 100 + (d1 - b'0') as u16 * 10 + (d2 - b'0') as u16;
-            if status < 200 {
-                // 100 Continue and friends: the real response is still to come.
-                return;
-            }
-            set(&mut c.ev.req.status, status);
-            set(&mut c.ev.req.resp_start_ns, now);
-            set(&mut c.ev.req.resp_end_ns, now);
-            set(&mut c.ev.req.resp_bytes, len);
-            set(&mut c.phase, CONN_RESPONSE);
-            response_head(conn, io, s);
+            // Only the first buffer's bytes are inspected at first: reading `total`
+            // bytes from it could run past its end.
+            (base, min(total, l), iov, cnt | (idx << 32))
         }
-        CONN_RESPONSE => {
-            c.ev.req.resp_bytes += len;
-            c.ev.req.resp_end_ns = now;
-            let chunked = c.ev.req.flags & HTTP_CHUNKED != 0;
-            let terminator = chunked && last_chunk(io);
-            // A write holding only "0\r\n\r\n" carries no data.
-            if !(terminator && len == 5) {
-                data(c, now);
-            }
-            if c.ev.req.flags & HTTP_CL_KNOWN != 0 {
-                c.remaining -= len as i64;
-                if c.remaining <= 0 {
-                    finish(conn, tgid, fd, END_CONTENT_LENGTH);
-                }
-            } else if terminator {
-                finish(conn, tgid, fd, END_LAST_CHUNK);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The rest of a response's first write, once its status is stored: the head scan runs
-/// from this one caller state (see `on_read`).
-fn response_head(conn: *mut ConnState, io: &Io, s: *mut Scratch) {
-    let (head, cl, flags) = scan_head(s);
+        // sendfile: body bytes only, nothing to inspect.
+        _ => (0, 0, 0, 0),
+    };
     // SAFETY: `conn` points at this connection's value in the LRU map.
     let c = unsafe { &mut *conn };
-    let len = io.total;
-    c.ev.req.flags |= flags;
-    c.ev.req.resp_header_bytes = if head > 0 { head as u64 } else { len };
-    let body = if head > 0 {
-        len.saturating_sub(head as u64)
-    } else {
-        0
-    };
-    if body > 0 {
-        data(c, io.now);
-    }
-    // No body follows for HEAD, 204 and 304.
-    let status = c.ev.req.status;
-    if c.ev.req.method == 5 || status == 204 || status == 304 {
-        finish(conn, io.tgid, io.fd, END_CONTENT_LENGTH);
+    let phase = c.phase;
+    if phase == CONN_NOT_HTTP {
         return;
     }
-    if cl >= 0 && head > 0 {
-        c.ev.req.flags |= HTTP_CL_KNOWN;
-        c.remaining = cl - body as i64;
-        if c.remaining <= 0 {
-            finish(conn, io.tgid, io.fd, END_CONTENT_LENGTH);
+    if read {
+        if phase == CONN_REQUEST {
+            // More of the request: bytes and time, then a scan only when its head is still
+            // open or a new request line shows that the response was missed.
+            c.ev.req.req_bytes += total;
+            c.ev.req.req_end_ns = now;
+            if c.req_head_open == 0 && !starts_request(buf, len) {
+                return;
+            }
+            if c.req_head_open == 0 {
+                // A new request: undo what was just added to the old one.
+                c.ev.req.req_bytes -= total;
+            }
+        }
+    } else {
+        match phase {
+            CONN_RESPONSE => {
+                body_write(conn, tgid, fd, total, buf, len, iov, iov_cnt, now);
+                return;
+            }
+            CONN_RESPONSE_HEAD => {
+                c.ev.req.resp_bytes += total;
+                c.ev.req.resp_end_ns = now;
+            }
+            CONN_REQUEST => {}
+            // No request to answer.
+            _ => return,
+        }
+        if buf == 0 {
             return;
         }
     }
-    if flags & HTTP_CHUNKED != 0 && body > 0 && last_chunk(io) {
-        finish(conn, io.tgid, io.fd, END_LAST_CHUNK);
+    let next = if !read || c.req_head_open != 0 {
+        TAIL_HEAD
+    } else {
+        TAIL_START
+    };
+    let Some(job) = JOB.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's job slot; no other program runs on this CPU until the tail call.
+    unsafe {
+        *job = HttpJob {
+            tgid,
+            fd,
+            target,
+            kind: if read { JOB_READ } else { JOB_WRITE },
+            buf,
+            len,
+            off: 0,
+            total,
+            before: 0,
+            iov,
+            iov_cnt: iov_cnt & 0xffff_ffff,
+            iov_idx: iov_cnt >> 32,
+            now,
+            hops: 0,
+            loaded: 0,
+            base: 0,
+        };
+        HTTP_TAIL.tail_call(ctx, next);
     }
+}
+
+/// A connection accepted on `listen_fd`: tracked from now on (a reused fd number starts
+/// over).
+#[inline(always)]
+fn accepted(tgid: u32, target: u32, fd: u32, listen_fd: u32) {
+    let key = conn_key(tgid, fd);
+    // By reference: a by-value argument would be copied onto the stack with a memcpy loop.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = CONNS.insert(key, &NEW_CONN, 0).is_ok();
+    if !inserted {
+        return;
+    }
+    if let Some(c) = CONNS.get_ptr_mut(key) {
+        // SAFETY: `c` points at the value just inserted.
+        unsafe { (*c).ev.listen_fd = listen_fd };
+    }
+    if let Some(k) = counters(target) {
+        // SAFETY: this CPU's counters.
+        unsafe { (*k).accepted += 1 };
+    }
+}
+
+/// Whether a read's first bytes are a request line's (a response was missed).
+#[inline(always)]
+fn starts_request(buf: u64, len: u64) -> bool {
+    if len < 14 || buf == 0 {
+        return false;
+    }
+    // SAFETY: bpf_probe_read_user checks the address.
+    let first = unsafe { bpf_probe_read_user(buf as *const u64) }.unwrap_or(0);
+    method(first).is_some()
+}
+
+/// A response body write.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn body_write(
+    conn: *mut ConnState,
+    tgid: u32,
+    fd: u32,
+    total: u64,
+    buf: u64,
+    len: u64,
+    iov: u64,
+    iov_cnt: u64,
+    now: u64,
+) {
+    // SAFETY: `conn` points at this connection's value in the LRU map.
+    let c = unsafe { &mut *conn };
+    c.ev.req.resp_bytes += total;
+    c.ev.req.resp_end_ns = now;
+    let chunked = c.ev.req.flags & HTTP_CHUNKED != 0;
+    let terminator = chunked && last_chunk(buf, len, iov, iov_cnt & 0xffff_ffff, total);
+    // A write holding only "0\r\n\r\n" carries no data.
+    if !(terminator && total == 5) {
+        data(c, now);
+    }
+    if c.ev.req.flags & HTTP_CL_KNOWN != 0 {
+        c.remaining -= total as i64;
+        if c.remaining <= 0 {
+            finish(conn, tgid, fd, END_CONTENT_LENGTH);
+        }
+    } else if terminator {
+        finish(conn, tgid, fd, END_LAST_CHUNK);
+    }
+}
+
+/// Whether the call's bytes end with the terminating chunk "0\r\n\r\n". Only bytes inside
+/// the call's buffers are read: for a vectored write, the tail may span its last buffers
+/// (nginx writes a chunk as [size line, data, "\r\n"]).
+#[inline(always)]
+fn last_chunk(buf: u64, len: u64, iov: u64, iov_cnt: u64, total: u64) -> bool {
+    if total < 5 {
+        return false;
+    }
+    if iov == 0 {
+        if buf == 0 || len < 5 {
+            return false;
+        }
+        // SAFETY: bpf_probe_read_user checks the address; the 5 bytes end the buffer.
+        return match unsafe { bpf_probe_read_user((buf + len - 5) as *const [u8; 5]) } {
+            Ok(b) => b == *b"0\r\n\r\n",
+            Err(_) => false,
+        };
+    }
+    // The last five bytes, gathered from the last buffers backwards (at most four).
+    let mut tail: u64 = 0;
+    let mut need: u64 = 5;
+    let mut i = iov_cnt;
+    for _ in 0..4 {
+        if need == 0 || i == 0 {
+            break;
+        }
+        i -= 1;
+        let Some((base, l)) = iov_at(iov, i) else {
+            return false;
+        };
+        let take = min(l, need);
+        if take == 0 {
+            continue;
+        }
+        let mut part = [0u8; 8];
+        let take = (take & 7) as usize;
+        // SAFETY: bpf_probe_read_user_buf checks the address; `take` is at most 5 (`need`
+        // is), so the copy fits `part`, and the bytes end the buffer.
+        let copied = unsafe {
+            let to = core::slice::from_raw_parts_mut(part.as_mut_ptr(), take);
+            bpf_probe_read_user_buf((base + l - take as u64) as *const u8, to)
+        };
+        if copied.is_err() {
+            return false;
+        }
+        let word = u64::from_le_bytes(part) & low_bytes(take as u32);
+        // Earlier bytes go below the ones already gathered.
+        tail = (tail << (8 * take as u32)) | word;
+        need -= take as u64;
+    }
+    need == 0 && h::is_last_chunk(tail)
 }
 
 #[inline(always)]
@@ -748,35 +494,21 @@ fn data(c: &mut ConnState, now: u64) {
     c.last_data_ns = now;
 }
 
-/// Whether the write ended with the terminating chunk "0\r\n\r\n".
-#[inline(always)]
-fn last_chunk(io: &Io) -> bool {
-    let end = if io.iov_cnt > 0 {
-        iov_at(io.iov, io.iov_cnt - 1).map_or(0, |(b, l)| b + l)
-    } else {
-        io.end
-    };
-    if end < 5 {
-        return false;
-    }
-    // SAFETY: bpf_probe_read_user checks the address.
-    match unsafe { bpf_probe_read_user((end - 5) as *const [u8; 5]) } {
-        Ok(b) => b == *b"0\r\n\r\n",
-        Err(_) => false,
-    }
-}
-
 /// End the exchange in progress (if any): one event when a response was seen.
+#[inline(always)]
 fn finish(conn: *mut ConnState, tgid: u32, fd: u32, end: u32) {
     // SAFETY: `conn` points at this connection's value in the LRU map.
     let c = unsafe { &mut *conn };
     let phase = c.phase;
-    if phase != CONN_REQUEST && phase != CONN_RESPONSE {
+    if phase != CONN_REQUEST && phase != CONN_RESPONSE && phase != CONN_RESPONSE_HEAD {
         return;
     }
     c.phase = CONN_IDLE;
+    c.req_head_open = 0;
+    c.pre_kind = PRE_NONE;
+    c.pre_len = 0;
     let k = counters(c.ev.req.target);
-    if phase == CONN_RESPONSE {
+    if phase != CONN_REQUEST {
         c.ev.tgid = tgid;
         c.ev.fd = fd;
         c.ev.end = end;
@@ -804,4 +536,455 @@ fn finish(conn: *mut ConnState, tgid: u32, fd: u32, end: u32) {
             }
         }
     }
+}
+
+// ---- The head-scanning program (tail-called from sys_exit) ----------------------------
+
+/// The scratch window as the parser sees it.
+struct Win(*mut Scratch);
+
+impl Win {
+    /// The aligned word at byte offset `a` (a multiple of 8 below `BUF`).
+    #[inline(always)]
+    fn aligned(&self, a: usize) -> u64 {
+        // SAFETY: the offset is masked to a multiple of 8 below BUF - 8, so the 8-byte read
+        // stays inside buf (BUF bytes at offset 0 of an 8-byte aligned map value).
+        unsafe { core::ptr::read((*self.0).buf.as_ptr().add(a & (BUF - 8)) as *const u64) }
+    }
+}
+
+impl Window for Win {
+    #[inline(always)]
+    fn valid(&self) -> usize {
+        // SAFETY: `self.0` points at this CPU's scratch value.
+        unsafe { core::ptr::read_volatile(&(*self.0).n) as usize }
+    }
+    /// The 8 bytes at any offset, from two aligned loads (an unaligned load is lowered to
+    /// eight byte loads on BPF).
+    #[inline(always)]
+    fn word(&self, at: usize) -> u64 {
+        let at = at & (BUF - 1);
+        let a = at & !7;
+        let sh = ((at & 7) * 8) as u32;
+        let lo = self.aligned(a);
+        let hi = self.aligned(a + 8);
+        // For sh == 0 the second term is 0: (hi << 1) << 63 keeps only a zero bit.
+        (lo >> sh) | ((hi << 1) << (63 - sh))
+    }
+    #[inline(always)]
+    fn byte(&self, at: usize) -> u8 {
+        // SAFETY: the index is masked into the buffer.
+        unsafe { *(*self.0).buf.as_ptr().add(at & (BUF - 1)) }
+    }
+    #[inline(always)]
+    fn facts(&mut self) -> &mut h::HeadFacts {
+        // SAFETY: `self.0` points at this CPU's scratch value.
+        unsafe { &mut (*self.0).facts }
+    }
+}
+
+/// Load a window: `pre_len` bytes of `pre` (carried from earlier calls), then up to
+/// `SCAN` bytes of the user buffer at `src`; returns the window and how many user bytes
+/// it holds.
+#[inline(always)]
+fn load(pre: *const [u8; PRE], pre_len: u64, src: u64, avail: u64) -> Option<(Win, u64)> {
+    let s = SCRATCH.get_ptr_mut(0)?;
+    let n = if avail > SCAN as u64 {
+        SCAN
+    } else {
+        avail as usize
+    };
+    let p = if pre_len > PRE as u64 {
+        PRE
+    } else {
+        pre_len as usize
+    };
+    // SAFETY: `s` points at this CPU's scratch value; the copies stay inside buf: `p` is
+    // at most PRE and `n` at most SCAN, and PRE + SCAN < BUF.
+    unsafe {
+        let dst = (*s).buf.as_mut_ptr();
+        if p > 0 {
+            let to = core::slice::from_raw_parts_mut(dst, PRE);
+            bpf_probe_read_kernel_buf(pre as *const u8, to).ok()?;
+        }
+        if n > 0 {
+            let to = core::slice::from_raw_parts_mut(dst.add(p), n);
+            bpf_probe_read_user_buf(src as *const u8, to).ok()?;
+        }
+        let total = p + n;
+        // Zero what follows the valid bytes (the rest of their last word and five more
+        // words), so word reads past the end see no stray bytes of an earlier window
+        // (stores, not a memset, which would be a byte loop for the verifier).
+        let tail = total & !7;
+        // Bounded for the verifier: a window is never this long.
+        let tail = if tail > BUF - 64 { BUF - 64 } else { tail };
+        let w = dst.add(tail) as *mut u64;
+        let last = core::ptr::read_volatile(w);
+        core::ptr::write_volatile(w, last & low_bytes((total & 7) as u32));
+        for i in 1..6 {
+            core::ptr::write_volatile(w.add(i), 0);
+        }
+        set(&mut (*s).n, total as u64);
+        set(&mut (*s).facts, h::HeadFacts::default());
+    }
+    Some((Win(s), n as u64))
+}
+
+/// Keep the last `PRE` bytes of the window (or all of it) as the connection's carry.
+#[inline(always)]
+fn carry(c: &mut ConnState, w: &Win, kind: u32) {
+    let n = w.valid() as u64;
+    let keep = min(n, PRE as u64);
+    let from = ((n - keep) as usize) & (BUF - 1);
+    // SAFETY: `w.0` points at this CPU's scratch value; the source range is inside buf.
+    unsafe {
+        let src = (*w.0).buf.as_ptr().add(from);
+        if bpf_probe_read_kernel_buf(src, &mut c.pre).is_err() {
+            return;
+        }
+    }
+    c.pre_kind = kind;
+    c.pre_len = keep as u32;
+}
+
+/// The job and connection of a tail-called program.
+#[inline(always)]
+fn job_and_conn() -> Option<(*mut HttpJob, *mut ConnState)> {
+    let job = JOB.get_ptr_mut(0)?;
+    // SAFETY: this CPU's job slot, filled by sys_exit (or a program of this chain).
+    let (tgid, fd) = unsafe { ((*job).tgid, (*job).fd) };
+    let conn = CONNS.get_ptr_mut(conn_key(tgid, fd))?;
+    Some((job, conn))
+}
+
+/// A read where a request may start: its bytes (after any pending ones) classified. A
+/// request line starts a request, whose head `http_head` then scans in the same window.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn http_start(ctx: RawTracePointContext) -> i32 {
+    let Some((job, conn)) = job_and_conn() else {
+        return 0;
+    };
+    // SAFETY: both point at this CPU's job and this connection's value.
+    let (j, c) = unsafe { (&mut *job, &mut *conn) };
+    let pending = if c.pre_kind == PRE_PENDING {
+        c.pre_len as u64
+    } else {
+        0
+    };
+    let Some((w, n)) = load(&c.pre, pending, j.buf, j.len) else {
+        return 0;
+    };
+    j.off = n;
+    match h::request_start(&w) {
+        RequestStart::Line {
+            method,
+            path_start,
+            path_len,
+            ..
+        } => {
+            // The exchange before, if any, ends here (with an event when it had a response).
+            finish(conn, j.tgid, j.fd, END_NEXT_REQUEST);
+            let start_ns = if pending > 0 { c.pending_ns } else { j.now };
+            begin(
+                c,
+                j,
+                method,
+                path_start,
+                path_len,
+                start_ns,
+                pending + j.total,
+                &w,
+            );
+            // The window starts with the request's first byte.
+            j.loaded = 1;
+            j.base = 0;
+            c.req_head_open = 1;
+            // SAFETY: tail call with this program's own context.
+            unsafe { HTTP_TAIL.tail_call(&ctx, TAIL_HEAD) };
+        }
+        RequestStart::Partial => {
+            // Wait for more: the bytes so far are kept (they fit: see `PENDING`).
+            if pending == 0 {
+                set(&mut c.pending_ns, j.now);
+            }
+            carry(c, &w, PRE_PENDING);
+        }
+        RequestStart::No => {
+            c.pre_kind = PRE_NONE;
+            c.pre_len = 0;
+            let seen = w.valid();
+            if c.phase == CONN_REQUEST {
+                // Body bytes after all (sys_exit suspected a request line).
+                c.ev.req.req_bytes += j.total;
+            } else if c.phase == CONN_NEW && (seen >= 14 || pending == 0) {
+                // Not HTTP/1.x: a full line's worth of bytes that is no request line, or
+                // a first read that cannot start one (a TLS record's first byte).
+                c.phase = CONN_NOT_HTTP;
+                if let Some(k) = counters(j.target) {
+                    // SAFETY: this CPU's counters.
+                    unsafe { (*k).ignored_connections += 1 };
+                }
+            }
+        }
+    }
+    0
+}
+
+/// Start a request: its line's facts into the event.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn begin(
+    c: &mut ConnState,
+    j: &HttpJob,
+    method: u8,
+    path_start: usize,
+    path_len: usize,
+    start_ns: u64,
+    bytes: u64,
+    w: &Win,
+) {
+    set(&mut c.ev.tgid, j.tgid);
+    set(&mut c.ev.fd, j.fd);
+    set(&mut c.ev.end, 0);
+    let r = &mut c.ev.req;
+    set(&mut r.target, j.target);
+    set(&mut r.method, method);
+    set(&mut r.status, 0);
+    set(&mut r.chunks, 0);
+    set(&mut r.resp_start_ns, 0);
+    set(&mut r.first_data_ns, 0);
+    set(&mut r.resp_end_ns, 0);
+    set(&mut r.resp_bytes, 0);
+    set(&mut r.resp_header_bytes, 0);
+    set(&mut r.gap_sum_ns, 0);
+    set(&mut r.gap_max_ns, 0);
+    if path_len > HTTP_PATH_MAX {
+        set(&mut r.flags, HTTP_PATH_TRUNCATED);
+        set(&mut r.path_len, HTTP_PATH_MAX as u32);
+    } else {
+        set(&mut r.flags, 0);
+        set(&mut r.path_len, path_len as u32);
+    }
+    // SAFETY: the source is HTTP_PATH_MAX bytes at an offset below 128 of the scratch
+    // buffer (BUF bytes long); the helper copies without a loop in the program.
+    unsafe {
+        let src = (*w.0).buf.as_ptr().add(path_start & 127);
+        let _ = bpf_probe_read_kernel_buf(src, &mut c.ev.req.path);
+    }
+    set(&mut c.ev.req.req_start_ns, start_ns);
+    set(&mut c.ev.req.req_end_ns, j.now);
+    set(&mut c.ev.req.req_bytes, bytes);
+    set(&mut c.ev.req.req_header_bytes, bytes);
+    set(&mut c.remaining, 0);
+    set(&mut c.resp_cl, -1);
+    set(&mut c.last_data_ns, 0);
+    set(&mut c.pre_kind, PRE_NONE);
+    set(&mut c.pre_len, 0);
+    set(&mut c.phase, CONN_REQUEST);
+    if let Some(k) = counters(j.target) {
+        // SAFETY: this CPU's counters.
+        unsafe { (*k).started += 1 };
+    }
+}
+
+/// One window of a head: a request's (after its line) or a response's (the status line
+/// first). Loads the window unless `http_start` did, scans it, applies what it found, and
+/// goes on with the next window while the head is open and the call has more bytes.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn http_head(ctx: RawTracePointContext) -> i32 {
+    let Some((job, conn)) = job_and_conn() else {
+        return 0;
+    };
+    // SAFETY: both point at this CPU's job and this connection's value.
+    let (j, c) = unsafe { (&mut *job, &mut *conn) };
+    let request = j.kind == JOB_READ;
+    let mut w = if j.loaded != 0 {
+        j.loaded = 0;
+        match SCRATCH.get_ptr_mut(0) {
+            Some(s) => Win(s),
+            None => return 0,
+        }
+    } else {
+        let pre = if c.pre_kind == PRE_CARRY {
+            c.pre_len as u64
+        } else {
+            0
+        };
+        let response_start = !request && c.phase == CONN_REQUEST;
+        let pre = if response_start { 0 } else { pre };
+        let Some((w, n)) = load(&c.pre, pre, j.buf + j.off, j.len - j.off) else {
+            return 0;
+        };
+        // Head bytes before the window: those before this call, this call's bytes before
+        // the window's new ones, less the carried bytes the window repeats.
+        let before_call = if request {
+            c.ev.req.req_bytes.saturating_sub(j.total)
+        } else if response_start {
+            // The response starts with this call.
+            0
+        } else {
+            c.ev.req.resp_bytes.saturating_sub(j.total)
+        };
+        j.base = (before_call + j.before + j.off).saturating_sub(pre);
+        j.off += n;
+        if response_start && !status(conn, j, &w) {
+            return 0;
+        }
+        w
+    };
+    h::scan_head(&mut w);
+    let f = *w.facts();
+    // SAFETY: `conn` points at this connection's value (re-read: `status` may have ended
+    // the exchange).
+    let c = unsafe { &mut *conn };
+    if request {
+        if c.phase != CONN_REQUEST {
+            return 0;
+        }
+        if f.head_len != 0 {
+            c.req_head_open = 0;
+            c.pre_kind = PRE_NONE;
+            c.pre_len = 0;
+            set(&mut c.ev.req.req_header_bytes, j.base + f.head_len);
+            return 0;
+        }
+        // Not ended here: its header bytes are what was read, until it ends.
+        set(&mut c.ev.req.req_header_bytes, c.ev.req.req_bytes);
+        if j.base + w.valid() as u64 >= HEAD_MAX as u64 {
+            // Past the longest head classified: counted with what is known.
+            c.req_head_open = 0;
+            c.pre_kind = PRE_NONE;
+            return 0;
+        }
+        carry(c, &w, PRE_CARRY);
+    } else {
+        if c.phase != CONN_RESPONSE_HEAD {
+            return 0;
+        }
+        c.ev.req.flags |= f.flags as u8;
+        if c.resp_cl < 0 && f.cl_at != 0 {
+            c.resp_cl = h::content_length(&mut w);
+        }
+        if f.head_len != 0 {
+            response_head_end(conn, j, j.base + f.head_len);
+            return 0;
+        }
+        if j.base + w.valid() as u64 >= HEAD_MAX as u64 {
+            // Past the longest head classified: the response goes on with what is known.
+            set(&mut c.ev.req.resp_header_bytes, c.ev.req.resp_bytes);
+            c.pre_kind = PRE_NONE;
+            c.phase = CONN_RESPONSE;
+            return 0;
+        }
+        carry(c, &w, PRE_CARRY);
+    }
+    if next(j) {
+        // SAFETY: tail call with this program's own context.
+        unsafe { HTTP_TAIL.tail_call(&ctx, TAIL_HEAD) };
+    }
+    0
+}
+
+/// The status line of a write in the request phase: `true` when it starts the response
+/// (and its head is to be scanned).
+#[inline(always)]
+fn status(conn: *mut ConnState, j: &HttpJob, w: &Win) -> bool {
+    let Some(status) = h::status_line(w) else {
+        return false;
+    };
+    if status < 200 && status != 101 {
+        // 100 Continue and friends: the real response is still to come.
+        return false;
+    }
+    // SAFETY: `conn` points at this connection's value in the LRU map.
+    let c = unsafe { &mut *conn };
+    set(&mut c.ev.req.status, status);
+    set(&mut c.ev.req.resp_start_ns, j.now);
+    set(&mut c.ev.req.resp_end_ns, j.now);
+    set(&mut c.ev.req.resp_bytes, j.total);
+    set(&mut c.ev.req.resp_header_bytes, j.total);
+    set(&mut c.resp_cl, -1);
+    set(&mut c.phase, CONN_RESPONSE_HEAD);
+    if status == 101 {
+        // Switching protocols: this exchange ends, and what follows is not HTTP/1.x.
+        finish(conn, j.tgid, j.fd, END_UPGRADE);
+        c.phase = CONN_NOT_HTTP;
+        return false;
+    }
+    true
+}
+
+/// The response head ends `end` bytes into the response: apply it to what follows.
+#[inline(always)]
+fn response_head_end(conn: *mut ConnState, j: &HttpJob, end: u64) {
+    // SAFETY: `conn` points at this connection's value in the LRU map.
+    let c = unsafe { &mut *conn };
+    c.pre_kind = PRE_NONE;
+    c.pre_len = 0;
+    c.phase = CONN_RESPONSE;
+    set(&mut c.ev.req.resp_header_bytes, end);
+    let body = c.ev.req.resp_bytes.saturating_sub(end);
+    if body > 0 {
+        data(c, j.now);
+    }
+    // No body follows for HEAD, 204 and 304.
+    let status = c.ev.req.status;
+    if c.ev.req.method == 5 || status == 204 || status == 304 {
+        finish(conn, j.tgid, j.fd, END_CONTENT_LENGTH);
+        return;
+    }
+    let cl = c.resp_cl;
+    if cl >= 0 {
+        c.ev.req.flags |= HTTP_CL_KNOWN;
+        c.remaining = cl - body as i64;
+        if c.remaining <= 0 {
+            finish(conn, j.tgid, j.fd, END_CONTENT_LENGTH);
+        }
+        return;
+    }
+    if c.ev.req.flags & HTTP_CHUNKED != 0
+        && body > 0
+        && last_chunk(j.buf, j.len, j.iov, j.iov_cnt, j.total)
+    {
+        finish(conn, j.tgid, j.fd, END_LAST_CHUNK);
+    }
+}
+
+/// Move the job past the window just scanned: to the buffer's next bytes, or the next
+/// buffer of a vectored call. `false` when there is nothing more to scan.
+#[inline(always)]
+fn next(j: &mut HttpJob) -> bool {
+    j.hops += 1;
+    if j.hops >= MAX_HOPS {
+        return false;
+    }
+    if j.off < j.len {
+        return true;
+    }
+    if j.iov == 0 {
+        return false;
+    }
+    // Skip empty buffers (bounded: a few).
+    for i in j.iov_idx + 1..j.iov_idx + 5 {
+        if i >= j.iov_cnt {
+            return false;
+        }
+        let Some((base, l)) = iov_at(j.iov, i) else {
+            return false;
+        };
+        j.before += j.len;
+        let left = j.total.saturating_sub(j.before);
+        if left == 0 {
+            return false;
+        }
+        if l > 0 {
+            j.buf = base;
+            j.len = min(l, left);
+            j.off = 0;
+            j.iov_idx = i;
+            return true;
+        }
+        j.len = 0;
+    }
+    false
 }

@@ -241,7 +241,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let ret: i64 = ctx.arg(1);
     record(&ctx, target, nr, ret, Some(now.saturating_sub(start)));
     if http::is_socket_call(nr) && config(CONFIG_HTTP) != 0 {
-        http::on_exit((pid_tgid >> 32) as u32, target, nr, ret, &args, now);
+        http::on_exit(&ctx, (pid_tgid >> 32) as u32, target, nr, ret, &args, now);
     }
     0
 }

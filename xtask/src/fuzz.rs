@@ -18,6 +18,7 @@ pub const TARGETS: &[&str] = &[
     "api_body",
     "event_decoder",
     "route",
+    "http_head",
 ];
 
 /// Seeds for a target's corpus: (file name, contents).
@@ -48,6 +49,18 @@ fn seeds(root: &Path, target: &str) -> Vec<(String, Vec<u8>)> {
         "route" => vec![
             ("path".into(), b"/v1/items/42?x=1".to_vec()),
             ("abs".into(), b"http://h/a/0123456789abcdef0123/b".to_vec()),
+        ],
+        "http_head" => vec![
+            (
+                "request".into(),
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n"
+                    .to_vec(),
+            ),
+            (
+                "sse".into(),
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    .to_vec(),
+            ),
         ],
         _ => Vec::new(),
     }

@@ -13,7 +13,10 @@ use std::{
 };
 
 use agent_common::{HttpCounters, CONFIG_HTTP};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::{
+    maps::{MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::RawTracePoint,
+};
 use serde::Serialize;
 use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
 
@@ -47,7 +50,35 @@ pub struct Http {
     requests: Arc<Mutex<Requests>>,
     counters: Option<PerCpuArray<MapData, HttpCounters>>,
     ring: Option<RingBuf<MapData>>,
+    /// Holds the head-scanning program the syscall hooks tail-call.
+    _tail: Option<ProgramArray<MapData>>,
     health: Health,
+}
+
+/// The programs `sys_exit` tail-calls to classify bytes (`agent-ebpf/src/http.rs`), at
+/// their indexes of `HTTP_TAIL`: loaded, not attached.
+const TAIL_PROGRAMS: [&str; 2] = ["http_start", "http_head"];
+
+fn load_scanner(kernel: &mut Kernel) -> Result<ProgramArray<MapData>, String> {
+    let mut tail: ProgramArray<MapData> = kernel
+        .take_map("HTTP_TAIL", ProgramArray::try_from)
+        .map_err(|e| e.to_string())?;
+    let bpf = kernel.object_mut().ok_or("eBPF is not loaded")?;
+    for (index, name) in (0u32..).zip(TAIL_PROGRAMS) {
+        let p: &mut RawTracePoint = bpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} is missing from the eBPF object"))?
+            .try_into()
+            .map_err(|e| format!("{name}: {e}"))?;
+        p.load().map_err(|e| {
+            tracing::debug!("{name}: {e}");
+            format!("{name}: load: {}", crate::ebpf::brief(e))
+        })?;
+        let fd = p.fd().map_err(|e| format!("{name}: {e}"))?;
+        tail.set(index, fd, 0)
+            .map_err(|e| format!("HTTP_TAIL: {e}"))?;
+    }
+    Ok(tail)
 }
 
 /// The requests behind the lock, even if a reader panicked while holding it (its data is
@@ -110,6 +141,7 @@ impl Collector for Http {
             requests,
             counters: None,
             ring: None,
+            _tail: None,
             health: Health::unsupported("disabled in the configuration ([http] enabled = false)"),
         };
         if !c.enabled {
@@ -122,13 +154,22 @@ impl Collector for Http {
         let maps = kernel
             .take_map("HTTP_COUNTERS", PerCpuArray::try_from)
             .and_then(|c| Ok((c, kernel.take_map("HTTP_EVENTS", RingBuf::try_from)?)))
-            .and_then(|m| kernel.set_config(CONFIG_HTTP, 1).map(|()| m));
+            .map_err(|e| e.to_string())
+            .and_then(|m| Ok((m, load_scanner(kernel)?)))
+            // Last: tracing turns on once everything it uses is in place.
+            .and_then(|m| {
+                kernel
+                    .set_config(CONFIG_HTTP, 1)
+                    .map(|()| m)
+                    .map_err(|e| e.to_string())
+            });
         match maps {
-            Ok((counters, ring)) => {
+            Ok(((counters, ring), tail)) => {
                 http.counters = Some(counters);
                 http.ring = Some(ring);
+                http._tail = Some(tail);
             }
-            Err(e) => http.health = Health::failed(e.to_string()),
+            Err(e) => http.health = Health::failed(e),
         }
         http
     }

@@ -9,7 +9,7 @@ fn event(path: &str, status: u16, start: u64, end: u64) -> HttpEvent {
         tgid: 1,
         fd: 3,
         end: 1,
-        _pad: 0,
+        listen_fd: u32::MAX,
         req: HttpRequest {
             target: 1,
             status,
