@@ -321,7 +321,7 @@ impl Page {
 
     async fn screenshot(&mut self, name: &str) -> PathBuf {
         let size = self
-            .eval("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+            .eval("[Math.max(innerWidth, document.documentElement.scrollWidth), document.documentElement.scrollHeight]")
             .await;
         let shot = self
             .call(
