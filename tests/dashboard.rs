@@ -122,6 +122,22 @@ fn prefill(state: &Path, now: i64) {
     }
 }
 
+/// The `svc` target's process: stopped to fire the alert, and on drop whatever happens.
+struct Sleeper(Child);
+
+impl Sleeper {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Headless Chromium with a fresh profile; killed and removed on drop.
 struct Browser {
     child: Child,
@@ -535,7 +551,7 @@ async fn check_history(
 }
 
 /// Drive the page and the agent; returns the screenshot to copy for the README.
-async fn run(agent: &Agent, devtools: &str, svc: &mut Child, filled: i64) {
+async fn run(agent: &Agent, devtools: &str, svc: &mut Sleeper, filled: i64) {
     let mut page = Page::open(devtools).await;
     let url = format!("http://{}/", agent.addr);
     let loaded = Instant::now();
@@ -746,8 +762,7 @@ async fn run(agent: &Agent, devtools: &str, svc: &mut Child, filled: i64) {
     page.select("range", "3600").await;
 
     // 6. An alert fires and appears, coloured by severity, with summary, since and value.
-    let _ = svc.kill();
-    let _ = svc.wait();
+    svc.stop();
     let row = page
         .wait(
             "(() => { const r = document.querySelector('#alerts tbody tr.sev-critical'); return r && !r.cells[6].firstChild.hidden ? [...r.cells].map(c => c.textContent) : null; })()",
@@ -980,8 +995,8 @@ fn dashboard_history_live_targets_alerts_in_a_real_browser() {
     }
     let api = PyServer::start();
     let xss = PyServer::start();
-    let mut svc = Command::new("sleep").arg("600").spawn().unwrap();
-    let dir = AlertDir::new("dashboard", RULES, "", &svc.id().to_string());
+    let mut svc = Sleeper(Command::new("sleep").arg("600").spawn().unwrap());
+    let dir = AlertDir::new("dashboard", RULES, "", &svc.0.id().to_string());
     let filled = now();
     prefill(&dir.dir.join("state"), filled);
     let mut cmd = Command::new(common::AGENT);
