@@ -86,6 +86,7 @@ fn snapshot() -> Readings {
                     start_time_seconds: None,
                 })
                 .collect(),
+            agent: None,
         },
         http: HttpPart {
             requests: targets

@@ -32,6 +32,7 @@ pub const PARTS: &[&str] = &[
     "hostname",
     "host",
     "processes",
+    "agent",
     "gpus",
     "energy",
     "cuda",

@@ -62,6 +62,8 @@ pub struct AlertView {
     pub state: AlertState,
     pub active_since: f64,
     pub value: f64,
+    /// The rule's annotations, filled in (the dashboard shows `summary`).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A rule's last evaluation.
@@ -176,9 +178,15 @@ impl Engine {
         let mut out = Vec::new();
         for (r, m) in self.rules.iter().zip(&self.active) {
             for (l, a) in m.values() {
+                let labels = full_labels(r, l);
                 out.push(AlertView {
                     rule: r.name.clone(),
-                    labels: full_labels(r, l),
+                    annotations: r
+                        .annotations
+                        .iter()
+                        .map(|(k, v)| (k.clone(), render(v, &labels, a.value)))
+                        .collect(),
+                    labels,
                     state: a.state,
                     active_since: a.active_since,
                     value: a.value,

@@ -79,6 +79,7 @@ fn burning() -> Readings {
                 open_fds: None,
                 start_time_seconds: None,
             }],
+            agent: None,
         },
         gpu: GpuPart {
             gpus: vec![DeviceReading {

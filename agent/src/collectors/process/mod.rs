@@ -34,6 +34,24 @@ pub struct ProcessSample {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProcessPart {
     pub processes: Vec<ProcessSample>,
+    /// The agent's own process (the dashboard's self-cost read-out); absent when
+    /// /proc/self cannot be read.
+    pub agent: Option<OwnUsage>,
+}
+
+/// The agent's own cumulative CPU time and resident memory.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OwnUsage {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+}
+
+fn own() -> Option<OwnUsage> {
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+    Some(OwnUsage {
+        cpu_seconds: (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64,
+        resident_bytes: stat.rss * procfs::page_size(),
+    })
 }
 
 pub struct Process;
@@ -58,7 +76,8 @@ impl Collector for Process {
             Health::unsupported("no process or cgroup target (the host is the target)")
         };
         let processes = sample(tick.targets, tick.members);
-        Collected::new(ProcessPart { processes }, health)
+        let agent = own();
+        Collected::new(ProcessPart { processes, agent }, health)
     }
 
     fn families(part: &ProcessPart, out: &mut Vec<prometheus::proto::MetricFamily>) {
