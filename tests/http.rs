@@ -249,3 +249,184 @@ fn an_unreadable_response_does_not_stop_the_connection() {
         Some(0.0)
     );
 }
+
+/// Send `parts` as separate writes (30 ms apart) on `s`, then read one response.
+fn send_split(s: &mut TcpStream, parts: &[&[u8]]) -> u16 {
+    use std::io::Read;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        s.write_all(p).unwrap();
+    }
+    // "HTTP/1.1 200 OK\r\nServer…\r\n\r\nok": read until the 2-byte body has arrived.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(got.ends_with(b"\r\n\r\nok") || got.ends_with(b"\r\n\r\nmissing")) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got[9..12]).parse().unwrap()
+}
+
+/// A client (or a server reading with a small buffer) that splits the request line over
+/// reads: each split is one request, on a new connection and on a kept-alive one, and the
+/// connection goes on being traced.
+#[test]
+fn request_lines_split_over_reads_are_counted() {
+    if !bpf_or_skip("request_lines_split_over_reads_are_counted") {
+        return;
+    }
+    let (server, agent) = start_traced();
+    let line: &[u8] = b"GET /cut HTTP/1.1\r\nHost: test\r\n\r\n";
+    let splits = [1usize, 3, 8, 19];
+    let mut kept = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    kept.set_nodelay(true).unwrap();
+    for at in splits {
+        let (a, b) = line.split_at(at);
+        let mut fresh = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        fresh.set_nodelay(true).unwrap();
+        assert_eq!(send_split(&mut fresh, &[a, b]), 200);
+        assert_eq!(send_split(&mut kept, &[a, b]), 200);
+    }
+    // The kept connection is still HTTP to the tracer.
+    assert_eq!(
+        send_split(&mut kept, &[b"GET /missing HTTP/1.1\r\nHost: t\r\n\r\n"]),
+        404
+    );
+    agent.settle();
+    let m = agent.metrics();
+    assert_eq!(request_count(&m, &labels("GET", "/cut", "200")), 8.0);
+    assert_eq!(request_count(&m, &labels("GET", "/missing", "404")), 1.0);
+    assert_eq!(
+        m.get(
+            "infersight_http_connections_ignored_total",
+            &[("target", "py")]
+        ),
+        Some(0.0)
+    );
+}
+
+/// A server blocked in accept() when the agent starts: the call entered before the
+/// programs were there, and its exit alone starts following the connection.
+#[test]
+fn a_server_blocked_in_accept_when_the_agent_starts_counts_its_first_connection() {
+    if !bpf_or_skip("a_server_blocked_in_accept") {
+        return;
+    }
+    let script = "import socket\n\
+        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n\
+        print(s.getsockname()[1], flush=True)\n\
+        while True:\n\
+        \x20   c, _ = s.accept()\n\
+        \x20   c.recv(65536)\n\
+        \x20   c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok')\n\
+        \x20   c.close()\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let pid = child.id();
+    // Until the server sits in accept4 (syscall 288) or accept (43).
+    let start = std::time::Instant::now();
+    loop {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if s.starts_with("288 ") || s.starts_with("43 ") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not in accept: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let arg = format!("{pid}=blocked");
+    let agent = Agent::start(&["--pid", &arg]);
+    agent.settle();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(
+        send_split(&mut s, &[b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n"]),
+        200
+    );
+    agent.settle();
+    let m = agent.metrics();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        request_count(&m, &[("target", "blocked"), ("http_route", "/first")]),
+        1.0
+    );
+}
+
+/// Heads up to 8 KiB classify: a 6 KiB request head (its body size exact), a request line
+/// of 700 bytes on a kept-alive connection, a 2 KiB response head with SSE (its stream
+/// timed), and a status line written on its own.
+#[test]
+fn long_heads_and_split_response_heads_classify() {
+    if !bpf_or_skip("long_heads_and_split_response_heads_classify") {
+        return;
+    }
+    let (server, agent) = start_traced();
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut head = String::from("POST /upload HTTP/1.1\r\nHost: test\r\n");
+    for i in 0..96 {
+        head += &format!("X-Long-{i:02}: {}\r\n", "h".repeat(52));
+    }
+    head += "Content-Length: 1000\r\n\r\n";
+    assert!((6 * 1024..7 * 1024).contains(&head.len()), "{}", head.len());
+    let mut req = head.into_bytes();
+    req.extend(std::iter::repeat_n(b'b', 1000));
+    s.write_all(&req).unwrap();
+    let mut c = Client::from_stream(s);
+    let r = c.read_reply(std::time::Instant::now());
+    assert_eq!((r.status, r.body.as_slice()), (200, b"1000".as_slice()));
+    let long = format!("/items/{}", "x".repeat(700));
+    assert_eq!(c.get(&long).status, 200);
+    assert_eq!(c.get("/split-head").status, 200);
+    let r = c.get("/bighead");
+    assert_eq!(r.body.iter().filter(|b| **b == b'\n').count(), 40);
+    assert_eq!(c.get("/missing").status, 404);
+    agent.settle();
+    let m = agent.metrics();
+    let post = labels("POST", "/upload", "200");
+    assert_eq!(request_count(&m, &post), 1.0);
+    assert_eq!(
+        m.get("http_server_request_body_size_bytes_sum", &post),
+        Some(1000.0)
+    );
+    // The 700-byte target (cut at 64 bytes), /split-head and /bighead.
+    let gets = [
+        ("target", "py"),
+        ("http_request_method", "GET"),
+        ("http_response_status_code", "200"),
+    ];
+    assert_eq!(request_count(&m, &gets), 3.0);
+    let split = labels("GET", "/split-head", "200");
+    assert_eq!(request_count(&m, &split), 1.0);
+    assert_eq!(
+        m.get("http_server_response_body_size_bytes_sum", &split),
+        Some(2.0)
+    );
+    let sse = [("target", "py"), ("http_route", "/bighead")];
+    assert_eq!(
+        m.get("infersight_http_stream_chunks_total", &sse),
+        Some(20.0)
+    );
+    let ttft = mean(&m, "gen_ai_server_time_to_first_token_seconds", &sse);
+    assert!((0.150..0.200).contains(&ttft), "TTFT {ttft}");
+    assert_eq!(request_count(&m, &labels("GET", "/missing", "404")), 1.0);
+}

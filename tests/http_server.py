@@ -10,7 +10,10 @@ Routes:
   POST /upload        200 after reading the Content-Length body
   GET  /stream        SSE over chunked encoding: 150 ms, then 20 events 10 ms apart
   GET  /dribble       200, the whole response written one byte per write
-Prints the port on stdout, then serves until killed.
+  GET  /bighead       SSE as /stream, after a 2 KiB head (Content-Type last)
+  GET  /split-head    200 "ok", the status line written on its own, then the rest
+Prints the port on stdout, then serves until killed. With the argument "1.0" it speaks
+HTTP/1.0 (a connection per request), as http.server does by default.
 """
 import http.server
 import sys
@@ -48,8 +51,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
             for i in range(len(raw)):
                 self.wfile.write(raw[i : i + 1])
-        elif path == "/stream":
+        elif path == "/split-head":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            time.sleep(0.010)
+            self.wfile.write(b"Content-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+        elif path in ("/stream", "/bighead"):
             self.send_response(200)
+            if path == "/bighead":
+                for i in range(32):
+                    self.send_header("X-Padding-%02d" % i, "p" * 48)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
@@ -74,6 +84,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.reply(200, str(length).encode())
 
 
+if sys.argv[1:] == ["1.0"]:
+    Handler.protocol_version = "HTTP/1.0"
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()

@@ -239,7 +239,9 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let ret: i64 = ctx.arg(1);
-    record(&ctx, target, nr, ret, Some(now.saturating_sub(start)));
+    // An entry the agent made for a call blocked when it started has no start time.
+    let duration = (start != 0).then(|| now.saturating_sub(start));
+    record(&ctx, target, nr, ret, duration);
     if http::is_socket_call(nr) && config(CONFIG_HTTP) != 0 {
         http::on_exit(&ctx, (pid_tgid >> 32) as u32, target, nr, ret, &args, now);
     }

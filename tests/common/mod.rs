@@ -416,7 +416,11 @@ pub struct Reply {
 
 impl Client {
     pub fn connect(port: u16) -> Client {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        Client::from_stream(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+    }
+
+    /// A client on a connection that already carries something (what a test wrote raw).
+    pub fn from_stream(s: TcpStream) -> Client {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.set_nodelay(true).unwrap();
         Client {
@@ -438,6 +442,11 @@ impl Client {
         let s = self.stream.get_mut();
         s.write_all(head.as_bytes()).unwrap();
         s.write_all(body).unwrap();
+        self.read_reply(start)
+    }
+
+    /// Read one whole response (Content-Length or chunked).
+    pub fn read_reply(&mut self, start: Instant) -> Reply {
         let mut line = String::new();
         self.stream.read_line(&mut line).unwrap();
         let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();

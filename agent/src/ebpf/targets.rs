@@ -2,8 +2,8 @@
 //! cgroup ids, and the CONFIG words (lookup mode, cgroup depths, collector switches).
 //! Placement follows the same rule as the kernel's fork handler.
 use agent_common::{
-    TargetSlot, CONFIG_CGROUP_LEVELS, CONFIG_MODE, MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP,
-    SLOT_OVERFLOW, TARGET_SLOTS, TARGET_SLOT_MASK,
+    Inflight, TargetSlot, CONFIG_CGROUP_LEVELS, CONFIG_MODE, INFLIGHT_SLOT_MASK, MAX_CGROUP_LEVELS,
+    MODE_ALL, MODE_CGROUP, SLOT_OVERFLOW, TARGET_SLOTS, TARGET_SLOT_MASK,
 };
 use aya::{
     maps::{Array, HashMap, MapData, MapError},
@@ -38,6 +38,21 @@ pub(super) struct TargetMaps {
     targets: Array<MapData, TargetSlot>,
     overflow: HashMap<MapData, u32, u32>,
     cgroups: HashMap<MapData, u64, u32>,
+    inflight: Array<MapData, Inflight>,
+}
+
+/// accept and accept4: a call blocked in them when a process becomes a target is given its
+/// in-flight entry, so its exit (the accepted connection) is seen.
+const ACCEPT_CALLS: [u32; 2] = [43, 288];
+
+/// (syscall number, first three arguments) of a thread blocked in a syscall, from
+/// `/proc/<tgid>/task/<tid>/syscall`; `None` when it runs or cannot be read.
+fn blocked_call(tgid: u32, tid: u32) -> Option<(u32, [u64; 3])> {
+    let text = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/syscall")).ok()?;
+    let mut f = text.split_whitespace();
+    let nr: u32 = f.next()?.parse().ok()?;
+    let mut arg = || u64::from_str_radix(f.next()?.trim_start_matches("0x"), 16).ok();
+    Some((nr, [arg()?, arg()?, arg()?]))
 }
 
 impl TargetMaps {
@@ -47,6 +62,7 @@ impl TargetMaps {
             targets: take(bpf, "TARGETS", Array::try_from)?,
             overflow: take(bpf, "TARGETS_OVERFLOW", HashMap::try_from)?,
             cgroups: take(bpf, "CGROUP_TARGETS", HashMap::try_from)?,
+            inflight: take(bpf, "INFLIGHT", Array::try_from)?,
         })
     }
 
@@ -162,8 +178,42 @@ impl TargetMaps {
     /// started before we came.
     pub(super) fn add_tree(&mut self, pid: u32, target: u32) -> Result<(), EbpfError> {
         self.add_pid(pid, target)?;
+        self.blocked_accepts(pid, target)?;
         for child in descendants(pid) {
             self.add_pid(child, target)?;
+            self.blocked_accepts(child, target)?;
+        }
+        Ok(())
+    }
+
+    /// In-flight entries for the process's threads blocked in accept: the call entered
+    /// before the programs saw it, and its exit alone is enough to follow the connection.
+    /// No start time: the call is counted, not timed.
+    fn blocked_accepts(&mut self, tgid: u32, target: u32) -> Result<(), EbpfError> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{tgid}/task")) else {
+            return Ok(());
+        };
+        for tid in tasks
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        {
+            let Some((nr, args)) = blocked_call(tgid, tid) else {
+                continue;
+            };
+            if !ACCEPT_CALLS.contains(&nr) {
+                continue;
+            }
+            let entry = Inflight {
+                tid,
+                target,
+                nr,
+                _pad: 0,
+                start_ns: 0,
+                args,
+            };
+            self.inflight
+                .set(tid & INFLIGHT_SLOT_MASK, entry, 0)
+                .map_err(map_err("INFLIGHT"))?;
         }
         Ok(())
     }
