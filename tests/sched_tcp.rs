@@ -60,6 +60,44 @@ fn busy_processes_sharing_a_cpu_wait_in_the_run_queue() {
     );
 }
 
+/// A task preempted inside the kernel (at a cond_resched of a large read) is reported by
+/// sched_switch with TASK_REPORT_MAX, not 0: it is runnable, so its wait is run-queue
+/// time, not off-CPU time. dd copying /dev/zero to /dev/null never sleeps.
+#[test]
+fn a_task_preempted_in_the_kernel_waits_in_the_run_queue_not_off_cpu() {
+    if !bpf_or_skip("preempted_in_the_kernel") {
+        return;
+    }
+    let mut busy = Command::new("taskset")
+        .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut dd = Command::new("taskset")
+        .args(["-c", "0", "dd", "if=/dev/zero", "of=/dev/null", "bs=4M"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let arg = format!("{}=dd", dd.id());
+    let agent = Agent::start(&["--pid", &arg]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = agent.metrics();
+    let _ = dd.kill();
+    let _ = dd.wait();
+    // SAFETY: kill has no memory preconditions; the group is the one spawned above.
+    unsafe { libc::kill(-(busy.id() as i32), libc::SIGKILL) };
+    let _ = busy.wait();
+    let t = [("target", "dd")];
+    let waited = m
+        .get("infersight_sched_runqueue_latency_seconds_sum", &t)
+        .unwrap();
+    let off = m.get("infersight_sched_off_cpu_seconds_total", &t).unwrap();
+    // Sharing one CPU with a loop for ~1.5 s: it waits for about half of it.
+    assert!(waited > 0.3, "{waited} s waited in the run queue");
+    assert!(off < 0.05, "{off} s off CPU for a task that never sleeps");
+}
+
 /// A network namespace, deleted on drop.
 struct Netns(String);
 

@@ -18,6 +18,10 @@ static SWITCH_PREV_PID_OFFSET: u32 = 24;
 static SWITCH_PREV_STATE_OFFSET: u32 = 32;
 #[no_mangle]
 static SWITCH_NEXT_PID_OFFSET: u32 = 56;
+/// `TASK_REPORT_MAX`: the `prev_state` of a task preempted while runnable (its bits below
+/// this one are the sleeping states). Filled in by userspace from the tracepoint's format.
+#[no_mangle]
+static SWITCH_REPORT_MAX: u32 = 0x100;
 #[no_mangle]
 static WAKEUP_PID_OFFSET: u32 = 24;
 
@@ -127,7 +131,10 @@ fn leave(ctx: &TracePointContext, target: u32, now: u64) {
         return;
     };
     let prev = prev as u32;
-    let preempted = read::<i64>(ctx, &SWITCH_PREV_STATE_OFFSET) == Some(0);
+    // Still runnable (preempted, or yielding): no sleeping-state bit. A task preempted
+    // inside the kernel (at a cond_resched) is reported with TASK_REPORT_MAX, not 0.
+    let sleeping = (read_global(&SWITCH_REPORT_MAX) as i64).wrapping_sub(1);
+    let preempted = read::<i64>(ctx, &SWITCH_PREV_STATE_OFFSET).is_some_and(|s| s & sleeping == 0);
     let t = match THREADS.get_ptr_mut(prev) {
         Some(t) => t,
         None => {

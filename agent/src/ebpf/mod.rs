@@ -239,6 +239,10 @@ impl Kernel {
         for (name, value) in &offsets {
             loader.override_global(name, value, true);
         }
+        let report_max = sys::report_max();
+        if let Some(v) = &report_max {
+            loader.override_global("SWITCH_REPORT_MAX", v, true);
+        }
         let mut bpf = match loader.load(OBJECT) {
             Ok(b) => b,
             Err(e) => {

@@ -75,6 +75,26 @@ pub fn ensure_mounted(mountpoint: &str, fstype: &str) -> Result<(), String> {
     })
 }
 
+/// `TASK_REPORT_MAX` as the `sched_switch` format prints it: the `prev_state` of a task
+/// preempted while runnable (the expression before `? "+"`, whose terms are OR-ed, plus
+/// one, shifted left once).
+pub fn report_max() -> Option<u32> {
+    let path = Path::new(TRACEFS).join("events/sched/sched_switch/format");
+    parse_report_max(&std::fs::read_to_string(path).ok()?)
+}
+
+fn parse_report_max(format: &str) -> Option<u32> {
+    let expr = format.rsplit_once("? \"+\"")?.0;
+    let expr = expr.rsplit_once("REC->prev_state &")?.1;
+    let mut or = 0u32;
+    for word in expr.split(|c: char| !c.is_ascii_alphanumeric()) {
+        if let Some(hex) = word.strip_prefix("0x") {
+            or |= u32::from_str_radix(hex, 16).ok()?;
+        }
+    }
+    expr.contains("+ 1) << 1").then(|| (or + 1) << 1)
+}
+
 /// Offset of `field` in a tracepoint record, from its tracefs `format` file.
 pub fn field_offset(category: &str, event: &str, field: &str) -> Option<u32> {
     let path = Path::new(TRACEFS)
