@@ -2,7 +2,12 @@
 //! Needs root (eBPF); see `common::bpf_or_skip`.
 mod common;
 
-use std::{process::Command, time::Duration};
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use common::{bpf_or_skip, Agent, TestCgroup, Workload};
 
@@ -293,4 +298,73 @@ fn a_full_syscall_map_is_logged_once() {
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(said)).collect();
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("WARN infersight::kernel"), "{}", lines[0]);
+}
+
+/// Two targeted threads whose tids are equal modulo 65536 (the in-flight slots' index),
+/// both inside a call at once: both calls are counted and timed (the second is kept apart
+/// in a small map the slot points to). The tids are arranged through ns_last_pid, with
+/// kernel.pid_max raised for the test when it is below 2^17.
+#[test]
+fn threads_sharing_an_in_flight_slot_keep_both_calls() {
+    if !bpf_or_skip("threads_sharing_an_in_flight_slot") {
+        return;
+    }
+    let pid_max_file = "/proc/sys/kernel/pid_max";
+    let pid_max = std::fs::read_to_string(pid_max_file).unwrap();
+    struct Restore(&'static str, String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0, &self.1);
+        }
+    }
+    let _restore = Restore(pid_max_file, pid_max.clone());
+    if pid_max.trim().parse::<u64>().unwrap() < 1 << 17 {
+        std::fs::write(pid_max_file, "4194304").unwrap();
+    }
+    let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("infersight-collide");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/collide.c");
+    let st = Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "compiling {}", src.display());
+    let mut child = Command::new(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let arg = format!("{}=collide", child.id());
+    let agent = Agent::start(&["--pid", &arg, "--no-host"]);
+    agent.settle();
+    child.stdin.take().unwrap().write_all(b"g").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = child.wait();
+    let ids: Vec<u32> = line
+        .trim()
+        .strip_prefix("ok ")
+        .unwrap_or_else(|| panic!("no colliding thread id: {line}"))
+        .split(' ')
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert_eq!(ids[0] & 0xffff, ids[1] & 0xffff);
+    agent.settle();
+    let m = agent.metrics();
+    let l = [("target", "collide"), ("syscall", "nanosleep")];
+    assert_eq!(m.get("infersight_syscalls_total", &l), Some(2.0));
+    assert_eq!(
+        m.get("infersight_syscall_duration_seconds_count", &l),
+        Some(2.0)
+    );
+    // 800 ms and 200 ms.
+    let sum = m
+        .get("infersight_syscall_duration_seconds_sum", &l)
+        .unwrap();
+    assert!((0.99..1.1).contains(&sum), "{sum}");
 }

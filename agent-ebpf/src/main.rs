@@ -28,7 +28,7 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
     programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
@@ -64,6 +64,16 @@ static CGROUP_TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
 
 #[map]
 static INFLIGHT: Array<Inflight> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
+
+/// Calls of targeted threads whose in-flight slot another targeted thread holds (their
+/// tids are equal modulo the slot count), by tid. LRU: a thread killed inside a call
+/// leaves an entry nobody removes.
+#[map]
+static INFLIGHT_SHARED: LruHashMap<u32, Inflight> = LruHashMap::with_max_entries(1024, 0);
+
+/// Set on a slot's `_pad` once a call went to `INFLIGHT_SHARED` for it: exits of threads
+/// landing on that slot look there too (only they pay for the hash lookup).
+const SLOT_SHARED: u32 = 1;
 
 /// Not preallocated: only the (target, syscall) pairs that occur take per-CPU memory.
 const SYSCALL_STATS_ENTRIES: u32 = 16384;
@@ -205,16 +215,29 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         [0; 3]
     };
     if let Some(slot) = INFLIGHT.get_ptr_mut(tid & INFLIGHT_SLOT_MASK) {
+        // SAFETY: plain helper call.
+        let start_ns = unsafe { bpf_ktime_get_ns() };
         // SAFETY: `slot` is a valid pointer into the array map's value.
         unsafe {
-            *slot = Inflight {
+            let holder = (*slot).tid;
+            let shared = (*slot)._pad & SLOT_SHARED;
+            let entry = Inflight {
                 tid,
                 target,
                 nr,
-                _pad: 0,
-                start_ns: bpf_ktime_get_ns(),
+                _pad: shared,
+                start_ns,
                 args,
             };
+            if holder != 0 && holder != tid {
+                // Another targeted thread is inside a call on this slot: this one is kept
+                // apart, and the slot says where to look.
+                if INFLIGHT_SHARED.insert(tid, &entry, 0).is_ok() {
+                    (*slot)._pad = SLOT_SHARED;
+                }
+            } else {
+                *slot = entry;
+            }
         }
     }
     0
@@ -230,11 +253,19 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     // SAFETY: `slot` is a valid pointer into the array map's value; only this thread's own
     // enter/exit write an entry whose tid equals its tid.
     let (target, nr, start, args) = unsafe {
-        if (*slot).tid != tid || tid == 0 {
+        if (*slot).tid == tid && tid != 0 {
+            (*slot).tid = 0;
+            ((*slot).target, (*slot).nr, (*slot).start_ns, (*slot).args)
+        } else if (*slot)._pad & SLOT_SHARED != 0 && tid != 0 {
+            let Some(e) = INFLIGHT_SHARED.get(tid) else {
+                return 0;
+            };
+            let found = (e.target, e.nr, e.start_ns, e.args);
+            let _ = INFLIGHT_SHARED.remove(tid);
+            found
+        } else {
             return 0;
         }
-        (*slot).tid = 0;
-        ((*slot).target, (*slot).nr, (*slot).start_ns, (*slot).args)
     };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -308,6 +339,16 @@ fn add_target(tgid: u32, target: u32) -> bool {
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // A thread that exits inside a call (killed) leaves no holder on its in-flight slot.
+    let tid = pid_tgid as u32;
+    if let Some(slot) = INFLIGHT.get_ptr_mut(tid & INFLIGHT_SLOT_MASK) {
+        // SAFETY: `slot` is a valid pointer into the array map's value.
+        unsafe {
+            if (*slot).tid == tid {
+                (*slot).tid = 0;
+            }
+        }
+    }
     let off = read_global(&EXIT_GROUP_DEAD_OFFSET);
     let last_thread = if off != 0 {
         // SAFETY: read_at goes through bpf_probe_read_kernel on the tracepoint record.
