@@ -119,7 +119,7 @@ fn prometheus_scrapes_the_agent_evaluates_the_rules_and_the_dashboard_queries() 
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 14 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 18 rules found"));
     if !bpf_or_skip("prometheus_scrape") {
         return;
     }
