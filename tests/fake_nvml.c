@@ -15,6 +15,7 @@
  *   pcie_rx KBS | throttle BITS | field ID VALUE | violation POLICY NS | process PID BYTES
  *   procutil PID SM MEM | gpm METRIC PERCENT | mig MODE | gi ID | event SEQ XID
  *   noevents (XID events not supported) | lost (every call: GPU_IS_LOST)
+ *   lost_values (GPU_IS_LOST but for uuid, name, pci and minor)
  *   hang KEY (the call reading KEY never returns: util, temperature, memory, ...)
  * With $FAKE_NVML_LOG set, each nvmlDeviceGetCount_v2 appends "count" to that file and each
  * event handed out "event SEQ XID", so a test knows what the agent has read. */
@@ -253,6 +254,11 @@ static nvmlReturn_t check(const struct nvmlDevice_st *d, const char *call) {
         for (;;)
             sleep(1000);
     if (get(d, "lost") || (d->parent && get(d->parent, "lost")))
+        return NVML_ERROR_GPU_IS_LOST;
+    /* The driver may still name a lost GPU from what it knew. */
+    int naming = !strcmp(call, "uuid") || !strcmp(call, "name") || !strcmp(call, "pci") ||
+                 !strcmp(call, "minor");
+    if (get(d, "lost_values") && !naming)
         return NVML_ERROR_GPU_IS_LOST;
     return NVML_SUCCESS;
 }

@@ -404,6 +404,12 @@ fn scripted_gpus_reach_the_metrics_and_a_lost_gpu_raises_gpu_fell_off_bus() {
         m.get("infersight_gpu_lost", &[("pci_bus_id", "00000000:3B:00.0")]) == Some(0.0)
     });
     assert_eq!(get(&m, "DCGM_FI_DEV_GPU_UTIL", &g1), Some(5.0));
+    // Lost again, the driver still naming it: its measurements say so.
+    rig.script(&two_gpus(pid, "0 event 1 13\n1 lost_values\n"));
+    let m = agent.wait_for(Duration::from_secs(10), "GPU 1 lost again", |m| {
+        m.get("infersight_gpu_lost", &[("pci_bus_id", "00000000:3B:00.0")]) == Some(1.0)
+    });
+    assert_eq!(get(&m, "DCGM_FI_DEV_GPU_UTIL", &g1), None);
     // The event was handed out once and is counted once.
     assert_eq!(
         get(&m, "infersight_gpu_xid_errors_total", &xid13),

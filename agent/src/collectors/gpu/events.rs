@@ -21,6 +21,11 @@ pub enum Source {
 /// the same error.
 const SAME_ERROR_WITHIN: Duration = Duration::from_secs(10);
 
+/// Bounds on what the kernel log can make the agent remember (its text is not only the
+/// driver's: root may write anything there). Past them new GPUs or codes are not counted.
+const MAX_XID_SERIES: usize = 1024;
+const MAX_LOST: usize = 256;
+
 /// An XID code's count on one GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XidCount {
@@ -83,12 +88,18 @@ impl GpuEvents {
             at,
             paired: false,
         });
+        if self.counts.len() >= MAX_XID_SERIES && !self.counts.contains_key(&(pci, code)) {
+            tracing::warn!("XID {code} on {pci} not counted: {MAX_XID_SERIES} series already");
+            return;
+        }
         *self.counts.entry((pci, code)).or_default() += 1;
     }
 
     /// The GPU at `pci` is off the bus (kernel log) or NVML answers GPU_IS_LOST for it.
     pub fn lost(&mut self, pci: PciAddr, at: Instant) {
-        self.lost.entry(pci).or_insert(at);
+        if self.lost.len() < MAX_LOST || self.lost.contains_key(&pci) {
+            self.lost.entry(pci).or_insert(at);
+        }
     }
 
     /// NVML read the GPU at `pci` in a reading that started at `at`: a loss reported

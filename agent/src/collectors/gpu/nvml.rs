@@ -152,11 +152,15 @@ impl NvmlSource {
             }
         };
         self.known.insert(index, r.clone());
+        // A GPU off the bus may still name itself from the driver's cache.
+        let (mem, util) = (dev.memory_info(), dev.utilization_rates());
+        if matches!(mem, Err(NvmlError::GpuLost)) || matches!(util, Err(NvmlError::GpuLost)) {
+            return Some(self.lost(index));
+        }
+        let (mem, util) = (mem.ok(), util.ok());
         if let Some(pci) = PciAddr::parse(&r.pci_bus_id) {
             lock(&self.shared).answered(pci, started);
         }
-        let mem = dev.memory_info().ok();
-        let util = dev.utilization_rates().ok();
         let mib = |b: u64| b / (1024 * 1024);
         r.xid_events = self.events.iter().any(|(i, _)| *i == index);
         r.gpu_util_percent = util.as_ref().map(|u| u.gpu);

@@ -60,3 +60,21 @@ fn a_lost_gpu_stays_lost_until_nvml_reads_it_afterwards() {
     e.answered(a, t + Duration::from_secs(3));
     assert_eq!(e.lost_gpus(), vec![]);
 }
+
+#[test]
+fn what_the_kernel_log_can_add_is_bounded() {
+    let t = Instant::now();
+    let mut e = GpuEvents::default();
+    for code in 0..(MAX_XID_SERIES as u64 + 10) {
+        e.xid(pci("0000:3b:00"), code, Source::KernelLog, t);
+    }
+    assert_eq!(e.counts().len(), MAX_XID_SERIES);
+    // Codes already counted still count.
+    e.xid(pci("0000:3b:00"), 5, Source::KernelLog, t);
+    assert_eq!(e.counts()[5].count, 2);
+    for bus in 0..=255u8 {
+        e.lost(PciAddr::parse(&format!("0001:{bus:02x}:00")).unwrap(), t);
+    }
+    e.lost(pci("0002:00:00"), t);
+    assert_eq!(e.lost_gpus().len(), MAX_LOST);
+}
