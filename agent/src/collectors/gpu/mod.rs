@@ -270,50 +270,12 @@ impl Collector for Gpu {
             }
         }
 
-        for g in &gpus {
-            if let Some(pci) = PciAddr::parse(&g.pci_bus_id) {
-                let named = (g.index, g.uuid.clone(), g.device.clone(), g.model.clone());
-                self.named.insert(pci, named);
-            }
-        }
-        let events = lock(&self.shared);
-        for g in gpus.iter_mut() {
-            let last = PciAddr::parse(&g.pci_bus_id).and_then(|p| events.last(p));
-            g.last_xid = (g.xid_events || log_read).then(|| last.unwrap_or(0));
-        }
-        let xids = events
-            .counts()
-            .into_iter()
-            .map(|c| {
-                let (gpu, uuid, device, model) = match self.named.get(&c.pci) {
-                    Some((i, u, d, m)) => (Some(*i), u.clone(), d.clone(), m.clone()),
-                    None => Default::default(),
-                };
-                XidSeries {
-                    gpu,
-                    uuid,
-                    pci_bus_id: c.pci.to_string(),
-                    device,
-                    model,
-                    xid: c.code,
-                    name: c.name,
-                    action: c.action,
-                    count: c.count,
-                }
-            })
-            .collect();
-        let gone = events.lost_gpus();
-        drop(events);
-        let mut lost: BTreeMap<String, bool> = BTreeMap::new();
-        for g in &gpus {
-            let off = PciAddr::parse(&g.pci_bus_id).is_some_and(|p| gone.contains(&p));
-            if !g.pci_bus_id.is_empty() {
-                lost.insert(g.pci_bus_id.clone(), g.lost || off);
-            }
-        }
-        for p in gone {
-            lost.insert(p.to_string(), true);
-        }
+        let gpu_health = GpuHealth {
+            // A host without NVIDIA GPUs has no GPU series at all.
+            pci_devices: bus.as_ref().and_then(|b| b.pci_gpus).filter(|n| *n > 0),
+            nvml_devices,
+            ..self.xids_and_losses(&mut gpus, log_read)
+        };
 
         let owner: HashMap<u32, &str> = tick
             .targets
@@ -329,16 +291,7 @@ impl Collector for Gpu {
             hostname: self.hostname.clone(),
             gpus,
             energy: self.energy.summary(self.price_per_kwh, &self.currency),
-            gpu_health: GpuHealth {
-                xids,
-                bus: lost
-                    .into_iter()
-                    .map(|(pci_bus_id, lost)| BusState { pci_bus_id, lost })
-                    .collect(),
-                // A host without NVIDIA GPUs has no GPU series at all.
-                pci_devices: bus.and_then(|b| b.pci_gpus).filter(|n| *n > 0),
-                nvml_devices,
-            },
+            gpu_health,
         };
         Collected { part, health, took }
     }
@@ -425,6 +378,62 @@ impl Collector for Gpu {
 }
 
 impl Gpu {
+    /// XID counts with their GPUs' labels, and which GPUs are lost; sets each device's
+    /// last XID (watched by NVML's events or the kernel log, `log_read`).
+    fn xids_and_losses(&mut self, gpus: &mut [DeviceReading], log_read: bool) -> GpuHealth {
+        for g in gpus.iter() {
+            if let Some(pci) = PciAddr::parse(&g.pci_bus_id) {
+                let named = (g.index, g.uuid.clone(), g.device.clone(), g.model.clone());
+                self.named.insert(pci, named);
+            }
+        }
+        let events = lock(&self.shared);
+        for g in gpus.iter_mut() {
+            let last = PciAddr::parse(&g.pci_bus_id).and_then(|p| events.last(p));
+            g.last_xid = (g.xid_events || log_read).then(|| last.unwrap_or(0));
+        }
+        let xids = events
+            .counts()
+            .into_iter()
+            .map(|c| {
+                let (gpu, uuid, device, model) = match self.named.get(&c.pci) {
+                    Some((i, u, d, m)) => (Some(*i), u.clone(), d.clone(), m.clone()),
+                    None => Default::default(),
+                };
+                XidSeries {
+                    gpu,
+                    uuid,
+                    pci_bus_id: c.pci.to_string(),
+                    device,
+                    model,
+                    xid: c.code,
+                    name: c.name,
+                    action: c.action,
+                    count: c.count,
+                }
+            })
+            .collect();
+        let gone = events.lost_gpus();
+        drop(events);
+        let mut lost: BTreeMap<String, bool> = BTreeMap::new();
+        for g in gpus.iter().filter(|g| !g.pci_bus_id.is_empty()) {
+            let off = PciAddr::parse(&g.pci_bus_id).is_some_and(|p| gone.contains(&p));
+            lost.insert(g.pci_bus_id.clone(), g.lost || off);
+        }
+        for p in gone {
+            lost.insert(p.to_string(), true);
+        }
+        GpuHealth {
+            xids,
+            bus: lost
+                .into_iter()
+                .map(|(pci_bus_id, lost)| BusState { pci_bus_id, lost })
+                .collect(),
+            pci_devices: None,
+            nvml_devices: None,
+        }
+    }
+
     /// A GPU collector over another source (tests: recorded readings), without the
     /// kernel-log thread.
     pub fn with_sampler(config: &Config, sampler: Sampler<GpuReading>) -> Gpu {
