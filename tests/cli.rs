@@ -206,7 +206,7 @@ fn check_config_passes_the_shipped_files_and_names_line_and_key_of_each_problem(
     assert_eq!(
         out,
         format!(
-            "{}: ok; {}: 12 rule(s) ok",
+            "{}: ok; {}: 16 rule(s) ok",
             shipped.display(),
             shipped.with_file_name("rules.toml").display()
         )

@@ -119,7 +119,7 @@ fn prometheus_scrapes_the_agent_evaluates_the_rules_and_the_dashboard_queries() 
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 14 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 18 rules found"));
     if !bpf_or_skip("prometheus_scrape") {
         return;
     }
@@ -147,7 +147,7 @@ fn prometheus_scrapes_the_agent_evaluates_the_rules_and_the_dashboard_queries() 
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(all.len(), 14);
+    assert_eq!(all.len(), 18);
     // Every dashboard query parses and runs against the scraped data.
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo("config/grafana/infersight.json")).unwrap(),

@@ -64,7 +64,7 @@ fn snapshot() -> Readings {
                     fb_total_mib: Some(81_559),
                     temperature_celsius: Some(50 + i * 5),
                     power_watts: Some(300.0),
-                    xid_counts: Some(vec![]),
+                    last_xid: Some(0),
                     ..DeviceReading::default()
                 })
                 .collect(),

@@ -35,6 +35,7 @@ pub const PARTS: &[&str] = &[
     "agent",
     "gpus",
     "energy",
+    "gpu_health",
     "cuda",
     "sched",
     "tcp",

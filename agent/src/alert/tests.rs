@@ -5,7 +5,10 @@ use super::{engine::Engine, rules};
 use crate::{
     base::{CollectorStatus, Health},
     collectors::{
-        gpu::{DeviceReading, GpuPart, GpuProcess},
+        gpu::{
+            BusState, DeviceReading, GpuHealth, GpuPart, GpuProcess, MemoryHealth, Saturation,
+            XidSeries,
+        },
         host::{Filesystem, HostPart, HostSample, MemoryBytes},
         http::{HttpPart, RequestSummary},
         process::{ProcessPart, ProcessSample},
@@ -85,11 +88,20 @@ fn burning() -> Readings {
             gpus: vec![DeviceReading {
                 index: 0,
                 uuid: "GPU-1".into(),
+                pci_bus_id: "00000000:18:00.0".into(),
                 gpu_util_percent: Some(10),
                 fb_used_mib: Some(990),
                 fb_total_mib: Some(1000),
                 temperature_celsius: Some(91),
-                xid_counts: Some(vec![(79, 1)]),
+                last_xid: Some(79),
+                memory: MemoryHealth {
+                    remap_pending: Some(1),
+                    ..MemoryHealth::default()
+                },
+                saturation: Saturation {
+                    sm_active: Some(0.05),
+                    ..Saturation::default()
+                },
                 processes: vec![GpuProcess {
                     pid: 1,
                     used_memory_bytes: None,
@@ -99,6 +111,32 @@ fn burning() -> Readings {
                 }],
                 ..DeviceReading::default()
             }],
+            gpu_health: GpuHealth {
+                xids: vec![XidSeries {
+                    gpu: Some(0),
+                    uuid: "GPU-1".into(),
+                    pci_bus_id: "00000000:18:00.0".into(),
+                    xid: 79,
+                    name: "GPU has fallen off the bus",
+                    action: "reboot_node",
+                    count: 1,
+                    ..XidSeries::default()
+                }],
+                // A second GPU fell off the bus: gone from NVML's count, still on the PCI
+                // bus.
+                bus: vec![
+                    BusState {
+                        pci_bus_id: "00000000:18:00.0".into(),
+                        lost: false,
+                    },
+                    BusState {
+                        pci_bus_id: "00000000:3B:00.0".into(),
+                        lost: true,
+                    },
+                ],
+                pci_devices: Some(2),
+                nvml_devices: Some(1),
+            },
             ..GpuPart::default()
         },
         ..Readings::default()

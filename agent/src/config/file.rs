@@ -113,6 +113,8 @@ pub(super) struct GpuSection {
     pub(super) interval: Option<String>,
     #[serde(default)]
     pub(super) processes: bool,
+    pub(super) kernel_log: Option<bool>,
+    pub(super) sysfs_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -203,6 +203,11 @@ pub struct GpuConfig {
     pub interval: Duration,
     /// Every process holding a GPU context becomes a target (refreshed each tick).
     pub processes: bool,
+    /// Read the NVIDIA driver's XID and "fallen off the bus" lines from /dev/kmsg.
+    pub kernel_log: bool,
+    /// Where sysfs is mounted, for the count of NVIDIA GPUs on the PCI bus (tests point
+    /// it at a fake tree).
+    pub sysfs_root: PathBuf,
 }
 
 impl GpuConfig {
@@ -219,6 +224,11 @@ impl GpuConfig {
             enabled: file.enabled.unwrap_or(true),
             interval,
             processes,
+            kernel_log: file.kernel_log.unwrap_or(true),
+            sysfs_root: file
+                .sysfs_root
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/sys")),
         })
     }
 }

@@ -6,7 +6,10 @@ use crate::{
         CollectorStatus, Health, ProgramStatus,
     },
     collectors::{
-        gpu::{DeviceReading, EnergySummary, GpuPart, GpuProcess, GpuSource},
+        gpu::{
+            DeviceReading, EnergySummary, GpuHealth, GpuPart, GpuProcess, GpuSource, NvmlReading,
+            XidSeries,
+        },
         http::{HttpPart, HttpSeries},
         syscalls::{SyscallSeries, SyscallsPart},
     },
@@ -90,8 +93,8 @@ fn exposition() {
 struct Recorded;
 
 impl GpuSource for Recorded {
-    fn read(&mut self) -> Result<Vec<DeviceReading>, Health> {
-        Ok(vec![DeviceReading {
+    fn read(&mut self) -> Result<NvmlReading, Health> {
+        let devices = vec![DeviceReading {
             index: 0,
             uuid: "GPU-5c9f6b4e-1d2a-7c3b-9e8f-0a1b2c3d4e5f".into(),
             pci_bus_id: "00000000:18:00.0".into(),
@@ -111,7 +114,6 @@ impl GpuSource for Recorded {
             pcie_rx_bytes_per_second: None,
             throttle_reasons: Some(4),
             last_xid: Some(79),
-            xid_counts: Some(vec![(79, 2)]),
             processes: vec![
                 GpuProcess {
                     pid: 4242,
@@ -129,14 +131,30 @@ impl GpuSource for Recorded {
                     target: None,
                 },
             ],
-        }])
+            ..DeviceReading::default()
+        }];
+        Ok(NvmlReading {
+            device_count: 1,
+            devices,
+        })
     }
 }
 
 #[test]
 fn gpu_values_map_to_dcgm_names_and_absent_values_stay_absent() {
     let mut source = Recorded;
-    let gpus = source.read().unwrap();
+    let gpus = source.read().unwrap().devices;
+    let xids = vec![XidSeries {
+        gpu: Some(0),
+        uuid: gpus[0].uuid.clone(),
+        pci_bus_id: gpus[0].pci_bus_id.clone(),
+        device: gpus[0].device.clone(),
+        model: gpus[0].model.clone(),
+        xid: 79,
+        name: "GPU has fallen off the bus",
+        action: "reboot_node",
+        count: 2,
+    }];
     let snap = Snapshot {
         readings: Readings {
             gpu: GpuPart {
@@ -146,6 +164,10 @@ fn gpu_values_map_to_dcgm_names_and_absent_values_stay_absent() {
                     targets: vec![("vllm".into(), 7200.0)],
                     price_per_kwh: Some(0.25),
                     currency: "EUR".into(),
+                },
+                gpu_health: GpuHealth {
+                    xids,
+                    ..GpuHealth::default()
                 },
             },
             ..Readings::default()
@@ -165,7 +187,7 @@ fn gpu_values_map_to_dcgm_names_and_absent_values_stay_absent() {
         format!("DCGM_FI_DEV_MEM_CLOCK{{{id}}} 2619"),
         format!("DCGM_FI_DEV_XID_ERRORS{{{id}}} 79"),
         format!("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{{{id}}} 4"),
-        format!("infersight_gpu_xid_errors_total{{{id},xid=\"79\"}} 2"),
+        format!("infersight_gpu_xid_errors_total{{{id},xid=\"79\",name=\"GPU has fallen off the bus\",action=\"reboot_node\"}} 2"),
         format!("infersight_gpu_energy_joules_total{{{id}}} 7200000"),
         // 7.2 MJ = 2 kWh at 0.25 EUR.
         format!("infersight_gpu_energy_cost_total{{{id},currency=\"EUR\"}} 0.5"),

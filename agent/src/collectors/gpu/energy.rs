@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::nvml::{DeviceReading, GpuProcess};
+use super::reading::{DeviceReading, GpuProcess};
 
 /// Joules attributed to each target since the agent started, and the price to cost them.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]

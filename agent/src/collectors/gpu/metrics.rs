@@ -1,95 +1,244 @@
-//! GPU families with DCGM exporter's names, units and labels, and per-process and energy
-//! families of our own.
-use super::{DeviceReading, GpuPart, GpuProcess};
+//! GPU families with DCGM exporter's names, units and labels (MIG instances labelled
+//! `GPU_I_ID` and `GPU_I_PROFILE` as it does), and families of our own: XIDs with what to
+//! do, lost GPUs, GPU counts, throttling seconds, per-process and energy.
+use super::{DeviceReading, GpuPart, GpuProcess, MigInstance, Saturation};
 use crate::base::family::{series, MetricFamily, MetricType};
 
-type Field = fn(&DeviceReading) -> Option<f64>;
+/// A whole GPU, or one GPU instance of a GPU in MIG mode.
+enum Row<'a> {
+    Gpu(&'a DeviceReading),
+    Instance(&'a DeviceReading, &'a MigInstance),
+}
 
-/// (name, help, type, value) of each per-device family.
-const FIELDS: &[(&str, &str, MetricType, Field)] = &[
-    (
-        "DCGM_FI_DEV_GPU_UTIL",
-        "GPU utilization (in %).",
-        MetricType::GAUGE,
-        |d| d.gpu_util_percent.map(f64::from),
-    ),
-    (
+impl<'a> Row<'a> {
+    /// The whole GPU (its fields that have no per-instance value).
+    fn gpu(&self) -> Option<&'a DeviceReading> {
+        match self {
+            Row::Gpu(d) => Some(d),
+            Row::Instance(..) => None,
+        }
+    }
+
+    fn fb(&self) -> (Option<u64>, Option<u64>, Option<u64>) {
+        match self {
+            Row::Gpu(d) => (d.fb_used_mib, d.fb_free_mib, d.fb_total_mib),
+            Row::Instance(_, m) => (m.fb_used_mib, m.fb_free_mib, m.fb_total_mib),
+        }
+    }
+
+    fn saturation(&self) -> &'a Saturation {
+        match self {
+            Row::Gpu(d) => &d.saturation,
+            Row::Instance(_, m) => &m.saturation,
+        }
+    }
+
+    fn labels(&self, host: &str) -> Vec<(&'static str, String)> {
+        match self {
+            Row::Gpu(d) => identity(d, host),
+            Row::Instance(d, m) => {
+                let mut l = identity(d, host);
+                l.push(("GPU_I_PROFILE", m.profile.clone()));
+                l.push(("GPU_I_ID", m.gpu_instance_id.to_string()));
+                l
+            }
+        }
+    }
+}
+
+type Field = fn(&Row) -> Option<f64>;
+
+const fn gauge(name: &'static str, help: &'static str, f: Field) -> Family {
+    (name, help, MetricType::GAUGE, f)
+}
+
+const fn counter(name: &'static str, help: &'static str, f: Field) -> Family {
+    (name, help, MetricType::COUNTER, f)
+}
+
+type Family = (&'static str, &'static str, MetricType, Field);
+
+fn n(v: Option<u64>) -> Option<f64> {
+    v.map(|v| v as f64)
+}
+
+/// (name, help, type, value) of each per-GPU family.
+const FIELDS: &[Family] = &[
+    gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", |r| {
+        r.gpu()?.gpu_util_percent.map(f64::from)
+    }),
+    gauge(
         "DCGM_FI_DEV_MEM_COPY_UTIL",
         "Memory utilization (in %).",
-        MetricType::GAUGE,
-        |d| d.mem_copy_util_percent.map(f64::from),
+        |r| r.gpu()?.mem_copy_util_percent.map(f64::from),
     ),
-    (
+    gauge(
         "DCGM_FI_DEV_FB_USED",
         "Framebuffer memory used (in MiB).",
-        MetricType::GAUGE,
-        |d| d.fb_used_mib.map(|v| v as f64),
+        |r| n(r.fb().0),
     ),
-    (
+    gauge(
         "DCGM_FI_DEV_FB_FREE",
         "Framebuffer memory free (in MiB).",
-        MetricType::GAUGE,
-        |d| d.fb_free_mib.map(|v| v as f64),
+        |r| n(r.fb().1),
     ),
-    (
+    gauge(
         "DCGM_FI_DEV_FB_TOTAL",
         "Framebuffer memory total (in MiB).",
-        MetricType::GAUGE,
-        |d| d.fb_total_mib.map(|v| v as f64),
+        |r| n(r.fb().2),
     ),
-    (
-        "DCGM_FI_DEV_GPU_TEMP",
-        "GPU temperature (in C).",
-        MetricType::GAUGE,
-        |d| d.temperature_celsius.map(f64::from),
-    ),
-    (
-        "DCGM_FI_DEV_POWER_USAGE",
-        "Power draw (in W).",
-        MetricType::GAUGE,
-        |d| d.power_watts,
-    ),
-    (
+    gauge("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", |r| {
+        r.gpu()?.temperature_celsius.map(f64::from)
+    }),
+    gauge("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", |r| {
+        r.gpu()?.power_watts
+    }),
+    counter(
         "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
         "Total energy consumption since boot (in mJ).",
-        MetricType::COUNTER,
-        |d| d.energy_millijoules.map(|v| v as f64),
+        |r| n(r.gpu()?.energy_millijoules),
     ),
-    (
+    gauge(
         "DCGM_FI_DEV_SM_CLOCK",
         "SM clock frequency (in MHz).",
-        MetricType::GAUGE,
-        |d| d.sm_clock_mhz.map(f64::from),
+        |r| r.gpu()?.sm_clock_mhz.map(f64::from),
     ),
-    (
+    gauge(
         "DCGM_FI_DEV_MEM_CLOCK",
         "Memory clock frequency (in MHz).",
-        MetricType::GAUGE,
-        |d| d.mem_clock_mhz.map(f64::from),
+        |r| r.gpu()?.mem_clock_mhz.map(f64::from),
     ),
-    (
+    gauge(
         "DCGM_FI_DEV_XID_ERRORS",
         "Value of the last XID error encountered (0: none since the agent started).",
-        MetricType::GAUGE,
-        |d| d.last_xid.map(|v| v as f64),
+        |r| n(r.gpu()?.last_xid),
     ),
-    (
+    gauge(
         "DCGM_FI_PROF_PCIE_TX_BYTES",
         "The rate of data transmitted over the PCIe bus, including headers (bytes per second).",
-        MetricType::GAUGE,
-        |d| d.pcie_tx_bytes_per_second.map(|v| v as f64),
+        |r| n(r.gpu()?.pcie_tx_bytes_per_second),
     ),
-    (
+    gauge(
         "DCGM_FI_PROF_PCIE_RX_BYTES",
         "The rate of data received over the PCIe bus, including headers (bytes per second).",
-        MetricType::GAUGE,
-        |d| d.pcie_rx_bytes_per_second.map(|v| v as f64),
+        |r| n(r.gpu()?.pcie_rx_bytes_per_second),
     ),
-    (
+    gauge(
         "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
         "Current clock throttle reasons (NVML bit mask).",
-        MetricType::GAUGE,
-        |d| d.throttle_reasons.map(|v| v as f64),
+        |r| n(r.gpu()?.throttle_reasons),
+    ),
+    // Throttling time, in DCGM's unit (ns); infersight_gpu_throttle_seconds_total has it
+    // in seconds.
+    counter(
+        "DCGM_FI_DEV_POWER_VIOLATION",
+        "Throttling duration due to power constraints (in ns).",
+        |r| n(r.gpu()?.violations.power_ns),
+    ),
+    counter(
+        "DCGM_FI_DEV_THERMAL_VIOLATION",
+        "Throttling duration due to thermal constraints (in ns).",
+        |r| n(r.gpu()?.violations.thermal_ns),
+    ),
+    counter(
+        "DCGM_FI_DEV_SYNC_BOOST_VIOLATION",
+        "Throttling duration due to sync-boost constraints (in ns).",
+        |r| n(r.gpu()?.violations.sync_boost_ns),
+    ),
+    counter(
+        "DCGM_FI_DEV_BOARD_LIMIT_VIOLATION",
+        "Throttling duration due to board limit constraints (in ns).",
+        |r| n(r.gpu()?.violations.board_limit_ns),
+    ),
+    counter(
+        "DCGM_FI_DEV_LOW_UTIL_VIOLATION",
+        "Throttling duration due to low utilization (in ns).",
+        |r| n(r.gpu()?.violations.low_util_ns),
+    ),
+    counter(
+        "DCGM_FI_DEV_RELIABILITY_VIOLATION",
+        "Throttling duration due to reliability constraints (in ns).",
+        |r| n(r.gpu()?.violations.reliability_ns),
+    ),
+    counter(
+        "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
+        "Number of remapped rows for correctable errors.",
+        |r| n(r.gpu()?.memory.remapped_correctable),
+    ),
+    counter(
+        "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+        "Number of remapped rows for uncorrectable errors.",
+        |r| n(r.gpu()?.memory.remapped_uncorrectable),
+    ),
+    gauge(
+        "DCGM_FI_DEV_ROW_REMAP_PENDING",
+        "Whether a row remapping is pending until the next GPU reset (1) or not (0).",
+        |r| n(r.gpu()?.memory.remap_pending),
+    ),
+    gauge(
+        "DCGM_FI_DEV_ROW_REMAP_FAILURE",
+        "Whether remapping of rows has failed.",
+        |r| n(r.gpu()?.memory.remap_failure),
+    ),
+    counter(
+        "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+        "Total number of single-bit volatile ECC errors.",
+        |r| n(r.gpu()?.memory.ecc_sbe_volatile),
+    ),
+    counter(
+        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+        "Total number of double-bit volatile ECC errors.",
+        |r| n(r.gpu()?.memory.ecc_dbe_volatile),
+    ),
+    counter(
+        "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL",
+        "Total number of single-bit persistent ECC errors.",
+        |r| n(r.gpu()?.memory.ecc_sbe_aggregate),
+    ),
+    counter(
+        "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL",
+        "Total number of double-bit persistent ECC errors.",
+        |r| n(r.gpu()?.memory.ecc_dbe_aggregate),
+    ),
+    counter(
+        "DCGM_FI_DEV_RETIRED_SBE",
+        "Total number of retired pages due to single-bit errors.",
+        |r| n(r.gpu()?.memory.retired_sbe),
+    ),
+    counter(
+        "DCGM_FI_DEV_RETIRED_DBE",
+        "Total number of retired pages due to double-bit errors.",
+        |r| n(r.gpu()?.memory.retired_dbe),
+    ),
+    gauge(
+        "DCGM_FI_DEV_RETIRED_PENDING",
+        "Whether pages are pending retirement until the next reboot (1) or not (0).",
+        |r| n(r.gpu()?.memory.retired_pending),
+    ),
+    gauge(
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        "Ratio of time the graphics engine is active.",
+        |r| r.saturation().gr_engine_active,
+    ),
+    gauge(
+        "DCGM_FI_PROF_SM_ACTIVE",
+        "The ratio of cycles an SM has at least 1 warp assigned.",
+        |r| r.saturation().sm_active,
+    ),
+    gauge(
+        "DCGM_FI_PROF_SM_OCCUPANCY",
+        "The ratio of number of warps resident on an SM.",
+        |r| r.saturation().sm_occupancy,
+    ),
+    gauge(
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        "Ratio of cycles the tensor (HMMA) pipe is active.",
+        |r| r.saturation().tensor_active,
+    ),
+    gauge(
+        "DCGM_FI_PROF_DRAM_ACTIVE",
+        "Ratio of cycles the device memory interface is active sending or receiving data.",
+        |r| r.saturation().dram_active,
     ),
 ];
 
@@ -106,38 +255,88 @@ fn identity(d: &DeviceReading, host: &str) -> Vec<(&'static str, String)> {
 
 pub(super) fn families(part: &GpuPart, out: &mut Vec<MetricFamily>) {
     let host = part.hostname.as_str();
-    for (name, help, kind, value) in FIELDS {
-        out.push(series(
-            name,
-            help,
-            *kind,
-            &part.gpus,
-            |d| identity(d, host),
-            value,
-        ));
-    }
-    let xids: Vec<(&DeviceReading, u64, u64)> = part
+    let rows: Vec<Row> = part
         .gpus
         .iter()
         .flat_map(|d| {
-            d.xid_counts
-                .iter()
-                .flatten()
-                .map(move |(code, n)| (d, *code, *n))
+            std::iter::once(Row::Gpu(d)).chain(d.mig.iter().map(move |m| Row::Instance(d, m)))
+        })
+        .collect();
+    for (name, help, kind, value) in FIELDS {
+        out.push(series(name, help, *kind, &rows, |r| r.labels(host), value));
+    }
+    health(part, out);
+    processes_and_energy(part, out);
+}
+
+/// XIDs, lost GPUs, the two GPU counts and throttling seconds.
+fn health(part: &GpuPart, out: &mut Vec<MetricFamily>) {
+    let host = part.hostname.as_str();
+    let h = &part.gpu_health;
+    out.push(series(
+        "infersight_gpu_xid_errors_total",
+        "XID errors since the agent started, per code, from NVML's events and the kernel log \
+         (each error once), with the XID catalog's name and recommended action.",
+        MetricType::COUNTER,
+        &h.xids,
+        |x| {
+            vec![
+                ("gpu", x.gpu.map(|g| g.to_string()).unwrap_or_default()),
+                ("UUID", x.uuid.clone()),
+                ("pci_bus_id", x.pci_bus_id.clone()),
+                ("device", x.device.clone()),
+                ("modelName", x.model.clone()),
+                ("Hostname", host.to_string()),
+                ("xid", x.xid.to_string()),
+                ("name", x.name.to_string()),
+                ("action", x.action.to_string()),
+            ]
+        },
+        |x| Some(x.count as f64),
+    ));
+    out.push(series(
+        "infersight_gpu_lost",
+        "1 for a GPU fallen off the bus (kernel log) or answering GPU_IS_LOST, 0 for one NVML reads.",
+        MetricType::GAUGE,
+        &h.bus,
+        |b| vec![("pci_bus_id", b.pci_bus_id.clone())],
+        |b| Some(f64::from(u8::from(b.lost))),
+    ));
+    let counts = [("pci", h.pci_devices), ("nvml", h.nvml_devices)];
+    out.push(series(
+        "infersight_gpu_devices",
+        "NVIDIA GPUs on the PCI bus (sysfs) and in NVML's device count.",
+        MetricType::GAUGE,
+        &counts,
+        |(source, _)| vec![("source", source.to_string())],
+        |(_, n)| n.map(f64::from),
+    ));
+    let throttled: Vec<(&DeviceReading, &str, u64)> = part
+        .gpus
+        .iter()
+        .flat_map(|d| {
+            d.violations
+                .by_reason()
+                .into_iter()
+                .filter_map(move |(reason, ns)| Some((d, reason, ns?)))
         })
         .collect();
     out.push(series(
-        "infersight_gpu_xid_errors_total",
-        "XID errors reported by the driver since the agent started, per code.",
+        "infersight_gpu_throttle_seconds_total",
+        "Time NVML's performance policies held the GPU's clocks down since the driver loaded, per cause.",
         MetricType::COUNTER,
-        &xids,
-        |(d, code, _)| {
+        &throttled,
+        |(d, reason, _)| {
             let mut l = identity(d, host);
-            l.push(("xid", code.to_string()));
+            l.push(("reason", reason.to_string()));
             l
         },
-        |(_, _, n)| Some(*n as f64),
+        |(_, _, ns)| Some(*ns as f64 / 1e9),
     ));
+}
+
+fn processes_and_energy(part: &GpuPart, out: &mut Vec<MetricFamily>) {
+    let host = part.hostname.as_str();
     out.push(series(
         "infersight_gpu_energy_joules_total",
         "Energy the GPU used since the driver loaded (NVML total energy consumption).",

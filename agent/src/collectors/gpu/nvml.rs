@@ -1,7 +1,8 @@
-//! GPUs through NVML (nvml-wrapper opens libnvidia-ml at run time, so a host without the
-//! driver runs fine and reports this collector `unsupported`). Each value NVML cannot read
-//! for a device is absent from the reading, never 0.
-use std::collections::HashMap;
+//! GPUs through NVML (nvml-wrapper opens libnvidia-ml.so.1 at run time, so a host without
+//! the driver runs fine and reports this collector `unsupported`). Runs on the GPU
+//! sampler's thread: XID events go to the shared events, a GPU answering GPU_IS_LOST is
+//! reported lost, and GPM samples are compared one interval apart.
+use std::{collections::HashMap, time::Instant};
 
 use nvml_wrapper::{
     bitmasks::event::EventTypes,
@@ -12,84 +13,37 @@ use nvml_wrapper::{
     event::EventSet,
     Device, Nvml,
 };
-use serde::Serialize;
 
+use super::{
+    events::{lock, SharedEvents, Source},
+    gpm::Gpm,
+    memory, mig,
+    pci::PciAddr,
+    reading::{DeviceReading, GpuProcess, GpuReading, GpuSource, NvmlReading},
+    throttle,
+};
 use crate::base::Health;
 
-/// One GPU process as NVML sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GpuProcess {
-    pub pid: u32,
-    pub used_memory_bytes: Option<u64>,
-    /// Latest SM and memory utilization sample of this process (percent).
-    pub sm_util_percent: Option<u32>,
-    pub mem_util_percent: Option<u32>,
-    /// The target the process belongs to, if any (set each tick from the targets'
-    /// processes).
-    pub target: Option<String>,
-}
-
-/// One reading of one device. Identity fields are always there; measurements are
-/// optional.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
-pub struct DeviceReading {
-    pub index: u32,
-    pub uuid: String,
-    pub pci_bus_id: String,
-    /// `nvidia<minor>`, as DCGM's `device` label.
-    pub device: String,
-    pub model: String,
-    pub gpu_util_percent: Option<u32>,
-    pub mem_copy_util_percent: Option<u32>,
-    pub fb_used_mib: Option<u64>,
-    pub fb_free_mib: Option<u64>,
-    pub fb_total_mib: Option<u64>,
-    pub temperature_celsius: Option<u32>,
-    pub power_watts: Option<f64>,
-    pub energy_millijoules: Option<u64>,
-    pub sm_clock_mhz: Option<u32>,
-    pub mem_clock_mhz: Option<u32>,
-    pub pcie_tx_bytes_per_second: Option<u64>,
-    pub pcie_rx_bytes_per_second: Option<u64>,
-    /// NVML clock throttle (clocks event) reason bits.
-    pub throttle_reasons: Option<u64>,
-    /// XID errors seen since the agent started: the last code, and counts per code.
-    /// Absent when XID events cannot be watched on this device.
-    pub last_xid: Option<u64>,
-    pub xid_counts: Option<Vec<(u64, u64)>>,
-    pub processes: Vec<GpuProcess>,
-}
-
-impl DeviceReading {
-    pub fn memory_used_ratio(&self) -> Option<f64> {
-        let (used, total) = (self.fb_used_mib?, self.fb_total_mib?);
-        (total > 0).then(|| used as f64 / total as f64)
-    }
-}
-
-/// Where GPU readings come from: NVML, or recorded values in tests.
-pub trait GpuSource: Send {
-    fn read(&mut self) -> Result<Vec<DeviceReading>, Health>;
-}
-
-/// What the GPU sampler publishes each interval.
-pub type GpuReading = Result<Vec<DeviceReading>, Health>;
+/// NVML reports XID 999 when it cannot tell the code.
+const UNKNOWN_XID: u64 = 999;
 
 pub struct NvmlSource {
-    /// Leaked once: the event set borrows the library handle for the agent's lifetime.
+    /// Leaked once: event sets and GPM samples borrow the library for the agent's lifetime.
     nvml: &'static Nvml,
     /// One XID event set per device that supports them (a failed registration consumes
     /// its set, so sets are not shared).
     events: Vec<(u32, EventSet<'static>)>,
-    /// Per device index: XID code → count.
-    xids: HashMap<u32, Vec<(u64, u64)>>,
-    last_xid: HashMap<u32, u64>,
+    shared: SharedEvents,
+    /// Per device index: the identity of its last good reading, so a GPU that is lost
+    /// keeps its labels.
+    known: HashMap<u32, DeviceReading>,
     /// Per device index: timestamp of the last per-process utilization sample taken.
     last_util: HashMap<u32, u64>,
+    gpm: Gpm,
 }
 
 /// Open NVML; `unsupported` with the reason where there is no driver.
-pub fn open_nvml() -> Result<NvmlSource, Health> {
+pub fn open_nvml(shared: SharedEvents) -> Result<NvmlSource, Health> {
     let nvml = Nvml::init().map_err(|e| match e {
         NvmlError::LibloadingError(e) => Health::unsupported(format!(
             "NVML is not available (no NVIDIA driver on this host): {e}"
@@ -99,83 +53,140 @@ pub fn open_nvml() -> Result<NvmlSource, Health> {
         e => Health::failed(format!("NVML init: {e}")),
     })?;
     let nvml: &'static Nvml = Box::leak(Box::new(nvml));
-    let mut events = Vec::new();
+    let mut source = NvmlSource {
+        nvml,
+        events: Vec::new(),
+        shared,
+        known: HashMap::new(),
+        last_util: HashMap::new(),
+        gpm: Gpm::new(nvml),
+    };
     for i in 0..nvml.device_count().unwrap_or(0) {
-        let (Ok(dev), Ok(set)) = (nvml.device_by_index(i), nvml.create_event_set()) else {
+        let Ok(dev) = nvml.device_by_index(i) else {
+            continue;
+        };
+        // Identity now, so an XID or a loss before the first reading has its GPU.
+        if let Ok(id) = identity(i, &dev) {
+            source.known.insert(i, id);
+        }
+        let Ok(set) = nvml.create_event_set() else {
             continue;
         };
         match dev.register_events(EventTypes::CRITICAL_XID_ERROR, set) {
-            Ok(set) => events.push((i, set)),
+            Ok(set) => source.events.push((i, set)),
             Err(e) => tracing::info!("GPU {i}: XID events cannot be watched: {}", e.error),
         }
     }
-    Ok(NvmlSource {
-        nvml,
-        events,
-        xids: HashMap::new(),
-        last_xid: HashMap::new(),
-        last_util: HashMap::new(),
+    Ok(source)
+}
+
+/// The labels of device `index`; its error when NVML cannot even name it.
+fn identity(index: u32, dev: &Device<'_>) -> Result<DeviceReading, NvmlError> {
+    Ok(DeviceReading {
+        index,
+        uuid: dev.uuid()?,
+        pci_bus_id: dev.pci_info().map(|p| p.bus_id).unwrap_or_default(),
+        device: dev
+            .minor_number()
+            .map(|m| format!("nvidia{m}"))
+            .unwrap_or_else(|_| format!("nvidia{index}")),
+        model: dev.name().unwrap_or_default(),
+        ..DeviceReading::default()
     })
 }
 
 impl NvmlSource {
+    fn pci(&self, index: u32) -> Option<PciAddr> {
+        PciAddr::parse(&self.known.get(&index)?.pci_bus_id)
+    }
+
     /// Take every pending XID event without waiting.
     fn drain_events(&mut self) {
         for (index, set) in &self.events {
             while let Ok(ev) = set.wait(0) {
-                let index = *index;
                 let code = match ev.event_data {
                     Some(XidError::Value(v)) => v,
-                    _ => 0,
+                    _ => UNKNOWN_XID,
                 };
-                let counts = self.xids.entry(index).or_default();
-                match counts.iter_mut().find(|(c, _)| *c == code) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((code, 1)),
+                let pci = self
+                    .known
+                    .get(index)
+                    .and_then(|d| PciAddr::parse(&d.pci_bus_id));
+                match pci {
+                    Some(pci) => lock(&self.shared).xid(pci, code, Source::Nvml, Instant::now()),
+                    None => {
+                        tracing::warn!("GPU {index}: XID {code}, on a GPU without a PCI address")
+                    }
                 }
-                self.last_xid.insert(index, code);
             }
         }
     }
 
-    fn device(&mut self, index: u32, dev: &Device<'static>) -> Result<DeviceReading, NvmlError> {
-        let mem = dev.memory_info().ok();
-        let util = dev.utilization_rates().ok();
-        let mib = |b: u64| b / (1024 * 1024);
-        let watched = self.events.iter().any(|(i, _)| *i == index);
-        let mut r = DeviceReading {
+    /// Device `index` answered GPU_IS_LOST: its known identity, nothing measured.
+    fn lost(&mut self, index: u32) -> DeviceReading {
+        if let Some(pci) = self.pci(index) {
+            lock(&self.shared).lost(pci, Instant::now());
+        }
+        let mut r = self.known.get(&index).cloned().unwrap_or(DeviceReading {
             index,
-            uuid: dev.uuid()?,
-            pci_bus_id: dev.pci_info().map(|p| p.bus_id).unwrap_or_default(),
-            device: dev
-                .minor_number()
-                .map(|m| format!("nvidia{m}"))
-                .unwrap_or_else(|_| format!("nvidia{index}")),
-            model: dev.name().unwrap_or_default(),
-            gpu_util_percent: util.as_ref().map(|u| u.gpu),
-            mem_copy_util_percent: util.as_ref().map(|u| u.memory),
-            fb_used_mib: mem.as_ref().map(|m| mib(m.used)),
-            fb_free_mib: mem.as_ref().map(|m| mib(m.free)),
-            fb_total_mib: mem.as_ref().map(|m| mib(m.total)),
-            temperature_celsius: dev.temperature(TemperatureSensor::Gpu).ok(),
-            power_watts: dev.power_usage().ok().map(|mw| f64::from(mw) / 1000.0),
-            energy_millijoules: dev.total_energy_consumption().ok(),
-            sm_clock_mhz: dev.clock_info(Clock::SM).ok(),
-            mem_clock_mhz: dev.clock_info(Clock::Memory).ok(),
-            // NVML reports KB/s.
-            pcie_tx_bytes_per_second: dev
-                .pcie_throughput(PcieUtilCounter::Send)
-                .ok()
-                .map(|kb| u64::from(kb) * 1024),
-            pcie_rx_bytes_per_second: dev
-                .pcie_throughput(PcieUtilCounter::Receive)
-                .ok()
-                .map(|kb| u64::from(kb) * 1024),
-            throttle_reasons: dev.current_throttle_reasons().ok().map(|t| t.bits()),
-            last_xid: watched.then(|| self.last_xid.get(&index).copied().unwrap_or(0)),
-            xid_counts: watched.then(|| self.xids.get(&index).cloned().unwrap_or_default()),
-            processes: Vec::new(),
+            ..DeviceReading::default()
+        });
+        r.lost = true;
+        r.xid_events = self.events.iter().any(|(i, _)| *i == index);
+        r
+    }
+
+    /// One device's reading; `None` when NVML cannot name it (logged).
+    fn device(
+        &mut self,
+        index: u32,
+        dev: &Device<'static>,
+        started: Instant,
+    ) -> Option<DeviceReading> {
+        let mut r = match identity(index, dev) {
+            Ok(r) => r,
+            Err(NvmlError::GpuLost) => return Some(self.lost(index)),
+            Err(e) => {
+                tracing::warn!("GPU {index}: {e}");
+                return None;
+            }
         };
+        self.known.insert(index, r.clone());
+        // A GPU off the bus may still name itself from the driver's cache.
+        let (mem, util) = (dev.memory_info(), dev.utilization_rates());
+        if matches!(mem, Err(NvmlError::GpuLost)) || matches!(util, Err(NvmlError::GpuLost)) {
+            return Some(self.lost(index));
+        }
+        let (mem, util) = (mem.ok(), util.ok());
+        if let Some(pci) = PciAddr::parse(&r.pci_bus_id) {
+            lock(&self.shared).answered(pci, started);
+        }
+        let mib = |b: u64| b / (1024 * 1024);
+        r.xid_events = self.events.iter().any(|(i, _)| *i == index);
+        r.gpu_util_percent = util.as_ref().map(|u| u.gpu);
+        r.mem_copy_util_percent = util.as_ref().map(|u| u.memory);
+        r.fb_used_mib = mem.as_ref().map(|m| mib(m.used));
+        r.fb_free_mib = mem.as_ref().map(|m| mib(m.free));
+        r.fb_total_mib = mem.as_ref().map(|m| mib(m.total));
+        r.temperature_celsius = dev.temperature(TemperatureSensor::Gpu).ok();
+        r.power_watts = dev.power_usage().ok().map(|mw| f64::from(mw) / 1000.0);
+        r.energy_millijoules = dev.total_energy_consumption().ok();
+        r.sm_clock_mhz = dev.clock_info(Clock::SM).ok();
+        r.mem_clock_mhz = dev.clock_info(Clock::Memory).ok();
+        // NVML reports KB/s.
+        let kb = |c| dev.pcie_throughput(c).ok().map(|kb| u64::from(kb) * 1024);
+        r.pcie_tx_bytes_per_second = kb(PcieUtilCounter::Send);
+        r.pcie_rx_bytes_per_second = kb(PcieUtilCounter::Receive);
+        r.throttle_reasons = dev.current_throttle_reasons().ok().map(|t| t.bits());
+        r.violations = throttle::read(dev);
+        r.memory = memory::read(dev).unwrap_or_default();
+        r.saturation = self.gpm.read(index, dev, None).unwrap_or_default();
+        r.mig = mig::read(self.nvml, index, dev, &mut self.gpm);
+        r.processes = self.processes(index, dev);
+        Some(r)
+    }
+
+    fn processes(&mut self, index: u32, dev: &Device<'static>) -> Vec<GpuProcess> {
         let mut procs: Vec<GpuProcess> = dev
             .running_compute_processes()
             .unwrap_or_default()
@@ -204,30 +215,29 @@ impl NvmlSource {
                 }
             }
         }
-        r.processes = std::mem::take(&mut procs);
-        Ok(r)
+        procs
     }
 }
 
 impl GpuSource for NvmlSource {
-    fn read(&mut self) -> Result<Vec<DeviceReading>, Health> {
+    fn read(&mut self) -> GpuReading {
+        let started = Instant::now();
         self.drain_events();
         let n = self
             .nvml
             .device_count()
             .map_err(|e| Health::failed(format!("NVML device count: {e}")))?;
-        let mut out = Vec::with_capacity(n as usize);
+        let mut devices = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let dev = self
-                .nvml
-                .device_by_index(i)
-                .map_err(|e| Health::failed(format!("GPU {i}: {e}")))?;
-            match self.device(i, &dev) {
-                Ok(r) => out.push(r),
-                // A device that cannot even name itself is left out and logged.
-                Err(e) => tracing::warn!("GPU {i}: {e}"),
+            match self.nvml.device_by_index(i) {
+                Ok(dev) => devices.extend(self.device(i, &dev, started)),
+                Err(NvmlError::GpuLost) => devices.push(self.lost(i)),
+                Err(e) => return Err(Health::failed(format!("GPU {i}: {e}"))),
             }
         }
-        Ok(out)
+        Ok(NvmlReading {
+            device_count: n,
+            devices,
+        })
     }
 }
