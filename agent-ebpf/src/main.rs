@@ -232,6 +232,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
             if holder != 0 && holder != tid {
                 // Another targeted thread is inside a call on this slot: this one is kept
                 // apart, and the slot says where to look.
+                #[allow(clippy::needless_borrows_for_generic_args)] // see ZERO_STATS
                 if INFLIGHT_SHARED.insert(tid, &entry, 0).is_ok() {
                     (*slot)._pad = SLOT_SHARED;
                 }
