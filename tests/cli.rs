@@ -110,7 +110,7 @@ fn shipped_config_is_valid() {
         "{}",
         agent.log_text()
     );
-    assert_eq!(m.matching("infersight_alert_rule_nodata", &[]).len(), 12);
+    assert_eq!(m.matching("infersight_alert_rule_nodata", &[]).len(), 16);
     assert!(state.join("infersight.db").exists());
     // One startup line says what works and what does not.
     let log = agent.log_text();
