@@ -98,6 +98,53 @@ fn a_task_preempted_in_the_kernel_waits_in_the_run_queue_not_off_cpu() {
     assert!(off < 0.05, "{off} s off CPU for a task that never sleeps");
 }
 
+/// TCP state changes that run in interrupt context (here: connects that time out, in the
+/// retransmit timer's softirq) are not credited to the target thread they interrupt. A
+/// foreign process on CPU 0 connects to a listener whose accept queue is full (its SYNs
+/// are dropped; one retry, then the connect fails from the timer) while a target spins on
+/// CPU 0.
+#[test]
+fn state_changes_in_interrupt_context_are_not_credited_to_the_interrupted_target() {
+    if !bpf_or_skip("state_changes_in_interrupt_context") {
+        return;
+    }
+    let mut busy = Command::new("taskset")
+        .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let arg = format!("{}=busy", busy.id());
+    let agent = Agent::start(&["--pid", &arg]);
+    agent.settle();
+    let script = "import socket, time\n\
+        l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(0)\n\
+        port = l.getsockname()[1]\n\
+        keep = []\n\
+        for n in range(9):\n\
+        \x20   s = socket.socket(); s.setblocking(False)\n\
+        \x20   if n >= 3: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)\n\
+        \x20   s.connect_ex(('127.0.0.1', port)); keep.append(s)\n\
+        \x20   time.sleep(0.05)\n\
+        time.sleep(4.5)\n";
+    let st = Command::new("taskset")
+        .args(["-c", "0", "python3", "-c", script])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    agent.settle();
+    let m = agent.metrics();
+    // SAFETY: kill has no memory preconditions; the group is the one spawned above.
+    unsafe { libc::kill(-(busy.id() as i32), libc::SIGKILL) };
+    let _ = busy.wait();
+    let credited: Vec<_> = m.matching("infersight_tcp_state_changes_total", &[("target", "busy")]);
+    assert!(credited.is_empty(), "{credited:?}");
+    assert_eq!(
+        m.get("infersight_collector_up", &[("collector", "tcp")]),
+        Some(1.0)
+    );
+}
+
 /// A network namespace, deleted on drop.
 struct Netns(String);
 
