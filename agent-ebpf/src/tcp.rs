@@ -1,8 +1,11 @@
 //! TCP retransmits and connection state changes of the targets. Both tracepoints often
 //! fire in softirq context, where the current task is whichever was interrupted: sockets
 //! are attributed by what a target did in process context (its listening ports, and
-//! sockets whose state it changed: connect, close), then by the socket's local port. The
-//! record's common flags say whether it was written in interrupt context.
+//! sockets whose state it changed: connect, close), then by the socket's local port. Only
+//! the states a process enters by its own calls (connect, listen, close, shutdown) are
+//! credited to the current task; the others may be entered in an interrupt. (A BPF
+//! program cannot read the record's common flags: the kernel writes the registers'
+//! address over them.)
 use agent_common::{TcpStats, HTTP_TARGETS, HTTP_TARGET_MASK};
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -29,13 +32,10 @@ static STATE_NEWSTATE_OFFSET: u32 = 20;
 static STATE_SPORT_OFFSET: u32 = 24;
 #[no_mangle]
 static STATE_PROTOCOL_OFFSET: u32 = 30;
-/// `common_flags` of every tracepoint record (struct trace_entry).
-#[no_mangle]
-static STATE_FLAGS_OFFSET: u32 = 2;
 
-/// TRACE_FLAG_HARDIRQ | TRACE_FLAG_SOFTIRQ | TRACE_FLAG_NMI: the record was written in
-/// interrupt context.
-const IN_INTERRUPT: u8 = 0x08 | 0x10 | 0x40;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_FIN_WAIT1: i32 = 4;
+const TCP_LAST_ACK: i32 = 9;
 
 #[map]
 static TCP_STATS: PerCpuArray<TcpStats> = PerCpuArray::with_max_entries(HTTP_TARGETS, 0);
@@ -97,12 +97,14 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     ) else {
         return 0;
     };
-    // The current task did this only in process context.
-    let in_interrupt = read::<u8>(&ctx, &STATE_FLAGS_OFFSET).is_none_or(|f| f & IN_INTERRUPT != 0);
+    // States only a process's own calls enter (connect, listen, close, shutdown): the
+    // current task did it.
+    let by_call = matches!(
+        new,
+        TCP_SYN_SENT | TCP_LISTEN | TCP_FIN_WAIT1 | TCP_LAST_ACK
+    );
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let current = (tgid != 0 && !in_interrupt)
-        .then(|| target_of(tgid))
-        .flatten();
+    let current = (tgid != 0 && by_call).then(|| target_of(tgid)).flatten();
     let target = match current {
         Some(t) => {
             let _ = SOCK_OWNER.insert(sk, t, 0);
