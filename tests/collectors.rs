@@ -184,3 +184,42 @@ fn no_host_turns_the_host_collector_off() {
         Some(0.0)
     );
 }
+
+/// Under the systemd unit the agent's mount namespace is a sandbox (ProtectSystem=strict
+/// makes / read-only, PrivateTmp gives it a /tmp of its own): the filesystem metrics still
+/// describe the host. Here the sandbox is made by hand: a private mount namespace whose /
+/// is re-mounted read-only and whose /tmp is a fresh tmpfs.
+#[test]
+fn filesystems_are_the_hosts_under_a_sandboxed_mount_namespace() {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c"]).arg(
+        "mount --make-rprivate / && mount -o remount,bind,ro / && \
+         mount -t tmpfs sandbox-tmp /tmp && exec \"$0\" \"$@\"",
+    );
+    cmd.arg(env!("CARGO_BIN_EXE_infersight"));
+    let state = std::env::temp_dir().join(format!("infersight-sandbox-{}", std::process::id()));
+    let agent = Agent::start_with(cmd, &["--state-dir", state.to_str().unwrap()]);
+    agent.settle();
+    let m = agent.metrics();
+    let (source, fstype) = root_mount();
+    let root = [
+        ("device", source.as_str()),
+        ("fstype", fstype.as_str()),
+        ("mountpoint", "/"),
+    ];
+    // The host's / is read-write; the agent's own view of it is read-only.
+    assert_eq!(
+        m.get("node_filesystem_readonly", &root),
+        Some(0.0),
+        "{}",
+        agent.log_text()
+    );
+    // The sandbox's own /tmp is not a host filesystem.
+    assert!(
+        m.matching("node_filesystem_size_bytes", &[("device", "sandbox-tmp")])
+            .is_empty(),
+        "{:?}",
+        m.matching("node_filesystem_size_bytes", &[("mountpoint", "/tmp")])
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -316,7 +316,7 @@ impl HostReader {
         }
         match filesystems() {
             Ok(f) => s.filesystems = f,
-            Err(e) => s.errors.push(s_err("/proc/self/mountinfo", &e)),
+            Err(e) => s.errors.push(s_err("mountinfo", &e)),
         }
         s.pressure = pressure();
         s
@@ -442,17 +442,31 @@ pub fn ignored_mountpoint(m: &str) -> bool {
         || strictly_under("/var/lib/containers/storage")
 }
 
+/// The host's filesystems, as its init process (PID 1) sees them: under the systemd unit
+/// (ProtectSystem, PrivateTmp, ProtectHome) the agent's own mount namespace has read-only
+/// binds and private mounts that would misdescribe the host. The list and the read-only
+/// flag come from PID 1's mount table (the agent's own where it cannot be read); sizes
+/// from statvfs on a path that reaches the same filesystem: the agent's own path when
+/// its device matches, else through /proc/1/root (needs ptrace access to PID 1), else the
+/// filesystem is left out rather than described wrongly.
 fn filesystems() -> procfs::ProcResult<Vec<Filesystem>> {
-    let mounts = procfs::process::Process::myself()?.mountinfo()?;
+    let mounts = match procfs::process::Process::new(1).and_then(|p| p.mountinfo()) {
+        Ok(m) => m,
+        Err(_) => procfs::process::Process::myself()?.mountinfo()?,
+    };
     let mut out: Vec<Filesystem> = Vec::new();
     for m in mounts.0 {
         let mountpoint = m.mount_point.to_string_lossy().into_owned();
         if IGNORED_FS_TYPES.contains(&m.fs_type.as_str()) || ignored_mountpoint(&mountpoint) {
             continue;
         }
-        let Ok(st) = rustix::fs::statvfs(Path::new(&mountpoint)) else {
+        let Some(path) = path_to(&mountpoint, &m.majmin) else {
             continue;
         };
+        let Ok(st) = rustix::fs::statvfs(Path::new(&path)) else {
+            continue;
+        };
+        let ro = |o: &std::collections::HashMap<String, Option<String>>| o.contains_key("ro");
         let fs = Filesystem {
             device: m.mount_source.unwrap_or_else(|| "none".into()),
             fstype: m.fs_type,
@@ -461,7 +475,7 @@ fn filesystems() -> procfs::ProcResult<Vec<Filesystem>> {
             avail_bytes: st.f_bavail * st.f_frsize,
             files: st.f_files,
             files_free: st.f_ffree,
-            readonly: st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY),
+            readonly: ro(&m.mount_options) || ro(&m.super_options),
             mountpoint,
         };
         // A mount point mounted over again: the last mount is the visible one.
@@ -469,6 +483,20 @@ fn filesystems() -> procfs::ProcResult<Vec<Filesystem>> {
         out.push(fs);
     }
     Ok(out)
+}
+
+/// A path to the filesystem mounted at `mountpoint` with device `majmin` ("254:0").
+fn path_to(mountpoint: &str, majmin: &str) -> Option<String> {
+    let (major, minor) = majmin.split_once(':')?;
+    let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
+    let same = |p: &str| {
+        rustix::fs::stat(p).is_ok_and(|st| {
+            rustix::fs::major(st.st_dev) == major && rustix::fs::minor(st.st_dev) == minor
+        })
+    };
+    [mountpoint.to_string(), format!("/proc/1/root{mountpoint}")]
+        .into_iter()
+        .find(|p| same(p))
 }
 
 fn pressure() -> Vec<Pressure> {
