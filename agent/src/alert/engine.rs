@@ -1,5 +1,6 @@
 //! The alert state machine. Each (rule, label set) is an instance: inactive → pending (while
-//! `for` runs) → firing → resolved, with `keep_firing_for`, hysteresis (`resolve_expr`),
+//! `for` runs) → firing → resolved, with `keep_firing_for`, hysteresis (`resolve_expr`, for
+//! firing instances only),
 //! `repeat_interval` and a cooldown after a resolve. A rule whose signals have no data
 //! keeps its instances as they are and says so; it never resolves them silently. Time is
 //! passed in (unix seconds), so tests drive the clock.
@@ -222,8 +223,9 @@ impl Engine {
             let resolved_at = &mut self.resolved_at[i];
             let mut matched: Vec<u64> = matches.iter().map(|m| m.id).collect();
             matched.sort_unstable();
-            // Hysteresis: an active instance ends only once resolve_expr holds for it (no
-            // data for resolve_expr: it stays).
+            // Hysteresis: a firing instance ends only once resolve_expr holds for it (no
+            // data for resolve_expr: it stays). A pending one ends as soon as the expression
+            // stops holding, as in Prometheus.
             let resolve: Option<Vec<u64>> = rule.resolve.as_ref().map(|e| {
                 let mut ids: Vec<u64> = eval(e, signals)
                     .unwrap_or_default()
@@ -259,11 +261,11 @@ impl Engine {
             }
             let mut gone = Vec::new();
             for (id, (_, a)) in insts.iter_mut() {
-                if matched.binary_search(id).is_ok()
-                    || resolve
+                let held = a.state == AlertState::Firing
+                    && resolve
                         .as_ref()
-                        .is_some_and(|r| r.binary_search(id).is_err())
-                {
+                        .is_some_and(|r| r.binary_search(id).is_err());
+                if held || matched.binary_search(id).is_ok() {
                     continue;
                 }
                 match a.state {

@@ -136,10 +136,12 @@ fn line(n: &Notification) -> String {
     )
 }
 
-/// A Slack incoming-webhook message: one attachment coloured by the worst severity.
+/// A Slack incoming-webhook message: one attachment coloured by the worst severity. Text
+/// is escaped as Slack asks (`&`, `<`, `>`), so a label value cannot become a link or a
+/// mention.
 pub fn slack(notes: &[Notification], host: &str, url: &str) -> Value {
-    let title = title(notes, host);
-    let text: Vec<String> = notes.iter().map(line).collect();
+    let title = slack_escape(&title(notes, host));
+    let text: Vec<String> = notes.iter().map(|n| slack_escape(&line(n))).collect();
     json!({
         "text": title,
         "attachments": [{
@@ -147,9 +149,16 @@ pub fn slack(notes: &[Notification], host: &str, url: &str) -> Value {
             "title": title,
             "title_link": url,
             "text": text.join("\n"),
-            "footer": format!("infersight on {host}"),
+            "footer": slack_escape(&format!("infersight on {host}")),
         }],
     })
+}
+
+/// Slack's control characters in message text (api.slack.com, "Escaping text").
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Plain-text and HTML bodies of an email.
@@ -220,3 +229,6 @@ pub fn alertmanager(notes: &[Notification], url: &str, firing_ends_at: f64, host
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests;
