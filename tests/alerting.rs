@@ -612,3 +612,37 @@ fn undelivered_notifications_survive_kill_9() {
     );
     assert_eq!(firing.len(), 1);
 }
+
+#[test]
+fn one_alerts_messages_are_delivered_in_order() {
+    // The firing message fails once and waits for its retry (at least 1 s of backoff);
+    // the alert resolves meanwhile. The resolve must not overtake the firing message.
+    let webhook = Receiver::start(vec![500, 200]);
+    let s = Setup::new(
+        "order",
+        r#"["webhook"]"#,
+        &format!("[channels.webhook]\nurl = \"{}\"\n", webhook.url()),
+    );
+    let agent = s.agent();
+    webhook.wait(1, Duration::from_secs(10));
+    let mut up = sleeper();
+    s.bring_up(up.id());
+    let got = webhook.wait(3, Duration::from_secs(20));
+    let seen: Vec<(u16, String)> = got
+        .iter()
+        .map(|(code, body)| (*code, body["status"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (500, "firing".to_string()),
+            (200, "firing".to_string()),
+            (200, "resolved".to_string())
+        ]
+    );
+    agent.wait_for(Duration::from_secs(5), "outbox empty", |m| {
+        m.get("infersight_notification_outbox_depth", &[]) == Some(0.0)
+    });
+    let _ = up.kill();
+    let _ = up.wait();
+}

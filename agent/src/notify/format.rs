@@ -67,11 +67,21 @@ fn status_word(n: &Notification) -> &'static str {
     }
 }
 
+/// The annotations sent: the rule's, plus `resolve_reason` when a resolve came from the
+/// rule being removed or changed.
+fn annotations(n: &Notification) -> BTreeMap<String, String> {
+    let mut a = n.annotations.clone();
+    if let Some(r) = &n.reason {
+        a.insert("resolve_reason".into(), r.clone());
+    }
+    a
+}
+
 fn alert_json(n: &Notification, url: &str) -> Value {
     json!({
         "status": status_word(n),
         "labels": n.labels,
-        "annotations": n.annotations,
+        "annotations": annotations(n),
         "startsAt": rfc3339(Some(n.starts_at)),
         "endsAt": rfc3339(n.ends_at),
         "generatorURL": url,
@@ -124,8 +134,13 @@ fn line(n: &Notification) -> String {
         .filter(|(k, _)| *k != "alertname")
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
+    let reason = n
+        .reason
+        .as_deref()
+        .map(|r| format!(" — resolved because {r}"))
+        .unwrap_or_default();
     format!(
-        "{} {summary} (value {}; {})",
+        "{} {summary} (value {}; {}){reason}",
         if n.status == Status::Firing {
             "🔥"
         } else {
@@ -179,12 +194,17 @@ pub fn email(notes: &[Notification], host: &str, url: &str) -> (String, String) 
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             status_word(n),
             escape(&n.rule),
-            escape(
+            escape(&format!(
+                "{}{}",
                 n.annotations
                     .get("summary")
                     .map(String::as_str)
-                    .unwrap_or("")
-            ),
+                    .unwrap_or(""),
+                n.reason
+                    .as_deref()
+                    .map(|r| format!(" (resolved because {r})"))
+                    .unwrap_or_default()
+            )),
             format_value(n.value),
             escape(&labels.join(", ")),
             rfc3339(Some(n.starts_at)),
@@ -220,7 +240,7 @@ pub fn alertmanager(notes: &[Notification], url: &str, firing_ends_at: f64, host
                     .or_insert_with(|| host.to_string());
                 json!({
                     "labels": labels,
-                    "annotations": n.annotations,
+                    "annotations": annotations(n),
                     "startsAt": rfc3339(Some(n.starts_at)),
                     "endsAt": rfc3339(Some(n.ends_at.unwrap_or(firing_ends_at))),
                     "generatorURL": url,

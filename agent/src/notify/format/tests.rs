@@ -17,6 +17,7 @@ fn slack_text_escapes_angle_brackets_and_ampersands() {
         starts_at: 1.0,
         ends_at: None,
         channels: vec![],
+        reason: None,
     };
     let v = slack(&[n], "host<1>", "http://agent:9464/");
     let text = v["attachments"][0]["text"].as_str().unwrap();
