@@ -280,3 +280,59 @@ fn websocket_clients_subscribe_to_parts() {
     let _ = svc.kill();
     let _ = svc.wait();
 }
+
+#[test]
+fn push_client_times_out_a_hung_server() {
+    use std::os::fd::AsRawFd;
+    // The monitoring server takes the first connection's handshake and then never reads;
+    // later connections it accepts and never answers. Its receive buffer is small, so the
+    // agent's sends stall soon.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let small: libc::c_int = 4096;
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held_ws = Vec::new();
+        let mut held = Vec::new();
+        for (i, conn) in listener.incoming().enumerate() {
+            let conn = conn.unwrap();
+            if i == 0 {
+                held_ws.push(tokio_tungstenite::tungstenite::accept(conn).unwrap());
+            } else {
+                held.push(conn);
+            }
+        }
+    });
+    let mut cmd = Command::new(common::AGENT);
+    cmd.env("MONITORING_WEBSOCKET_URL", format!("ws://{addr}/ingest"))
+        .env("MONITORING_INTERVAL_SECONDS", "0.1");
+    let agent = Agent::start_with(cmd, &["--no-host"]);
+    agent.wait_for(Duration::from_secs(10), "connected", |m| {
+        m.get("infersight_push_connected", &[]) == Some(1.0)
+    });
+    let shown = format!("ws://{addr}");
+    let lost = format!("push: connection to {shown} lost: a send took over 10s");
+    let hung = format!("push: cannot connect to {shown}: no answer in 10s");
+    let start = Instant::now();
+    while !(agent.log_text().contains(&lost) && agent.log_text().contains(&hung)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let m = agent.metrics();
+    assert_eq!(m.get("infersight_push_connected", &[]), Some(0.0));
+    assert_eq!(m.get("infersight_push_connects_total", &[]), Some(1.0));
+}

@@ -391,7 +391,7 @@ impl Notifier {
             },
             "alertmanager" => match &c.alertmanager_url {
                 Some(base) => {
-                    let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+                    let url = alertmanager_api(base);
                     let body = format::alertmanager(
                         notes,
                         &self.url,
@@ -412,6 +412,20 @@ impl Notifier {
             },
             other => Err(format!("unknown channel {other:?}")),
         }
+    }
+}
+
+/// Alertmanager's `/api/v2/alerts` under the configured base URL (which may have a path
+/// prefix, userinfo or a query of its own).
+fn alertmanager_api(base: &str) -> String {
+    match url::Url::parse(base) {
+        Ok(mut u) => {
+            let path = format!("{}/api/v2/alerts", u.path().trim_end_matches('/'));
+            u.set_path(&path);
+            u.to_string()
+        }
+        // Sent as written: the error then says the URL is invalid.
+        Err(_) => base.to_string(),
     }
 }
 
