@@ -3,7 +3,7 @@
 mod api;
 mod ws;
 
-pub use api::Api;
+pub use api::{Api, HistoryLimits};
 
 use std::{
     convert::Infallible,
@@ -72,7 +72,7 @@ pub async fn serve(
                 let next = if let Some(w) = api::Write::route(&path).filter(|_| write) {
                     Next::Write(req, w)
                 } else if path == "/ws" {
-                    Next::Now(ws::upgrade(req, &stream_tx, &clients))
+                    Next::Now(ws::upgrade(req, &stream_tx, &clients, &ctx.origins))
                 } else if path == "/api/v1/history" {
                     Next::Now(api::history(&ctx, &req))
                 } else if path == "/api/v1/alerts/history" {

@@ -26,6 +26,26 @@ pub struct Api {
     pub token: Arc<std::sync::RwLock<Option<String>>>,
     /// Writes go to the agent's tick loop (none: the API is read-only).
     pub commands: Option<tokio::sync::mpsc::Sender<crate::control::Request>>,
+    /// Browser origins besides the agent's own that may open `/ws`.
+    pub origins: Vec<String>,
+    /// Bounds of `/api/v1/history` answers.
+    pub history_limits: HistoryLimits,
+}
+
+/// Most points per series and series per `/api/v1/history` answer.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub max_points: usize,
+    pub max_series: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits {
+            max_points: crate::config::DEFAULT_HISTORY_MAX_POINTS,
+            max_series: crate::config::DEFAULT_HISTORY_MAX_SERIES,
+        }
+    }
 }
 
 /// Request bodies larger than this get 413.
