@@ -134,6 +134,7 @@ impl Agent {
                 max_points: self.config.api.history_max_points,
                 max_series: self.config.api.history_max_series,
             },
+            history_turn: Default::default(),
         }
     }
 
