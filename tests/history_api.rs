@@ -238,3 +238,73 @@ fn rules_created_through_the_api_fire_persist_and_are_validated() {
     let (_, rules) = agent.send("GET", "/api/v1/rules", None, "");
     assert_eq!(rules, serde_json::json!([["FromFile", "ok"]]));
 }
+
+#[test]
+fn history_queries_are_bounded_in_points_and_series() {
+    // Points per series: a day at one point per second is over the 11 000 of Prometheus.
+    let state = std::env::temp_dir().join(format!("infersight-hbound-{}", std::process::id()));
+    let st = state.display().to_string();
+    let agent = Agent::start(&["--state-dir", &st]);
+    agent.settle();
+    let t = now() as i64;
+    let (status, e) = agent.send(
+        "GET",
+        &format!(
+            "/api/v1/history?metric=load1&from={}&to={t}&step=1s",
+            t - 86400
+        ),
+        None,
+        "",
+    );
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(
+        e["error"],
+        "step: 1 s over 86400 s is 86401 points per series; at most 11000 \
+         ([api] history_max_points): use a step of 8 s or more"
+    );
+    let (status, h) = agent.send(
+        "GET",
+        &format!(
+            "/api/v1/history?metric=load1&from={}&to={t}&step=8s",
+            t - 86400
+        ),
+        None,
+        "",
+    );
+    assert_eq!((status, &h["step"]), (200, &serde_json::json!(8)), "{h}");
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&state);
+
+    // Series per answer: two targets, one series allowed.
+    let mut other = Command::new("sleep").arg("600").spawn().unwrap();
+    let dir = AlertDir::new(
+        "hbound",
+        "",
+        "[api]\nhistory_max_series = 1\n",
+        &other.id().to_string(),
+    );
+    let mut args = dir.args();
+    args.extend(["--pid".to_string(), format!("{}=other", other.id())]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start(&args);
+    let one = "/api/v1/history?metric=target_up&target=other";
+    let start = std::time::Instant::now();
+    loop {
+        let (status, h) = agent.send("GET", one, None, "");
+        assert_eq!(status, 200, "{h}");
+        if h["points"].as_array().is_some_and(|p| !p.is_empty()) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{h}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, e) = agent.send("GET", "/api/v1/history?metric=target_up", None, "");
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(
+        e["error"],
+        "2 series of target_up match; at most 1 per answer ([api] history_max_series): \
+         add label matchers (LABEL=VALUE)"
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+}

@@ -55,7 +55,7 @@ fn keep_alive_requests_are_counted_exactly_with_routes_statuses_and_durations() 
         request_count(&m, &labels("GET", "/sleep/{id}", "200")),
         30.0
     );
-    assert_eq!(request_count(&m, &labels("GET", "/missing", "404")), 10.0);
+    assert_eq!(request_count(&m, &labels("GET", "_NOT_FOUND", "404")), 10.0);
     assert_eq!(request_count(&m, &labels("GET", "/error", "500")), 10.0);
     assert_eq!(
         request_count(&m, &labels("GET", "/items/{id}", "200")),
@@ -302,7 +302,7 @@ fn request_lines_split_over_reads_are_counted() {
     agent.settle();
     let m = agent.metrics();
     assert_eq!(request_count(&m, &labels("GET", "/cut", "200")), 8.0);
-    assert_eq!(request_count(&m, &labels("GET", "/missing", "404")), 1.0);
+    assert_eq!(request_count(&m, &labels("GET", "_NOT_FOUND", "404")), 1.0);
     assert_eq!(
         m.get(
             "infersight_http_connections_ignored_total",
@@ -428,5 +428,62 @@ fn long_heads_and_split_response_heads_classify() {
     );
     let ttft = mean(&m, "gen_ai_server_time_to_first_token_seconds", &sse);
     assert!((0.150..0.200).contains(&ttft), "TTFT {ttft}");
-    assert_eq!(request_count(&m, &labels("GET", "/missing", "404")), 1.0);
+    assert_eq!(request_count(&m, &labels("GET", "_NOT_FOUND", "404")), 1.0);
+}
+
+#[test]
+fn not_found_responses_do_not_spend_the_route_budget() {
+    if !bpf_or_skip("not_found_responses_do_not_spend_the_route_budget") {
+        return;
+    }
+    let server = PyServer::start();
+    let dir = std::env::temp_dir().join(format!("infersight-scan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("cap.toml");
+    std::fs::write(&cfg, "[http]\nroute_limit = 3\n").unwrap();
+    let arg = format!("{}=py", server.pid());
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap(), "--pid", &arg]);
+    let mut c = Client::connect(server.port);
+    // A scanner: 50 paths that do not exist, 10 methods the server refuses.
+    for i in 0..50 {
+        assert_eq!(c.get(&format!("/missing/scan{i}x")).status, 404);
+    }
+    for i in 0..10 {
+        assert_eq!(
+            c.request("DELETE", &format!("/d/scan{i}x"), &[]).status,
+            405
+        );
+    }
+    // The budget of 3 is still there for the server's real routes.
+    for r in ["/r/alpha", "/r/beta", "/r/gamma"] {
+        assert_eq!(c.get(r).status, 200);
+    }
+    assert_eq!(c.get("/missing").status, 404);
+    agent.settle();
+    let m = agent.metrics();
+    let routes: std::collections::BTreeMap<String, f64> = m
+        .matching(
+            "http_server_request_duration_seconds_count",
+            &[("target", "py")],
+        )
+        .into_iter()
+        .map(|(l, v)| {
+            (
+                format!("{} {}", l["http_route"], l["http_response_status_code"]),
+                v,
+            )
+        })
+        .collect();
+    let want: std::collections::BTreeMap<String, f64> = [
+        ("_NOT_FOUND 404", 51.0),
+        ("_NOT_FOUND 405", 10.0),
+        ("/r/alpha 200", 1.0),
+        ("/r/beta 200", 1.0),
+        ("/r/gamma 200", 1.0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(routes, want);
+    let _ = std::fs::remove_dir_all(&dir);
 }

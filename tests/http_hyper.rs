@@ -73,7 +73,7 @@ fn hyper_server_requests_are_counted_exactly() {
     };
     assert_eq!(request_count(&m, &[("target", "hyper")]), 200.0);
     assert_eq!(request_count(&m, &l("/sleep/{id}", "200")), 30.0);
-    assert_eq!(request_count(&m, &l("/missing", "404")), 10.0);
+    assert_eq!(request_count(&m, &l("_NOT_FOUND", "404")), 10.0);
     assert_eq!(request_count(&m, &l("/error", "500")), 10.0);
     assert_eq!(request_count(&m, &l("/v1/items/{id}", "200")), 150.0);
     let sleep = l("/sleep/{id}", "200");

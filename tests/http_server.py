@@ -4,7 +4,8 @@ Routes:
   GET  /sleep/MS      200 after sleeping MS milliseconds
   GET  /items/ID      200
   GET  /r/NAME        200 (distinct routes for the cap test)
-  GET  /missing       404
+  GET  /missing[/…]   404 (a scanner's probes)
+  DELETE any          405
   GET  /error         500
   GET  /big           200 with a 1 MiB body, written in one call
   POST /upload        200 after reading the Content-Length body
@@ -41,7 +42,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path.startswith("/sleep/"):
             time.sleep(int(path.split("/")[2]) / 1000)
             self.reply(200)
-        elif path == "/missing":
+        elif path == "/missing" or path.startswith("/missing/"):
             self.reply(404, b"missing")
         elif path == "/error":
             self.reply(500, b"error")
@@ -72,6 +73,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         else:
             self.reply(200)
+
+    def do_DELETE(self):
+        self.reply(405, b"method not allowed")
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))

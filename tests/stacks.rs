@@ -253,7 +253,7 @@ fn check(server: &Server, pid: u32, keep_alive: bool) {
         agent.log_text()
     );
     assert_eq!(request_count(&m, &l("GET", "/sleep/{id}", "200")), 30.0);
-    assert_eq!(request_count(&m, &l("GET", "/missing", "404")), 10.0);
+    assert_eq!(request_count(&m, &l("GET", "_NOT_FOUND", "404")), 10.0);
     assert_eq!(request_count(&m, &l("GET", "/error", "500")), 10.0);
     assert_eq!(request_count(&m, &l("GET", "/items/{id}", "200")), 150.0);
     assert_eq!(request_count(&m, &l("POST", "/upload", "200")), 5.0);
@@ -404,7 +404,7 @@ fn python_http_1_0_server() {
             &m,
             &[
                 ("target", "srv"),
-                ("http_route", "/missing"),
+                ("http_route", "_NOT_FOUND"),
                 ("http_response_status_code", "404")
             ]
         ),

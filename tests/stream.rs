@@ -280,3 +280,199 @@ fn websocket_clients_subscribe_to_parts() {
     let _ = svc.kill();
     let _ = svc.wait();
 }
+
+#[test]
+fn push_client_times_out_a_hung_server() {
+    use std::os::fd::AsRawFd;
+    // The monitoring server takes the first connection's handshake and then never reads;
+    // later connections it accepts and never answers. Its receive buffer is small, so the
+    // agent's sends stall soon.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let small: libc::c_int = 4096;
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held_ws = Vec::new();
+        let mut held = Vec::new();
+        for (i, conn) in listener.incoming().enumerate() {
+            let conn = conn.unwrap();
+            if i == 0 {
+                held_ws.push(tokio_tungstenite::tungstenite::accept(conn).unwrap());
+            } else {
+                held.push(conn);
+            }
+        }
+    });
+    let mut cmd = Command::new(common::AGENT);
+    cmd.env("MONITORING_WEBSOCKET_URL", format!("ws://{addr}/ingest"))
+        .env("MONITORING_INTERVAL_SECONDS", "0.1");
+    let agent = Agent::start_with(cmd, &["--no-host"]);
+    agent.wait_for(Duration::from_secs(10), "connected", |m| {
+        m.get("infersight_push_connected", &[]) == Some(1.0)
+    });
+    let shown = format!("ws://{addr}");
+    let lost = format!("push: connection to {shown} lost: a send took over 10s");
+    let hung = format!("push: cannot connect to {shown}: no answer in 10s");
+    let start = Instant::now();
+    while !(agent.log_text().contains(&lost) && agent.log_text().contains(&hung)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let m = agent.metrics();
+    assert_eq!(m.get("infersight_push_connected", &[]), Some(0.0));
+    assert_eq!(m.get("infersight_push_connects_total", &[]), Some(1.0));
+}
+
+/// A raw WebSocket upgrade request with these extra header lines; the answer's status and
+/// the connection (left open, unread).
+fn upgrade(addr: SocketAddr, headers: &str) -> (u16, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{headers}\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Byte by byte up to the end of the head: nothing after it is taken from the socket.
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let code = String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (code, s)
+}
+
+#[test]
+fn ws_accepts_a_browser_origin_only_from_the_agent_or_the_allow_list() {
+    let agent = Agent::start(&["--no-host"]);
+    let own = format!("Origin: http://{}\r\n", agent.addr);
+    assert_eq!(upgrade(agent.addr, "").0, 101, "no Origin: not a browser");
+    assert_eq!(upgrade(agent.addr, &own).0, 101, "the dashboard's own page");
+    for foreign in [
+        "Origin: http://evil.example\r\n",
+        "Origin: null\r\n",
+        "Origin: https://grafana.example:3000\r\n",
+    ] {
+        assert_eq!(upgrade(agent.addr, foreign).0, 403, "{foreign}");
+    }
+    drop(agent);
+    let dir = std::env::temp_dir().join(format!("infersight-origins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("o.toml");
+    std::fs::write(
+        &cfg,
+        "[api]\nallowed_origins = [\"https://grafana.example:3000/\"]\n",
+    )
+    .unwrap();
+    let agent = Agent::start(&["--no-host", "--config", cfg.to_str().unwrap()]);
+    let (code, _) = upgrade(agent.addr, "Origin: https://grafana.example:3000\r\n");
+    assert_eq!(code, 101);
+    assert_eq!(
+        upgrade(agent.addr, "Origin: https://grafana.example\r\n").0,
+        403
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ws_refuses_client_messages_over_64_kib() {
+    let agent = Agent::start(&["--no-host"]);
+    let rt = runtime();
+    rt.block_on(async {
+        use futures_util::SinkExt;
+        let url = ws_url(agent.addr);
+        // Under the bound: read and answered (not a subscription: an error message).
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        ws.send(Message::text(" ".repeat(60 * 1024))).await.unwrap();
+        loop {
+            let v = next_json(&mut ws).await;
+            if v["type"] == "error" {
+                break;
+            }
+        }
+        // Over it: the connection ends without an answer.
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        ws.send(Message::text(" ".repeat(100 * 1024)))
+            .await
+            .unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .expect("the connection ends");
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    assert_eq!(v["type"], "snapshot", "{v}");
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+}
+
+#[test]
+fn ws_drops_clients_that_stop_reading() {
+    use std::os::fd::AsRawFd;
+    let agent = Agent::start(&["--no-host"]);
+    // 64 clients that never read, with small receive buffers: every slot is taken.
+    let mut stalled = Vec::new();
+    for _ in 0..64 {
+        let (code, s) = upgrade(agent.addr, "");
+        assert_eq!(code, 101);
+        let small: libc::c_int = 4096;
+        // SAFETY: a valid socket descriptor, and a pointer to a c_int with its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        stalled.push(s);
+    }
+    assert_eq!(upgrade(agent.addr, "").0, 503);
+    // Once their sends have waited 10 s they are dropped and others get in.
+    let start = Instant::now();
+    while upgrade(agent.addr, "").0 != 101 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "still locked out after {:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The agent answered scrapes throughout.
+    assert_eq!(agent.get("/metrics").0, 200);
+}

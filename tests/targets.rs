@@ -241,3 +241,68 @@ fn targets_are_added_and_removed_through_the_api() {
     drop(first);
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn api_target_paths_are_confined() {
+    if !bpf_or_skip("api_target_paths_are_confined") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("infersight-paths-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.pid");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A huge PID file: only its first bytes are read (it names no process: down).
+    let huge = dir.join("huge.pid");
+    std::fs::write(&huge, "1".repeat(8 << 20)).unwrap();
+    let first = Workload::spawn(10, 0, 0, false);
+    let mut cmd = std::process::Command::new(common::AGENT);
+    cmd.env("INFERSIGHT_API_TOKEN", "tok");
+    let pid_arg = format!("{}=first", first.pid());
+    let state_arg = dir.join("state").display().to_string();
+    let agent = Agent::start_with(cmd, &["--pid", &pid_arg, "--state-dir", &state_arg]);
+    let tok = Some("tok");
+    let add = |body: String| agent.send("POST", "/api/v1/targets", tok, &body);
+    let json = |v: &std::path::Path| serde_json::to_string(&v.display().to_string()).unwrap();
+    // A FIFO would block the reader; a device file never ends; a directory is no file.
+    for path in [fifo.as_path(), "/dev/zero".as_ref(), dir.as_path()] {
+        let (code, e) = add(format!(r#"{{"pid_file": {}}}"#, json(path)));
+        assert_eq!(code, 422, "{}: {e}", path.display());
+        assert_eq!(
+            e["error"],
+            format!("--pid-file {}: not a regular file", path.display()),
+        );
+    }
+    let (code, e) = add(r#"{"pid_file": "run/x.pid"}"#.into());
+    assert_eq!(code, 422, "{e}");
+    assert_eq!(e["error"], "pid_file: must be an absolute path");
+    // Cgroups stay under the cgroup mount.
+    let mount = infersight::targets::cgroup2_mount().unwrap();
+    for path in [
+        "/../../..".to_string(),
+        format!("{}/../..", mount.display()),
+        "/system.slice/../../etc".to_string(),
+    ] {
+        let (code, e) = add(format!(r#"{{"cgroup": {path:?}}}"#));
+        assert_eq!(code, 422, "{path}: {e}");
+        assert_eq!(
+            e["error"],
+            format!("--cgroup {path}: must be a path below the cgroup mount, without \"..\""),
+        );
+    }
+    let (code, t) = add(format!(
+        r#"{{"pid_file": {}, "name": "huge"}}"#,
+        json(&huge)
+    ));
+    assert_eq!(code, 201, "{t}");
+    agent.settle();
+    let m = agent.metrics();
+    assert_eq!(up(&m, "huge"), Some(0.0));
+    assert_eq!(up(&m, "first"), Some(1.0));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

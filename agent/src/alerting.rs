@@ -1,10 +1,14 @@
 //! Alerting in the running agent: rules loaded from the configured file, the engine's
-//! state restored from and saved to the store, notifications handed to the notifier.
+//! state restored from and saved to the store, notifications handed to the notifier. A
+//! firing notification counts as sent once the outbox holds it; a resolve the outbox could
+//! not take is kept and handed again at the next tick. Removing or changing a rule
+//! resolves its announced alerts.
 use std::sync::{Arc, Mutex};
 
 use crate::{
     alert::{
-        engine::{AlertView, Engine, Notification, RuleHealth},
+        engine::{Active, AlertState, AlertView, Engine, Notification, RuleHealth, Status},
+        expr::Labels,
         rules,
     },
     base::{now_seconds, signal::SignalSet, Done, Health, Refusal, RefusalKind, Reply},
@@ -22,6 +26,9 @@ pub struct Alerting {
     store: Option<Arc<Mutex<Store>>>,
     health: Health,
     last_refresh: f64,
+    /// Resolves to hand to the notifier at the next evaluation: from rules removed or
+    /// changed since, and those the outbox could not take.
+    queued: Vec<Notification>,
 }
 
 /// A rule change asked through the API.
@@ -69,6 +76,7 @@ impl Alerting {
             path.display()
         );
         let file_rules = loaded.rules.iter().map(|r| r.name.clone()).collect();
+        let mut queued = Vec::new();
         let mut engine = Engine::new(loaded.rules, config.cooldown.as_secs_f64());
         let store = match Store::open(state_dir) {
             Ok(s) => Some(Arc::new(Mutex::new(s))),
@@ -89,7 +97,7 @@ impl Alerting {
                         .and_then(|v| rules::from_json(v, &config.channel_names()));
                     match rule {
                         Ok(r) if !engine.rules().iter().any(|x| x.name == r.name) => {
-                            engine.upsert(r)
+                            engine.upsert(r, now_seconds());
                         }
                         Ok(_) => {
                             problems.push(format!("API rule {name:?}: a file rule has that name"))
@@ -101,7 +109,9 @@ impl Alerting {
             match s.lock().map(|s| s.load_alerts()) {
                 Ok(Ok(list)) => {
                     for (rule, labels, a) in list {
-                        engine.restore(&rule, labels, a);
+                        if !engine.restore(&rule, labels.clone(), a.clone()) {
+                            queued.extend(removed_while_down(s, &rule, &labels, &a));
+                        }
                     }
                 }
                 Ok(Err(e)) => problems.push(format!("restoring alert states: {e}")),
@@ -123,6 +133,7 @@ impl Alerting {
                 Health::failed(problems.join("; "))
             },
             last_refresh: 0.0,
+            queued,
         })
     }
 
@@ -182,12 +193,15 @@ impl Alerting {
         }
         let new: std::collections::HashSet<String> =
             loaded.rules.iter().map(|r| r.name.clone()).collect();
+        let now = now_seconds();
         for gone in self.file_rules.difference(&new) {
-            self.engine.remove(gone);
+            let resolves = self.engine.remove(gone, now, "the rule was removed");
+            self.queued.extend(resolves.unwrap_or_default());
         }
         let n = loaded.rules.len();
         for r in loaded.rules {
-            self.engine.replace(r);
+            let resolves = self.engine.replace(r, now);
+            self.queued.extend(resolves);
         }
         self.file_rules = new;
         self.channels = channels;
@@ -218,12 +232,16 @@ impl Alerting {
         let exists = self.engine.rules().iter().any(|r| r.name == name);
         let body = match cmd {
             RuleCommand::Delete(_) => {
-                if !self.engine.remove(&name) {
+                let Some(resolves) =
+                    self.engine
+                        .remove(&name, now_seconds(), "the rule was removed")
+                else {
                     return Err(Refusal::new(
                         RefusalKind::NotFound,
                         format!("no rule {name:?}"),
                     ));
-                }
+                };
+                self.queued.extend(resolves);
                 if let Some(s) = &self.store {
                     if let Ok(mut s) = s.lock() {
                         let _ = s.delete_api_rule(&name);
@@ -259,7 +277,8 @@ impl Alerting {
                 })
                 .map_err(|e| Refusal::new(RefusalKind::Failed, format!("rule not saved: {e}")))?;
         }
-        self.engine.upsert(rule);
+        let resolves = self.engine.upsert(rule, now_seconds());
+        self.queued.extend(resolves);
         let done = if exists { Done::Changed } else { Done::Created };
         Ok((done, json!({ "rule": name })))
     }
@@ -276,17 +295,32 @@ impl Alerting {
         }
     }
 
-    /// Evaluate the rules on `snap`, hand out notifications, save changed states.
+    /// Evaluate the rules on `snap`, hand out notifications, save changed states. The
+    /// tick's events are the notifications handed out.
     pub fn evaluate(&mut self, signals: &SignalSet) -> AlertingView {
         let now = now_seconds();
-        let notes = self.engine.evaluate(signals, now);
-        match &self.notifier {
+        let mut notes = std::mem::take(&mut self.queued);
+        notes.extend(self.engine.evaluate_unsent(signals, now));
+        let notes = match &self.notifier {
             Some(n) => {
-                n.submit(&notes, now);
+                let written = n.submit(&notes, now);
+                let (ok, failed): (Vec<_>, Vec<_>) = notes
+                    .into_iter()
+                    .zip(written)
+                    .partition(|(_, written)| *written);
+                let ok: Vec<Notification> = ok.into_iter().map(|(n, _)| n).collect();
+                self.engine.mark_sent(&ok, now);
+                // A firing one not written is due again by itself; a resolve is kept.
+                self.queued = failed
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| n.status == Status::Resolved)
+                    .collect();
                 if now - self.last_refresh >= ALERTMANAGER_RESEND {
                     self.last_refresh = now;
                     n.refresh_alertmanager(&self.engine.firing(), now);
                 }
+                ok
             }
             None => {
                 for n in &notes {
@@ -296,8 +330,10 @@ impl Alerting {
                         n.rule
                     );
                 }
+                self.engine.mark_sent(&notes, now);
+                notes
             }
-        }
+        };
         // Saved on transitions (a new, promoted, announced or ended instance); values
         // alone changing is not worth a write per tick.
         if self.engine.take_dirty() {
@@ -328,3 +364,44 @@ impl Alerting {
         }
     }
 }
+
+/// The resolve of an announced alert whose rule was removed while the agent was stopped,
+/// from its open row in the alert history (which holds its labels and severity); routed by
+/// severity, as the rule's own channels are gone with it.
+fn removed_while_down(
+    store: &Mutex<Store>,
+    rule: &str,
+    labels: &Labels,
+    a: &Active,
+) -> Vec<Notification> {
+    if a.state != AlertState::Firing || a.last_sent.is_none() {
+        return Vec::new();
+    }
+    let Ok(rows) = store.lock().map(|s| s.open_history(rule, a.active_since)) else {
+        return Vec::new();
+    };
+    let rows = rows.unwrap_or_else(|e| {
+        tracing::error!("alert history: {e}");
+        Vec::new()
+    });
+    rows.into_iter()
+        .filter(|(full, _, _)| labels.iter().all(|(k, v)| full.get(k) == Some(v)))
+        .filter_map(|(full, severity, value)| {
+            Some(Notification {
+                rule: rule.to_string(),
+                status: Status::Resolved,
+                severity: serde_json::from_value(serde_json::Value::String(severity)).ok()?,
+                labels: full,
+                annotations: Default::default(),
+                value,
+                starts_at: a.active_since,
+                ends_at: Some(now_seconds()),
+                channels: Vec::new(),
+                reason: Some("the rule was removed".into()),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

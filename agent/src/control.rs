@@ -68,6 +68,10 @@ pub fn target_request(v: Value) -> Result<TargetRequest, Refusal> {
         });
     }
     if let Some(path) = b.pid_file {
+        // The agent's working directory is nothing a client can know.
+        if !path.is_absolute() {
+            return Err(invalid("pid_file: must be an absolute path"));
+        }
         kinds.push(TargetRequest::PidFile {
             path,
             name: name.clone(),

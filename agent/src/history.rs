@@ -32,6 +32,17 @@ pub enum HistoryError {
     },
     #[error("history database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("{matched} series match; at most {limit} per answer")]
+    TooManySeries { matched: usize, limit: usize },
+    #[error("the query ran past its deadline")]
+    TimedOut,
+}
+
+/// Bounds of one query: most series in the answer, and when SQLite stops it.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryBounds {
+    pub max_series: usize,
+    pub deadline: Option<std::time::Instant>,
 }
 
 // Raw samples are stored as a TSDB stores them: each tick is one row holding every
@@ -411,6 +422,45 @@ impl History {
         step: i64,
         now: i64,
     ) -> Result<Vec<Series>, HistoryError> {
+        self.run_query(metric, matchers, (from, to, step, now), usize::MAX)
+    }
+
+    /// `query` within `bounds`: more matching series than allowed is an error before any
+    /// point is read; past the deadline SQLite stops the query (`TimedOut`). `span` is
+    /// (from, to, step, now).
+    pub fn query_bounded(
+        &mut self,
+        metric: &str,
+        matchers: &BTreeMap<String, String>,
+        span: (i64, i64, i64, i64),
+        bounds: QueryBounds,
+    ) -> Result<Vec<Series>, HistoryError> {
+        if let Some(deadline) = bounds.deadline {
+            // Checked every 10k virtual machine steps: microseconds.
+            self.conn
+                .progress_handler(10_000, Some(move || std::time::Instant::now() >= deadline))?;
+        }
+        let out = self.run_query(metric, matchers, span, bounds.max_series);
+        if bounds.deadline.is_some() {
+            self.conn.progress_handler(0, None::<fn() -> bool>)?;
+        }
+        out.map_err(|e| match e {
+            HistoryError::Sql(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) =>
+            {
+                HistoryError::TimedOut
+            }
+            e => e,
+        })
+    }
+
+    fn run_query(
+        &self,
+        metric: &str,
+        matchers: &BTreeMap<String, String>,
+        (from, to, step, now): (i64, i64, i64, i64),
+        max_series: usize,
+    ) -> Result<Vec<Series>, HistoryError> {
         let step = step.max(1);
         let done = self.minutes_done();
         // Whole-minute steps read the minute averages (60x fewer values) up to the last
@@ -423,13 +473,21 @@ impl History {
         let series: Vec<(i64, String)> = st
             .query_map([metric], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
+        let series: Vec<(i64, BTreeMap<String, String>)> = series
+            .into_iter()
+            .map(|(id, l)| (id, serde_json::from_str(&l).unwrap_or_default()))
+            .filter(|(_, l): &(i64, BTreeMap<String, String>)| {
+                matchers.iter().all(|(k, v)| l.get(k) == Some(v))
+            })
+            .collect();
+        if series.len() > max_series {
+            return Err(HistoryError::TooManySeries {
+                matched: series.len(),
+                limit: max_series,
+            });
+        }
         let mut out = Vec::new();
         for (id, labels) in series {
-            let labels: BTreeMap<String, String> =
-                serde_json::from_str(&labels).unwrap_or_default();
-            if !matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-                continue;
-            }
             let points = if minutes {
                 let mut q = self.conn.prepare_cached(
                     "SELECT t, v FROM points_1m WHERE series = ?1 AND t >= ?2 AND t <= ?3 AND t < ?4 ORDER BY t",
@@ -494,7 +552,9 @@ impl Recorder {
                             | rusqlite::ErrorCode::PermissionDenied
                     )
                 ),
-                HistoryError::Sql(_) => false,
+                HistoryError::Sql(_)
+                | HistoryError::TooManySeries { .. }
+                | HistoryError::TimedOut => false,
             };
             if denied {
                 Health::unsupported(format!("history off: {e}"))

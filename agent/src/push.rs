@@ -1,7 +1,9 @@
 //! The push client: sends the live stream to a configured WebSocket URL (a monitoring
 //! server), a Snapshot every interval and every alert event. Reconnects with exponential
 //! backoff and jitter; while down, keeps a bounded buffer and counts what it drops. Not
-//! started at all when no URL is configured.
+//! started at all when no URL is configured. A connect and each send have a deadline, so a
+//! server that hangs (or stops reading) is dropped and retried, never shown as connected.
+//! The URL may hold a secret: only its redacted form is logged or shown.
 use std::{
     collections::VecDeque,
     sync::{
@@ -21,6 +23,10 @@ use crate::{snapshot::PushView, stream::Message};
 pub const BUFFER: usize = 1000;
 const MIN_BACKOFF: f64 = 0.5;
 const MAX_BACKOFF: f64 = 30.0;
+/// How long the TCP connect and WebSocket handshake may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one message may take to be handed to the server.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 pub struct PushStats {
@@ -31,9 +37,10 @@ pub struct PushStats {
 }
 
 impl PushStats {
+    /// What `/metrics` and the Snapshot show; `url` is shown redacted.
     pub fn view(&self, url: &str) -> PushView {
         PushView {
-            url: url.to_string(),
+            url: crate::base::redact::url(url),
             connected: self.connected.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
@@ -54,6 +61,8 @@ pub async fn run(
     let mut backoff = MIN_BACKOFF;
     let mut next_try = Instant::now();
     let mut conn = None;
+    let shown = crate::base::redact::url(&url);
+    let scrub = |e: &dyn std::fmt::Display| crate::base::redact::scrub(&e.to_string(), &url);
     let keep = |buffer: &mut VecDeque<Message>, m: Message, stats: &PushStats| {
         if buffer.len() >= BUFFER {
             buffer.pop_front();
@@ -88,17 +97,28 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         if conn.is_none() && Instant::now() >= next_try {
-            match tokio_tungstenite::connect_async(url.as_str()).await {
-                Ok((ws, _)) => {
-                    tracing::info!("push: connected to {url}");
+            let attempt = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_tungstenite::connect_async(url.as_str()),
+            )
+            .await;
+            match attempt {
+                Ok(Ok((ws, _))) => {
+                    tracing::info!("push: connected to {shown}");
                     stats.connects.fetch_add(1, Ordering::Relaxed);
                     stats.connected.store(true, Ordering::Relaxed);
                     backoff = MIN_BACKOFF;
                     conn = Some(ws);
                 }
-                Err(e) => {
+                Ok(Err(_)) | Err(_) => {
+                    let why = match attempt {
+                        Ok(Err(e)) => scrub(&e),
+                        _ => format!("no answer in {CONNECT_TIMEOUT:?}"),
+                    };
                     let delay = backoff * (0.5 + fastrand::f64());
-                    tracing::warn!("push: cannot connect to {url}: {e}; retrying in {delay:.1} s");
+                    tracing::warn!(
+                        "push: cannot connect to {shown}: {why}; retrying in {delay:.1} s"
+                    );
                     next_try = Instant::now() + Duration::from_secs_f64(delay);
                     backoff = (backoff * 2.0).min(MAX_BACKOFF);
                 }
@@ -106,13 +126,20 @@ pub async fn run(
         }
         let Some(ws) = conn.as_mut() else { continue };
         while let Some(m) = buffer.front() {
-            match ws.send(WsMessage::Text(m.text())).await {
-                Ok(()) => {
+            let sent = tokio::time::timeout(SEND_TIMEOUT, ws.send(WsMessage::Text(m.text()))).await;
+            match sent {
+                Ok(Ok(())) => {
                     buffer.pop_front();
                     stats.sent.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => {
-                    tracing::warn!("push: connection to {url} lost: {e}");
+                Ok(Err(_)) | Err(_) => {
+                    let why = match sent {
+                        Ok(Err(e)) => scrub(&e),
+                        _ => format!(
+                            "a send took over {SEND_TIMEOUT:?} (the server stopped reading)"
+                        ),
+                    };
+                    tracing::warn!("push: connection to {shown} lost: {why}");
                     stats.connected.store(false, Ordering::Relaxed);
                     conn = None;
                     next_try =

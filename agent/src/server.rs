@@ -3,7 +3,7 @@
 mod api;
 mod ws;
 
-pub use api::Api;
+pub use api::{Api, HistoryLimits};
 
 use std::{
     convert::Infallible,
@@ -72,9 +72,9 @@ pub async fn serve(
                 let next = if let Some(w) = api::Write::route(&path).filter(|_| write) {
                     Next::Write(req, w)
                 } else if path == "/ws" {
-                    Next::Now(ws::upgrade(req, &stream_tx, &clients))
+                    Next::Now(ws::upgrade(req, &stream_tx, &clients, &ctx.origins))
                 } else if path == "/api/v1/history" {
-                    Next::Now(api::history(&ctx, &req))
+                    Next::History(req.uri().query().unwrap_or("").to_string())
                 } else if path == "/api/v1/alerts/history" {
                     Next::Now(api::alert_history(&ctx))
                 } else if let Some(id) = path
@@ -90,6 +90,7 @@ pub async fn serve(
                     let resp = match next {
                         Next::Now(r) => r,
                         Next::Write(req, w) => api::write(ctx2, req, w).await,
+                        Next::History(query) => api::history(ctx2, query).await,
                     };
                     Ok::<_, Infallible>(resp)
                 }
@@ -143,6 +144,8 @@ struct HealthBody<'a> {
 enum Next {
     Now(Response<Full<Bytes>>),
     Write(Request<Incoming>, api::Write),
+    /// `/api/v1/history` with its query string: answered from a blocking thread.
+    History(String),
 }
 
 /// The exposition of the latest tick, rendered once however many scrapers ask.

@@ -1,5 +1,7 @@
 //! SQLite in the state directory (WAL): alert instances (so states survive a restart),
 //! alert history, and the notification outbox (written before a notification is sent).
+//! One alert's messages leave the outbox in order per channel; delivered and expired rows
+//! are pruned; a row whose payload no longer reads is moved to `outbox_poisoned`.
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -41,6 +43,14 @@ pub struct HistoryRow {
     pub started: f64,
     pub resolved: Option<f64>,
     pub acknowledged: Option<f64>,
+}
+
+/// What is due in the outbox: rows to send, and the channels of rows that were moved aside
+/// because their payload no longer reads (one entry per row).
+#[derive(Debug, Default)]
+pub struct Due {
+    pub rows: Vec<OutboxRow>,
+    pub poisoned: Vec<String>,
 }
 
 /// One notification waiting in the outbox.
@@ -87,7 +97,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     in_flight REAL,
     delivered REAL,
     expired REAL,
-    last_error TEXT
+    last_error TEXT,
+    alert TEXT,
+    status TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox_poisoned (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL,
+    moved REAL NOT NULL,
+    error TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_rules (
     name TEXT PRIMARY KEY,
@@ -122,6 +143,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open)?;
         conn.execute_batch(SCHEMA).map_err(open)?;
+        migrate(&conn).map_err(open)?;
         Ok(Store { conn })
     }
 
@@ -204,6 +226,32 @@ impl Store {
         Ok(())
     }
 
+    /// Alerts of rule `name` that started at `started` and are still open in the history:
+    /// (full labels, severity, value).
+    pub fn open_history(
+        &self,
+        name: &str,
+        started: f64,
+    ) -> Result<Vec<(Labels, String, f64)>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT labels, severity, value FROM alert_history
+             WHERE name = ?1 AND started = ?2 AND resolved IS NULL",
+        )?;
+        let rows = st.query_map(params![name, started], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, f64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (labels, severity, value) = row?;
+            out.push((serde_json::from_str(&labels)?, severity, value));
+        }
+        Ok(out)
+    }
+
     /// The newest `limit` history rows.
     pub fn alert_history(&self, limit: u32) -> Result<Vec<HistoryRow>, StoreError> {
         let mut st = self.conn.prepare(
@@ -265,20 +313,35 @@ impl Store {
         n: &Notification,
         now: f64,
     ) -> Result<bool, StoreError> {
-        let inserted = self.conn.execute(
-            "INSERT OR IGNORE INTO outbox (key, channel, payload, created, next_attempt)
-             VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![key, channel, serde_json::to_string(n)?, now],
-        )?;
-        Ok(inserted == 1)
+        insert(&self.conn, key, channel, n, now)
     }
 
-    /// Undelivered rows whose next attempt is due, oldest first.
-    pub fn due(&self, now: f64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+    /// Write one notification for each (key, channel) in one transaction: all or none.
+    pub fn enqueue_all(
+        &mut self,
+        items: &[(String, String)],
+        n: &Notification,
+        now: f64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for (key, channel) in items {
+            insert(&tx, key, channel, n, now)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Undelivered rows whose next attempt is due, oldest first; a row waits while an
+    /// older one of the same alert and channel is undelivered (a RESOLVED never overtakes
+    /// its FIRING). Rows whose payload no longer reads are moved to `outbox_poisoned`.
+    pub fn due(&mut self, now: f64, limit: u32) -> Result<Due, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT id, channel, payload, attempts, created FROM outbox
+            "SELECT id, channel, payload, attempts, created FROM outbox o
              WHERE delivered IS NULL AND expired IS NULL AND in_flight IS NULL
                AND next_attempt <= ?1
+               AND NOT EXISTS (SELECT 1 FROM outbox p
+                   WHERE p.channel = o.channel AND p.alert = o.alert AND p.id < o.id
+                     AND p.delivered IS NULL AND p.expired IS NULL)
              ORDER BY id LIMIT ?2",
         )?;
         let rows = st.query_map(params![now, limit], |r| {
@@ -290,18 +353,61 @@ impl Store {
                 r.get::<_, f64>(4)?,
             ))
         })?;
-        let mut out = Vec::new();
+        let mut out = Due::default();
+        let mut bad = Vec::new();
         for row in rows {
             let (id, channel, payload, attempts, created) = row?;
-            out.push(OutboxRow {
-                id,
-                channel,
-                notification: serde_json::from_str(&payload)?,
-                attempts,
-                created,
-            });
+            match serde_json::from_str(&payload) {
+                Ok(notification) => out.rows.push(OutboxRow {
+                    id,
+                    channel,
+                    notification,
+                    attempts,
+                    created,
+                }),
+                Err(e) => {
+                    bad.push((id, e.to_string()));
+                    out.poisoned.push(channel);
+                }
+            }
+        }
+        drop(st);
+        if !bad.is_empty() {
+            let tx = self.conn.transaction()?;
+            for (id, error) in bad {
+                tx.execute(
+                    "INSERT INTO outbox_poisoned (id, key, channel, payload, created, moved, error)
+                     SELECT id, key, channel, payload, created, ?2, ?3 FROM outbox WHERE id = ?1",
+                    params![id, now, error],
+                )?;
+                tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+            }
+            tx.commit()?;
         }
         Ok(out)
+    }
+
+    /// On `channel`, a firing row followed by a newer row of the same alert says nothing
+    /// the newer one does not (Alertmanager takes the latest state): it is not sent, so an
+    /// old refresh never re-opens an alert after its resolve. Returns how many.
+    pub fn supersede(&mut self, channel: &str, now: f64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE outbox SET expired = ?2, last_error = 'superseded by a newer message for the same alert'
+             WHERE channel = ?1 AND status = 'firing' AND delivered IS NULL AND expired IS NULL
+               AND in_flight IS NULL
+               AND EXISTS (SELECT 1 FROM outbox n
+                   WHERE n.channel = outbox.channel AND n.alert = outbox.alert AND n.id > outbox.id
+                     AND n.delivered IS NULL AND n.expired IS NULL)",
+            params![channel, now],
+        )?)
+    }
+
+    /// Delete delivered and expired rows older than `before`; how many.
+    pub fn prune(&mut self, before: f64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM outbox WHERE delivered < ?1 OR expired < ?1",
+            [before],
+        )?)
     }
 
     /// Mark rows as being sent now (a crash before `delivered` means a possible duplicate).
@@ -380,6 +486,50 @@ impl Store {
             .optional()?
             .unwrap_or(0) as u64)
     }
+}
+
+fn insert(
+    conn: &Connection,
+    key: &str,
+    channel: &str,
+    n: &Notification,
+    now: f64,
+) -> Result<bool, StoreError> {
+    let status = match n.status {
+        Status::Firing => "firing",
+        Status::Resolved => "resolved",
+    };
+    let inserted = conn.execute(
+        "INSERT OR IGNORE INTO outbox (key, channel, payload, created, next_attempt, alert, status)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+        params![
+            key,
+            channel,
+            serde_json::to_string(n)?,
+            now,
+            serde_json::to_string(&n.labels)?,
+            status
+        ],
+    )?;
+    Ok(inserted == 1)
+}
+
+/// Columns added since the first release, on an outbox created before them (their rows
+/// keep NULL: no ordering among them), and the index that the ordering uses.
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let cols: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('outbox')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for col in ["alert", "status"] {
+        if !cols.iter().any(|c| c == col) {
+            conn.execute_batch(&format!("ALTER TABLE outbox ADD COLUMN {col} TEXT"))?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS outbox_alert ON outbox (channel, alert, id)
+         WHERE delivered IS NULL AND expired IS NULL;",
+    )
 }
 
 #[cfg(test)]

@@ -3,10 +3,15 @@
 //! A target is a process (its TGID; its children follow through fork), a cgroup v2 (every
 //! process in it or below it), or the whole host. Each target gets a stable index used as
 //! the key in the kernel maps and a name used as the `target` label.
+//!
+//! Paths may come from the API: a PID file is read only if it is a regular file, opened
+//! without blocking and read up to `PID_FILE_MAX` bytes; a cgroup path may not leave the
+//! cgroup mount.
 use std::{
     collections::{HashMap, HashSet},
+    io::Read,
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
 };
 
 use serde::Serialize;
@@ -19,6 +24,8 @@ pub enum TargetError {
     NoProcess(u32),
     #[error("--cgroup {path}: {reason}")]
     Cgroup { path: String, reason: String },
+    #[error("--pid-file {path}: {reason}")]
+    PidFile { path: String, reason: String },
     #[error("target name {0:?} is used twice: give each target its own name (PID=name)")]
     DuplicateName(String),
     #[error("the agent traces the whole host (--all): no other target can be added")]
@@ -267,18 +274,17 @@ fn resolve_one(index: u32, req: &TargetRequest) -> Result<Target, TargetError> {
         TargetRequest::Cgroup { path, name } => resolve_cgroup(index, path, name.as_deref())?,
         // These may be down at start (a supervisor starts the server later): the target
         // exists and is reported down until its process appears.
-        TargetRequest::PidFile { path, name } => Target {
-            index,
-            name: name.clone().unwrap_or_else(|| {
-                path.file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| path.display().to_string())
-            }),
-            kind: TargetKind::PidFile {
-                path: path.clone(),
-                pid: read_pid_file(path),
-            },
-        },
+        TargetRequest::PidFile { path, name } => {
+            // Not there yet is fine; there and not a regular file (a FIFO, a device, a
+            // directory) never holds a PID.
+            if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+                return Err(TargetError::PidFile {
+                    path: path.display().to_string(),
+                    reason: "not a regular file".into(),
+                });
+            }
+            pid_file_target(index, path, name.as_ref())
+        }
         TargetRequest::Process { comm, name } => Target {
             index,
             name: name.clone().unwrap_or_else(|| comm.clone()),
@@ -290,9 +296,35 @@ fn resolve_one(index: u32, req: &TargetRequest) -> Result<Target, TargetError> {
     })
 }
 
-/// The live process a PID file names, if any.
+fn pid_file_target(index: u32, path: &Path, name: Option<&String>) -> Target {
+    Target {
+        index,
+        name: name.cloned().unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string())
+        }),
+        kind: TargetKind::PidFile {
+            path: path.to_path_buf(),
+            pid: read_pid_file(path),
+        },
+    }
+}
+
+/// Bytes of a PID file read: a PID and a newline, with room to spare.
+pub const PID_FILE_MAX: u64 = 64;
+
+/// The live process a PID file names, if any. Opened without blocking (a FIFO would
+/// wait for a writer) and read only when it is a regular file, and only its first bytes.
 fn read_pid_file(path: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(path).ok()?;
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let file = std::fs::File::from(rustix::fs::open(path, flags, Mode::empty()).ok()?);
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(PID_FILE_MAX).read_to_string(&mut text).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
     (pid > 0 && process_alive(pid)).then_some(pid)
 }
@@ -354,6 +386,12 @@ fn resolve_cgroup(index: u32, path: &Path, name: Option<&str>) -> Result<Target,
         path: path.display().to_string(),
         reason,
     };
+    // ".." could leave the mount (and the process collector walks the cgroup each tick).
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(err(
+            "must be a path below the cgroup mount, without \"..\"".into()
+        ));
+    }
     let mount = cgroup2_mount().ok_or_else(|| err("no cgroup v2 hierarchy is mounted".into()))?;
     // Accept a full path below the mount point, or a path relative to the hierarchy's root
     // (as systemd and /proc/PID/cgroup write it: /system.slice/x.service).
@@ -477,14 +515,24 @@ fn tree(root: u32, children: &HashMap<u32, Vec<u32>>) -> Vec<u32> {
     out
 }
 
-fn cgroup_pids(dir: &Path, out: &mut Vec<u32>) {
+/// Cgroups (the target's and those below it) read per target and tick, at most: the walk
+/// runs on the tick thread.
+pub const MAX_CGROUPS: usize = 4096;
+
+/// The processes in `dir` and the cgroups below it (directories only, symlinks not
+/// followed), visiting at most `*budget` cgroups.
+fn cgroup_pids(dir: &Path, out: &mut Vec<u32>, budget: &mut usize) {
+    if *budget == 0 {
+        return;
+    }
+    *budget -= 1;
     if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
         out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
     }
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                cgroup_pids(&e.path(), out);
+                cgroup_pids(&e.path(), out, budget);
             }
         }
     }
@@ -500,7 +548,12 @@ fn members(
         TargetKind::Cgroup { path, .. } => {
             let mut pids = Vec::new();
             if let Some(m) = mount {
-                cgroup_pids(&m.join(path.strip_prefix("/").unwrap_or(path)), &mut pids);
+                let mut budget = MAX_CGROUPS;
+                cgroup_pids(
+                    &m.join(path.strip_prefix("/").unwrap_or(path)),
+                    &mut pids,
+                    &mut budget,
+                );
             }
             Some(TargetMembers {
                 pids,

@@ -568,6 +568,8 @@ impl Agent {
         body: &str,
     ) -> (u16, serde_json::Value) {
         let mut s = std::net::TcpStream::connect(self.addr).unwrap();
+        // An agent that stopped answering fails the test instead of hanging it.
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();

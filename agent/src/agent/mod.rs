@@ -129,6 +129,12 @@ impl Agent {
             store: self.alerting.as_ref().and_then(|a| a.store()),
             token: self.api_token.clone(),
             commands,
+            origins: self.config.api.allowed_origins.clone(),
+            history_limits: server::HistoryLimits {
+                max_points: self.config.api.history_max_points,
+                max_series: self.config.api.history_max_series,
+            },
+            history_turn: Default::default(),
         }
     }
 

@@ -13,9 +13,11 @@ impl Agent {
     pub(super) fn add_target(&mut self, req: &TargetRequest) -> Reply {
         let t = match self.targets.add(req) {
             Ok(t) => t.clone(),
-            Err(e @ (TargetError::NoProcess(_) | TargetError::Cgroup { .. })) => {
-                return Err(Refusal::new(RefusalKind::Invalid, e))
-            }
+            Err(
+                e @ (TargetError::NoProcess(_)
+                | TargetError::Cgroup { .. }
+                | TargetError::PidFile { .. }),
+            ) => return Err(Refusal::new(RefusalKind::Invalid, e)),
             Err(e) => return Err(Refusal::new(RefusalKind::Conflict, e)),
         };
         if self.kernel.is_loaded() {

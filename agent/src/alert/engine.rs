@@ -1,5 +1,6 @@
 //! The alert state machine. Each (rule, label set) is an instance: inactive → pending (while
-//! `for` runs) → firing → resolved, with `keep_firing_for`, hysteresis (`resolve_expr`),
+//! `for` runs) → firing → resolved, with `keep_firing_for`, hysteresis (`resolve_expr`, for
+//! firing instances only),
 //! `repeat_interval` and a cooldown after a resolve. A rule whose signals have no data
 //! keeps its instances as they are and says so; it never resolves them silently. Time is
 //! passed in (unix seconds), so tests drive the clock.
@@ -52,6 +53,10 @@ pub struct Notification {
     pub ends_at: Option<f64>,
     /// The rule's channels (empty: the severity's defaults).
     pub channels: Vec<String>,
+    /// Why a resolve happened other than by its expression (the rule was removed or
+    /// changed); absent in rows written by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// An active alert as `/metrics` (ALERTS) and the API show it.
@@ -113,46 +118,65 @@ impl Engine {
         &self.rules
     }
 
-    /// Add a rule, or replace the rule of the same name (its alerts start over).
-    pub fn upsert(&mut self, rule: Rule) {
-        self.remove(&rule.name);
+    /// Add a rule, or replace the rule of the same name: its alerts start over, and those
+    /// that were announced are resolved (returned).
+    pub fn upsert(&mut self, rule: Rule, now: f64) -> Vec<Notification> {
+        let out = self
+            .remove(&rule.name, now, "the rule was replaced")
+            .unwrap_or_default();
         self.rules.push(rule);
         self.active.push(BTreeMap::new());
         self.resolved_at.push(HashMap::new());
         self.health.push(RuleHealth::Ok);
         self.dirty = true;
+        out
     }
 
     /// Replace the rule of the same name keeping its alerts (a reloaded file: the next
-    /// evaluation judges them by the new definition), or add it.
-    pub fn replace(&mut self, rule: Rule) {
+    /// evaluation judges them by the new definition), or add it. When the change alters
+    /// what its notifications carry (labels, severity, channels), a resolve under the old
+    /// definition could never match: the alerts are resolved (returned) and start over.
+    pub fn replace(&mut self, rule: Rule, now: f64) -> Vec<Notification> {
         match self.rules.iter().position(|r| r.name == rule.name) {
             Some(i) => {
+                let old = &self.rules[i];
+                if old.labels != rule.labels
+                    || old.severity != rule.severity
+                    || old.channels != rule.channels
+                {
+                    let out = resolve_all(old, &mut self.active[i], now, "the rule was changed");
+                    self.resolved_at[i].clear();
+                    self.rules[i] = rule;
+                    self.dirty = true;
+                    return out;
+                }
                 self.rules[i] = rule;
                 self.dirty = true;
+                Vec::new()
             }
-            None => self.upsert(rule),
+            None => self.upsert(rule, now),
         }
     }
 
-    /// Remove a rule and its alerts (no notification); false when there is none.
-    pub fn remove(&mut self, name: &str) -> bool {
-        let Some(i) = self.rules.iter().position(|r| r.name == name) else {
-            return false;
-        };
-        self.rules.remove(i);
-        self.active.remove(i);
+    /// Remove a rule and its alerts; the resolves of those that were announced, saying
+    /// `why`. `None` when there is no such rule.
+    pub fn remove(&mut self, name: &str, now: f64, why: &str) -> Option<Vec<Notification>> {
+        let i = self.rules.iter().position(|r| r.name == name)?;
+        let rule = self.rules.remove(i);
+        let mut active = self.active.remove(i);
         self.resolved_at.remove(i);
         self.health.remove(i);
         self.dirty = true;
-        true
+        Some(resolve_all(&rule, &mut active, now, why))
     }
 
-    /// Restore instances saved before a restart (rules that no longer exist are dropped).
-    pub fn restore(&mut self, rule: &str, labels: Labels, a: Active) {
-        if let Some(i) = self.rules.iter().position(|r| r.name == rule) {
-            self.active[i].insert(super::expr::label_hash(&labels), (labels.into(), a));
-        }
+    /// Restore an instance saved before a restart; false when its rule no longer exists.
+    pub fn restore(&mut self, rule: &str, labels: Labels, a: Active) -> bool {
+        let Some(i) = self.rules.iter().position(|r| r.name == rule) else {
+            return false;
+        };
+        self.active[i].insert(super::expr::label_hash(&labels), (labels.into(), a));
+        true
     }
 
     /// Every active instance, for saving, in a stable order.
@@ -209,8 +233,37 @@ impl Engine {
         out
     }
 
-    /// Evaluate every rule at `now`; returns the notifications due.
+    /// Evaluate every rule at `now`; returns the notifications due, counting the firing
+    /// ones as sent.
     pub fn evaluate(&mut self, signals: &dyn Signals, now: f64) -> Vec<Notification> {
+        let out = self.evaluate_unsent(signals, now);
+        self.mark_sent(&out, now);
+        out
+    }
+
+    /// Count these firing notifications as handed out at `now` (written to the outbox).
+    /// One that is not is due again at the next evaluation.
+    pub fn mark_sent(&mut self, notes: &[Notification], now: f64) {
+        for n in notes.iter().filter(|n| n.status == Status::Firing) {
+            let Some(i) = self.rules.iter().position(|r| r.name == n.rule) else {
+                continue;
+            };
+            let rule = &self.rules[i];
+            for (l, a) in self.active[i].values_mut() {
+                if a.state == AlertState::Firing
+                    && a.active_since == n.starts_at
+                    && full_labels(rule, l) == n.labels
+                {
+                    a.last_sent = Some(now);
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Evaluate every rule at `now`; returns the notifications due. Firing ones are not
+    /// counted as sent until `mark_sent` says so.
+    pub fn evaluate_unsent(&mut self, signals: &dyn Signals, now: f64) -> Vec<Notification> {
         let mut out = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let Some(matches) = eval(&rule.expr, signals) else {
@@ -222,8 +275,9 @@ impl Engine {
             let resolved_at = &mut self.resolved_at[i];
             let mut matched: Vec<u64> = matches.iter().map(|m| m.id).collect();
             matched.sort_unstable();
-            // Hysteresis: an active instance ends only once resolve_expr holds for it (no
-            // data for resolve_expr: it stays).
+            // Hysteresis: a firing instance ends only once resolve_expr holds for it (no
+            // data for resolve_expr: it stays). A pending one ends as soon as the expression
+            // stops holding, as in Prometheus.
             let resolve: Option<Vec<u64>> = rule.resolve.as_ref().map(|e| {
                 let mut ids: Vec<u64> = eval(e, signals)
                     .unwrap_or_default()
@@ -259,11 +313,11 @@ impl Engine {
             }
             let mut gone = Vec::new();
             for (id, (_, a)) in insts.iter_mut() {
-                if matched.binary_search(id).is_ok()
-                    || resolve
+                let held = a.state == AlertState::Firing
+                    && resolve
                         .as_ref()
-                        .is_some_and(|r| r.binary_search(id).is_err())
-                {
+                        .is_some_and(|r| r.binary_search(id).is_err());
+                if held || matched.binary_search(id).is_ok() {
                     continue;
                 }
                 match a.state {
@@ -302,14 +356,30 @@ impl Engine {
                     Some(t) => now - t >= rule.repeat_interval.as_secs_f64(),
                 };
                 if due {
-                    a.last_sent = Some(now);
-                    self.dirty = true;
                     out.push(notification(rule, labels, a, Status::Firing, None));
                 }
             }
         }
         out
     }
+}
+
+/// The resolves of a rule's announced instances, which are all dropped.
+fn resolve_all(
+    rule: &Rule,
+    active: &mut BTreeMap<u64, Slot>,
+    now: f64,
+    why: &str,
+) -> Vec<Notification> {
+    std::mem::take(active)
+        .into_values()
+        .filter(|(_, a)| a.state == AlertState::Firing && a.last_sent.is_some())
+        .map(|(l, a)| {
+            let mut n = notification(rule, &l, &a, Status::Resolved, Some(now));
+            n.reason = Some(why.to_string());
+            n
+        })
+        .collect()
 }
 
 fn full_labels(rule: &Rule, instance: &Labels) -> Labels {
@@ -342,6 +412,7 @@ fn notification(
         starts_at: a.active_since,
         ends_at,
         channels: rule.channels.clone(),
+        reason: None,
     }
 }
 

@@ -1,8 +1,10 @@
 //! The bottom layer: status and clock types every other layer uses, the histogram types,
-//! alert signal instances, and the builders of Prometheus metric families. Nothing here
+//! alert signal instances, the builders of Prometheus metric families, and URLs reduced
+//! to what may be shown (`redact`). Nothing here
 //! imports from the rest of the crate.
 pub mod family;
 pub mod histogram;
+pub mod redact;
 pub mod signal;
 
 use serde::Serialize;

@@ -45,6 +45,9 @@ pub(super) struct HistorySection {
 pub(super) struct ApiSection {
     pub(super) token: Option<String>,
     pub(super) token_file: Option<PathBuf>,
+    pub(super) allowed_origins: Option<Vec<String>>,
+    pub(super) history_max_points: Option<usize>,
+    pub(super) history_max_series: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,9 @@ pub const DEFAULT_MAX_SYSCALL_SERIES: usize = 5000;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/infersight";
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// `/api/v1/history` bounds: points per series (Prometheus's) and series per answer.
+pub const DEFAULT_HISTORY_MAX_POINTS: usize = 11_000;
+pub const DEFAULT_HISTORY_MAX_SERIES: usize = 100;
 /// Used when `--config` is not given and this file exists.
 pub const SYSTEM_CONFIG: &str = "/etc/infersight/infersight.toml";
 

@@ -10,8 +10,9 @@ use super::{
         HttpSection, PushSection,
     },
     parse::{parse_duration, parse_listen, MAX_TICK, MIN_TICK},
-    ConfigError, Overrides, DEFAULT_GPU_INTERVAL, DEFAULT_LISTEN, DEFAULT_MAX_SYSCALL_SERIES,
-    DEFAULT_MAX_TARGETS, DEFAULT_ROUTE_LIMIT, DEFAULT_STATE_DIR, DEFAULT_TICK, DEFAULT_WINDOW,
+    ConfigError, Overrides, DEFAULT_GPU_INTERVAL, DEFAULT_HISTORY_MAX_POINTS,
+    DEFAULT_HISTORY_MAX_SERIES, DEFAULT_LISTEN, DEFAULT_MAX_SYSCALL_SERIES, DEFAULT_MAX_TARGETS,
+    DEFAULT_ROUTE_LIMIT, DEFAULT_STATE_DIR, DEFAULT_TICK, DEFAULT_WINDOW,
 };
 
 /// Where a key of the file is (`FILE: line N: KEY`), for error messages.
@@ -351,10 +352,16 @@ impl Section for Option<HistoryConfig> {
     }
 }
 
-/// `[api]`: the bearer token for API writes (none: writes are refused). Changes at once.
+/// `[api]`: the bearer token for API writes (none: writes are refused; changes at once),
+/// the browser origins besides the agent's own that may open `/ws`, and the bounds of
+/// `/api/v1/history` answers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
     pub token: Option<String>,
+    /// Serialised origins (`https://grafana.example:3000`).
+    pub allowed_origins: Vec<String>,
+    pub history_max_points: usize,
+    pub history_max_series: usize,
 }
 
 impl ApiConfig {
@@ -366,12 +373,69 @@ impl ApiConfig {
             "INFERSIGHT_API_TOKEN",
         )?
         .filter(|t| !t.is_empty());
-        Ok(ApiConfig { token })
+        let allowed_origins = file
+            .allowed_origins
+            .iter()
+            .flatten()
+            .map(|o| browser_origin(origin("api.allowed_origins"), o))
+            .collect::<Result<_, _>>()?;
+        let at_least_one = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(invalid(origin(key), 0, "must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        Ok(ApiConfig {
+            token,
+            allowed_origins,
+            history_max_points: at_least_one(
+                "api.history_max_points",
+                file.history_max_points,
+                DEFAULT_HISTORY_MAX_POINTS,
+            )?,
+            history_max_series: at_least_one(
+                "api.history_max_series",
+                file.history_max_series,
+                DEFAULT_HISTORY_MAX_SERIES,
+            )?,
+        })
     }
 }
 
+/// A browser origin (`https://host[:port]`) in the form browsers send it.
+fn browser_origin(key: String, v: &str) -> Result<String, ConfigError> {
+    let u = url::Url::parse(v).map_err(|e| invalid(key.clone(), v, format!("not a URL: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(invalid(
+            key,
+            v,
+            "expected an origin such as https://grafana.example:3000",
+        ));
+    }
+    Ok(u.origin().ascii_serialization())
+}
+
 impl Section for ApiConfig {
-    fn keep(&self, _: &mut Self) -> Vec<&'static str> {
-        Vec::new()
+    /// The token changes at once; the rest is read when the server starts.
+    fn keep(&self, new: &mut Self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        keep(
+            "api.allowed_origins",
+            &self.allowed_origins,
+            &mut new.allowed_origins,
+            &mut out,
+        );
+        keep(
+            "api.history_max_points",
+            &self.history_max_points,
+            &mut new.history_max_points,
+            &mut out,
+        );
+        keep(
+            "api.history_max_series",
+            &self.history_max_series,
+            &mut new.history_max_series,
+            &mut out,
+        );
+        out
     }
 }

@@ -178,3 +178,42 @@ fn an_unwritable_directory_is_an_error_not_a_crash() {
         "{e}"
     );
 }
+
+#[test]
+fn history_queries_stop_at_their_deadline_and_bound_their_series() {
+    let dir = temp("deadline");
+    let (mut h, _) = History::open(&dir, HOUR, 24 * HOUR).unwrap();
+    let start = 1_699_999_200;
+    for i in 0..3000 {
+        let samples: Samples = vec![
+            ("http_request_rate", labels(&[("target", "a")]), 1.0),
+            ("http_request_rate", labels(&[("target", "b")]), 2.0),
+        ];
+        h.write(start + i, &samples).unwrap();
+    }
+    let span = (start, start + 3000, 1, start + 3000);
+    let none = BTreeMap::new();
+    let past = Some(std::time::Instant::now());
+    let bounds = |max_series, deadline| QueryBounds {
+        max_series,
+        deadline,
+    };
+    assert!(matches!(
+        h.query_bounded("http_request_rate", &none, span, bounds(10, past)),
+        Err(HistoryError::TimedOut)
+    ));
+    assert!(matches!(
+        h.query_bounded("http_request_rate", &none, span, bounds(1, None)),
+        Err(HistoryError::TooManySeries {
+            matched: 2,
+            limit: 1
+        })
+    ));
+    // The handler is gone afterwards: the same query without bounds answers.
+    let all = h.query_bounded("http_request_rate", &none, span, bounds(2, None));
+    assert_eq!(
+        all.unwrap().iter().map(|s| s.points.len()).sum::<usize>(),
+        6000
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

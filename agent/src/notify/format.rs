@@ -67,11 +67,21 @@ fn status_word(n: &Notification) -> &'static str {
     }
 }
 
+/// The annotations sent: the rule's, plus `resolve_reason` when a resolve came from the
+/// rule being removed or changed.
+fn annotations(n: &Notification) -> BTreeMap<String, String> {
+    let mut a = n.annotations.clone();
+    if let Some(r) = &n.reason {
+        a.insert("resolve_reason".into(), r.clone());
+    }
+    a
+}
+
 fn alert_json(n: &Notification, url: &str) -> Value {
     json!({
         "status": status_word(n),
         "labels": n.labels,
-        "annotations": n.annotations,
+        "annotations": annotations(n),
         "startsAt": rfc3339(Some(n.starts_at)),
         "endsAt": rfc3339(n.ends_at),
         "generatorURL": url,
@@ -124,8 +134,13 @@ fn line(n: &Notification) -> String {
         .filter(|(k, _)| *k != "alertname")
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
+    let reason = n
+        .reason
+        .as_deref()
+        .map(|r| format!(" — resolved because {r}"))
+        .unwrap_or_default();
     format!(
-        "{} {summary} (value {}; {})",
+        "{} {summary} (value {}; {}){reason}",
         if n.status == Status::Firing {
             "🔥"
         } else {
@@ -136,10 +151,12 @@ fn line(n: &Notification) -> String {
     )
 }
 
-/// A Slack incoming-webhook message: one attachment coloured by the worst severity.
+/// A Slack incoming-webhook message: one attachment coloured by the worst severity. Text
+/// is escaped as Slack asks (`&`, `<`, `>`), so a label value cannot become a link or a
+/// mention.
 pub fn slack(notes: &[Notification], host: &str, url: &str) -> Value {
-    let title = title(notes, host);
-    let text: Vec<String> = notes.iter().map(line).collect();
+    let title = slack_escape(&title(notes, host));
+    let text: Vec<String> = notes.iter().map(|n| slack_escape(&line(n))).collect();
     json!({
         "text": title,
         "attachments": [{
@@ -147,9 +164,16 @@ pub fn slack(notes: &[Notification], host: &str, url: &str) -> Value {
             "title": title,
             "title_link": url,
             "text": text.join("\n"),
-            "footer": format!("infersight on {host}"),
+            "footer": slack_escape(&format!("infersight on {host}")),
         }],
     })
+}
+
+/// Slack's control characters in message text (api.slack.com, "Escaping text").
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Plain-text and HTML bodies of an email.
@@ -170,12 +194,17 @@ pub fn email(notes: &[Notification], host: &str, url: &str) -> (String, String) 
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             status_word(n),
             escape(&n.rule),
-            escape(
+            escape(&format!(
+                "{}{}",
                 n.annotations
                     .get("summary")
                     .map(String::as_str)
-                    .unwrap_or("")
-            ),
+                    .unwrap_or(""),
+                n.reason
+                    .as_deref()
+                    .map(|r| format!(" (resolved because {r})"))
+                    .unwrap_or_default()
+            )),
             format_value(n.value),
             escape(&labels.join(", ")),
             rfc3339(Some(n.starts_at)),
@@ -211,7 +240,7 @@ pub fn alertmanager(notes: &[Notification], url: &str, firing_ends_at: f64, host
                     .or_insert_with(|| host.to_string());
                 json!({
                     "labels": labels,
-                    "annotations": n.annotations,
+                    "annotations": annotations(n),
                     "startsAt": rfc3339(Some(n.starts_at)),
                     "endsAt": rfc3339(Some(n.ends_at.unwrap_or(firing_ends_at))),
                     "generatorURL": url,
@@ -220,3 +249,6 @@ pub fn alertmanager(notes: &[Notification], url: &str, firing_ends_at: f64, host
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,9 @@
 //! Notifications: routed to channels, written to the SQLite outbox before anything is
 //! sent, delivered with exponential backoff and jitter until delivered or expired. Alerts
-//! of the same dispatch go out as one message per channel. A dispatcher task starts one
-//! delivery task per channel, so a slow or hanging receiver delays only its own channel.
+//! of the same dispatch go out as one message per channel; one alert's messages go out in
+//! order per channel. A dispatcher task starts one delivery task per channel, so a slow or
+//! hanging receiver delays only its own channel. Delivered and expired rows are deleted
+//! after `OUTBOX_RETENTION`; a row that no longer reads is moved aside and counted.
 pub mod format;
 pub mod send;
 
@@ -27,6 +29,10 @@ const MAX_BACKOFF: f64 = 300.0;
 /// keeps them firing there (as Prometheus does: a silent agent's alerts resolve).
 pub const ALERTMANAGER_RESEND: f64 = 60.0;
 const ALERTMANAGER_VALIDITY: f64 = 4.0 * ALERTMANAGER_RESEND;
+/// Delivered and expired outbox rows are kept this long (to look into), then deleted;
+/// checked at most once per `PRUNE_EVERY`.
+pub const OUTBOX_RETENTION: f64 = 24.0 * 3600.0;
+const PRUNE_EVERY: f64 = 3600.0;
 
 /// Delivery counts by (channel, result) and the outbox depth, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -83,6 +89,8 @@ pub struct Notifier {
     http: Arc<send::Http>,
     host: String,
     url: String,
+    /// When delivered and expired rows were last pruned.
+    pruned: Arc<Mutex<f64>>,
 }
 
 impl Notifier {
@@ -96,6 +104,7 @@ impl Notifier {
             http: Arc::new(send::Http::new()),
             host,
             url,
+            pruned: Arc::default(),
         };
         // Rows a crashed run was sending are sent again: the counted at-least-once edge.
         match lock(&n.store).interrupted() {
@@ -146,12 +155,15 @@ impl Notifier {
     }
 
     /// Record history and write each notification to the outbox for each of its
-    /// channels; then wake the dispatcher.
-    pub fn submit(&self, notes: &[Notification], now: f64) {
+    /// channels (one transaction per notification); then wake the dispatcher. Returns,
+    /// per notification, whether it was written: one that was not (a full disk) is to be
+    /// submitted again.
+    pub fn submit(&self, notes: &[Notification], now: f64) -> Vec<bool> {
         if notes.is_empty() {
-            return;
+            return Vec::new();
         }
         let mut store = lock(&self.store);
+        let mut written = Vec::with_capacity(notes.len());
         for n in notes {
             if let Err(e) = store.record_history(n) {
                 tracing::error!("alert history: {e}");
@@ -161,18 +173,30 @@ impl Notifier {
                 Status::Firing => now,
                 Status::Resolved => n.ends_at.unwrap_or(now),
             };
-            for ch in self.route(n) {
-                let key = format!(
-                    "{ch}|{}|{labels}|{:?}|{}|{at}",
-                    n.rule, n.status, n.starts_at
+            let items: Vec<(String, String)> = self
+                .route(n)
+                .into_iter()
+                .map(|ch| {
+                    let key = format!(
+                        "{ch}|{}|{labels}|{:?}|{}|{at}",
+                        n.rule, n.status, n.starts_at
+                    );
+                    (key, ch)
+                })
+                .collect();
+            let r = store.enqueue_all(&items, n, now);
+            if let Err(e) = &r {
+                tracing::error!(
+                    "outbox: cannot store the {:?} notification of {}, trying again next tick: {e}",
+                    n.status,
+                    n.rule
                 );
-                if let Err(e) = store.enqueue(&key, &ch, n, now) {
-                    tracing::error!("outbox: cannot store a notification for {ch}: {e}");
-                }
             }
+            written.push(r.is_ok());
         }
         drop(store);
         self.wake.notify_one();
+        written
     }
 
     /// Send firing alerts routed to Alertmanager again (call every ALERTMANAGER_RESEND).
@@ -209,10 +233,16 @@ impl Notifier {
         }
     }
 
-    /// One pass over the outbox: expire what is too old, then start one delivery task per
-    /// channel that has due rows and none in flight.
+    /// One pass over the outbox: prune, expire what is too old, then start one delivery
+    /// task per channel that has due rows and none in flight.
     pub fn dispatch_once(&self) {
         let now = now_seconds();
+        self.prune(now);
+        if self.config().alertmanager_url.is_some() {
+            if let Err(e) = lock(&self.store).supersede("alertmanager", now) {
+                tracing::error!("outbox: {e}");
+            }
+        }
         let due = match lock(&self.store).due(now, 500) {
             Ok(d) => d,
             Err(e) => {
@@ -220,6 +250,13 @@ impl Notifier {
                 return;
             }
         };
+        for channel in &due.poisoned {
+            tracing::error!(
+                "outbox: a notification to {channel} no longer reads (written by another version?); moved to outbox_poisoned"
+            );
+            lock(&self.stats).add(channel, "poisoned", 1);
+        }
+        let due = due.rows;
         let max_age = self.config().max_age.as_secs_f64();
         let mut groups: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
         for row in due {
@@ -265,6 +302,22 @@ impl Notifier {
         }
     }
 
+    /// Delete delivered and expired rows past the retention, at most once per PRUNE_EVERY.
+    fn prune(&self, now: f64) {
+        {
+            let mut last = lock(&self.pruned);
+            if now - *last < PRUNE_EVERY {
+                return;
+            }
+            *last = now;
+        }
+        match lock(&self.store).prune(now - OUTBOX_RETENTION) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("outbox: pruned {n} delivered or expired row(s)"),
+            Err(e) => tracing::error!("outbox: pruning: {e}"),
+        }
+    }
+
     /// Send one channel's batch and record the outcome.
     async fn attempt(&self, channel: &str, rows: Vec<OutboxRow>, now: f64) {
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
@@ -304,14 +357,18 @@ impl Notifier {
             "log" => {
                 for n in notes {
                     tracing::warn!(
-                        "alert {:?} {}: {} (value {})",
+                        "alert {:?} {}: {} (value {}){}",
                         n.status,
                         n.rule,
                         n.annotations
                             .get("summary")
                             .map(String::as_str)
                             .unwrap_or(""),
-                        crate::alert::engine::format_value(n.value)
+                        crate::alert::engine::format_value(n.value),
+                        n.reason
+                            .as_deref()
+                            .map(|r| format!(": resolved because {r}"))
+                            .unwrap_or_default()
                     );
                 }
                 Ok(())
@@ -334,7 +391,7 @@ impl Notifier {
             },
             "alertmanager" => match &c.alertmanager_url {
                 Some(base) => {
-                    let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+                    let url = alertmanager_api(base);
                     let body = format::alertmanager(
                         notes,
                         &self.url,
@@ -357,3 +414,20 @@ impl Notifier {
         }
     }
 }
+
+/// Alertmanager's `/api/v2/alerts` under the configured base URL (which may have a path
+/// prefix, userinfo or a query of its own).
+fn alertmanager_api(base: &str) -> String {
+    match url::Url::parse(base) {
+        Ok(mut u) => {
+            let path = format!("{}/api/v2/alerts", u.path().trim_end_matches('/'));
+            u.set_path(&path);
+            u.to_string()
+        }
+        // Sent as written: the error then says the URL is invalid.
+        Err(_) => base.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

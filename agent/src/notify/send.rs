@@ -38,8 +38,11 @@ impl Http {
         }
     }
 
-    /// POST `body` as JSON; Ok only for a 2xx answer.
+    /// POST `body` as JSON; Ok only for a 2xx answer. Errors show the URL redacted
+    /// (`crate::base::redact`): it may hold a secret.
     pub async fn post_json(&self, url: &str, body: &serde_json::Value) -> Result<(), String> {
+        let shown = crate::base::redact::url(url);
+        let scrub = |e: String| crate::base::redact::scrub(&e, url);
         let req = hyper::Request::post(url)
             .header("content-type", "application/json")
             .header(
@@ -47,13 +50,13 @@ impl Http {
                 concat!("infersight/", env!("CARGO_PKG_VERSION")),
             )
             .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| format!("bad request for {url}: {e}"))?;
+            .map_err(|e| scrub(format!("bad request for {shown}: {e}")))?;
         let send = async {
             let resp = self
                 .client
                 .request(req)
                 .await
-                .map_err(|e| format!("POST {url}: {e}"))?;
+                .map_err(|e| scrub(format!("POST {shown}: {e}")))?;
             let status = resp.status();
             let text = resp
                 .into_body()
@@ -64,15 +67,15 @@ impl Http {
             if status.is_success() {
                 Ok(())
             } else {
-                Err(format!(
-                    "POST {url}: HTTP {status}: {}",
+                Err(scrub(format!(
+                    "POST {shown}: HTTP {status}: {}",
                     text.chars().take(200).collect::<String>()
-                ))
+                )))
             }
         };
         tokio::time::timeout(ATTEMPT_TIMEOUT, send)
             .await
-            .map_err(|_| format!("POST {url}: no answer in {ATTEMPT_TIMEOUT:?}"))?
+            .map_err(|_| format!("POST {shown}: no answer in {ATTEMPT_TIMEOUT:?}"))?
     }
 }
 

@@ -1,5 +1,7 @@
 //! `/api/v1` views that read more than the Snapshot: history from SQLite, the alert
-//! history, and acknowledging an alert (a write: bearer token).
+//! history, and acknowledging an alert (a write: bearer token). History answers are
+//! bounded (points per series, series per answer) and their queries run one at a time on
+//! a blocking thread, stopped at `HISTORY_TIMEOUT`.
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -12,9 +14,12 @@ use serde_json::json;
 use super::response;
 use crate::{
     base::{now_seconds, Done, Refusal, RefusalKind},
-    history::History,
+    history::{History, HistoryError, QueryBounds},
     store::Store,
 };
+
+/// How long a history query may take, its wait for its turn included.
+pub const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the API reads besides the Snapshot.
 #[derive(Default)]
@@ -26,6 +31,28 @@ pub struct Api {
     pub token: Arc<std::sync::RwLock<Option<String>>>,
     /// Writes go to the agent's tick loop (none: the API is read-only).
     pub commands: Option<tokio::sync::mpsc::Sender<crate::control::Request>>,
+    /// Browser origins besides the agent's own that may open `/ws`.
+    pub origins: Vec<String>,
+    /// Bounds of `/api/v1/history` answers.
+    pub history_limits: HistoryLimits,
+    /// History queries take turns (one reader connection); waiting here holds no thread.
+    pub history_turn: tokio::sync::Mutex<()>,
+}
+
+/// Most points per series and series per `/api/v1/history` answer.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub max_points: usize,
+    pub max_series: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits {
+            max_points: crate::config::DEFAULT_HISTORY_MAX_POINTS,
+            max_series: crate::config::DEFAULT_HISTORY_MAX_SERIES,
+        }
+    }
 }
 
 /// Request bodies larger than this get 413.
@@ -205,15 +232,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// `GET /api/v1/history?metric=…&from=…&to=…&step=…&LABEL=VALUE…`
-pub fn history<B>(api: &Api, req: &Request<B>) -> Response<Full<Bytes>> {
-    let Some(h) = &api.history else {
+/// `GET /api/v1/history?metric=…&from=…&to=…&step=…&LABEL=VALUE…` (`query` is the
+/// request's query string).
+pub async fn history(api: Arc<Api>, query: String) -> Response<Full<Bytes>> {
+    let Some(h) = api.history.clone() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "history is off (see /health)",
         );
     };
-    let query = req.uri().query().unwrap_or("");
     let mut metric = None;
     let (mut from, mut to, mut step) = (None, None, None);
     let mut matchers = BTreeMap::new();
@@ -252,20 +279,70 @@ pub fn history<B>(api: &Api, req: &Request<B>) -> Response<Full<Bytes>> {
     }
     let now = now_seconds() as i64;
     let to = to.unwrap_or(now);
-    let from = from.unwrap_or(to - 3600);
+    let from = from.unwrap_or(to.saturating_sub(3600));
     if from > to {
         return error(StatusCode::BAD_REQUEST, "from is after to");
     }
+    let span = to.saturating_sub(from);
     // About 300 points by default.
-    let step = step.unwrap_or(((to - from) / 300).max(1)).max(1);
-    match lock(h).query(&metric, &matchers, from, to, step, now) {
-        Ok(series) => {
+    let step = step.unwrap_or((span / 300).max(1)).max(1);
+    // Buckets are aligned to multiples of the step.
+    let points = to.div_euclid(step) - from.div_euclid(step) + 1;
+    let limits = api.history_limits;
+    let max_points = i64::try_from(limits.max_points).unwrap_or(i64::MAX);
+    if points > max_points {
+        let least = span / (max_points - 1).max(1) + 1;
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "step: {step} s over {span} s is {points} points per series; at most {max_points} \
+                 ([api] history_max_points): use a step of {least} s or more"
+            ),
+        );
+    }
+    let deadline = std::time::Instant::now() + HISTORY_TIMEOUT;
+    let Ok(turn) = tokio::time::timeout(HISTORY_TIMEOUT, api.history_turn.lock()).await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("history: other queries held it for {HISTORY_TIMEOUT:?}; try again"),
+        );
+    };
+    let bounds = QueryBounds {
+        max_series: limits.max_series,
+        deadline: Some(deadline),
+    };
+    let m = metric.clone();
+    // SQLite blocks: not on a runtime worker, which serves /metrics too.
+    let result = tokio::task::spawn_blocking(move || {
+        lock(&h).query_bounded(&m, &matchers, (from, to, step, now), bounds)
+    })
+    .await;
+    drop(turn);
+    match result {
+        Ok(Ok(series)) => {
             let points = (series.len() == 1).then(|| series[0].points.clone());
             ok(
                 json!({ "metric": metric, "from": from, "to": to, "step": step, "points": points, "series": series }),
             )
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(HistoryError::TooManySeries { matched, limit })) => error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{matched} series of {metric} match; at most {limit} per answer \
+                 ([api] history_max_series): add label matchers (LABEL=VALUE)"
+            ),
+        ),
+        Ok(Err(HistoryError::TimedOut)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "history: the query ran over {HISTORY_TIMEOUT:?}; ask for a shorter range or a coarser step"
+            ),
+        ),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("history query: {e}"),
+        ),
     }
 }
 

@@ -1,6 +1,9 @@
 //! `/ws`: the live stream over WebSocket. Each client reads from its own bounded queue on
 //! the broadcast channel; a client that falls behind is told and dropped, so a slow client
-//! never slows the agent or other clients.
+//! never slows the agent or other clients. A client that stops reading is dropped once a
+//! send has waited `SEND_TIMEOUT`; its messages are at most `MAX_CLIENT_MESSAGE`. A
+//! browser (which sends `Origin`) is served only from the agent's own page or an origin in
+//! `[api] allowed_origins`, so another site a user opens cannot read the stream.
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
     Arc,
@@ -10,13 +13,19 @@ use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::{
     body::{Bytes, Incoming},
-    header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE},
+    header::{
+        HeaderValue, CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE,
+    },
     Request, Response, StatusCode,
 };
 use hyper_util::rt::TokioIo;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_tungstenite::{
-    tungstenite::{handshake::derive_accept_key, protocol::Role, Message as WsMessage},
+    tungstenite::{
+        handshake::derive_accept_key,
+        protocol::{Role, WebSocketConfig},
+        Message as WsMessage,
+    },
     WebSocketStream,
 };
 
@@ -24,6 +33,10 @@ use crate::stream::{Message, Subscription};
 
 /// More clients than this get 503.
 pub const MAX_CLIENTS: usize = 64;
+/// Largest message (and frame) a client may send: a subscription is a few hundred bytes.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// A send waiting longer than this (the client stopped reading) drops the client.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
@@ -36,6 +49,7 @@ pub fn upgrade(
     mut req: Request<Incoming>,
     stream: &broadcast::Sender<Message>,
     clients: &Arc<AtomicUsize>,
+    origins: &[String],
 ) -> Response<Full<Bytes>> {
     let is_ws = req
         .headers()
@@ -54,6 +68,12 @@ pub fn upgrade(
             "expected a WebSocket upgrade request",
         );
     }
+    if let Err(origin) = origin_allowed(&req, origins) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            &format!("/ws: origin {origin:?} is not allowed ([api] allowed_origins)"),
+        );
+    }
     let sub = match Subscription::from_query(req.uri().query().unwrap_or("")) {
         Ok(s) => s,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("/ws: {e}")),
@@ -68,9 +88,15 @@ pub fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_CLIENT_MESSAGE))
+                    .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
                 serve_client(ws, rx, sub).await;
             }
             Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
@@ -88,6 +114,42 @@ pub fn upgrade(
     r
 }
 
+/// No `Origin` (not a browser), the agent's own origin (the same host and port as the
+/// request's `Host`), or one of `allowed`; `Err` is the refused origin.
+fn origin_allowed<B>(req: &Request<B>, allowed: &[String]) -> Result<(), String> {
+    let Some(origin) = req.headers().get(ORIGIN) else {
+        return Ok(());
+    };
+    let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+    let Some(parsed) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
+        return Err(shown);
+    };
+    let origin = parsed.origin();
+    if allowed.contains(&origin.ascii_serialization()) {
+        return Ok(());
+    }
+    let own = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| url::Url::parse(&format!("{}://{h}", parsed.scheme())).ok());
+    match own {
+        Some(own) if origin.is_tuple() && own.origin() == origin => Ok(()),
+        _ => Err(shown),
+    }
+}
+
+/// Send with the deadline; false when the client is gone or stopped reading.
+async fn send<S>(tx: &mut S, m: WsMessage) -> bool
+where
+    S: futures_util::Sink<WsMessage> + Unpin,
+{
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, tx.send(m)).await,
+        Ok(Ok(()))
+    )
+}
+
 async fn serve_client<S>(
     ws: WebSocketStream<S>,
     mut rx: broadcast::Receiver<Message>,
@@ -101,14 +163,15 @@ async fn serve_client<S>(
             msg = rx.recv() => match msg {
                 Ok(m) => {
                     let Some(text) = sub.render(&m) else { continue };
-                    if tx.send(WsMessage::Text(text)).await.is_err() {
+                    if !send(&mut tx, WsMessage::Text(text)).await {
                         return;
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
                     let note = format!("{{\"type\":\"lagged\",\"dropped\":{n}}}");
-                    let _ = tx.send(WsMessage::text(note)).await;
-                    let _ = tx.close().await;
+                    if send(&mut tx, WsMessage::text(note)).await {
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, tx.close()).await;
+                    }
                     return;
                 }
                 Err(RecvError::Closed) => return,
@@ -124,7 +187,7 @@ async fn serve_client<S>(
                         }
                         Err(e) => serde_json::json!({ "type": "error", "error": format!("subscribe: {e}") }),
                     };
-                    if tx.send(WsMessage::text(answer.to_string())).await.is_err() {
+                    if !send(&mut tx, WsMessage::text(answer.to_string())).await {
                         return;
                     }
                 }

@@ -195,3 +195,38 @@ fn templates() {
     assert_eq!(render("100%: {{ $value }}", &l, 3.0), "100%: 3");
     assert_eq!(render("{{ other }} {{", &l, 1.0), "{{ other }} {{");
 }
+
+#[test]
+fn resolve_expr_does_not_promote_pending_alerts() {
+    // The shipped GpuHot rule (for 2m, resolve below 80 °C): one tick above 85 °C, then
+    // minutes just below it. Prometheus drops a pending alert as soon as its expression
+    // stops holding; hysteresis keeps firing alerts only.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut loaded = rules::parse(&path, &text, &["log".into()]);
+    loaded.rules.retain(|r| r.name == "GpuHot");
+    assert_eq!(loaded.rules.len(), 1);
+    let mut e = Engine::new(loaded.rules, 300.0);
+    let temp = |v: f64| {
+        let mut f = Fake::default();
+        let l: Labels = [("gpu".to_string(), "0".to_string())].into();
+        f.0.insert("gpu_temperature_celsius", Some(vec![Instance::new(l, v)]));
+        f
+    };
+    assert!(e.evaluate(&temp(86.0), 0.0).is_empty());
+    assert_eq!(e.alerts()[0].state, AlertState::Pending);
+    assert!(e.evaluate(&temp(84.0), 1.0).is_empty());
+    assert!(e.alerts().is_empty(), "pending dropped: {:?}", e.alerts());
+    for t in 2..=300 {
+        let n = e.evaluate(&temp(84.0), f64::from(t));
+        assert!(n.is_empty(), "paged at {t} s: {n:?}");
+    }
+    // Once firing, the same readings keep it firing until below 80 °C.
+    assert!(e.evaluate(&temp(90.0), 400.0).is_empty());
+    let n = e.evaluate(&temp(90.0), 520.0);
+    assert_eq!(n.len(), 1);
+    assert!(e.evaluate(&temp(84.0), 530.0).is_empty());
+    assert_eq!(e.alerts()[0].state, AlertState::Firing);
+    let n = e.evaluate(&temp(79.0), 540.0);
+    assert_eq!(n[0].status, Status::Resolved);
+}

@@ -156,9 +156,11 @@ impl Requests {
         };
         let t = self.per_target.entry(r.target).or_default();
         let path_len = (r.path_len as usize).min(r.path.len());
-        let route = t
-            .routes
-            .admit(route::template(&r.path[..path_len]), self.route_limit);
+        let route = t.routes.admit(
+            route::template(&r.path[..path_len]),
+            r.status,
+            self.route_limit,
+        );
         let method = if (r.method as usize) < METHODS.len() {
             r.method
         } else {

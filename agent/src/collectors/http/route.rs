@@ -2,10 +2,14 @@
 //!
 //! The query string and fragment are dropped; a segment that is a number, a UUID or a
 //! long hex string becomes `{id}`. Each target keeps at most `limit` distinct routes;
-//! later new ones are folded into `_OTHER`.
+//! later new ones are folded into `_OTHER`. A 404 or 405 response never adds a route (a
+//! scanner's probes would use up the budget): unless its route is already known, it is
+//! labelled `_NOT_FOUND`.
 use std::collections::HashSet;
 
 pub const OVERFLOW_ROUTE: &str = "_OTHER";
+/// The route of 404 and 405 responses whose path is not an admitted route.
+pub const NOT_FOUND_ROUTE: &str = "_NOT_FOUND";
 
 /// The route template of a request target (`/v1/items/42?x=1` → `/v1/items/{id}`).
 pub fn template(raw: &[u8]) -> String {
@@ -59,10 +63,14 @@ pub struct RouteSet {
 }
 
 impl RouteSet {
-    /// The label for `route`: itself while under `limit` distinct routes, else `_OTHER`.
-    pub fn admit(&mut self, route: String, limit: usize) -> String {
+    /// The label for `route` answered with `status`: itself while under `limit` distinct
+    /// routes, else `_OTHER`; `_NOT_FOUND` for a 404 or 405 on a route not admitted.
+    pub fn admit(&mut self, route: String, status: u16, limit: usize) -> String {
         if self.seen.contains(&route) {
             return route;
+        }
+        if matches!(status, 404 | 405) {
+            return NOT_FOUND_ROUTE.to_string();
         }
         if self.seen.len() >= limit {
             return OVERFLOW_ROUTE.to_string();

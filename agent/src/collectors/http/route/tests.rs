@@ -24,8 +24,22 @@ fn templates() {
 #[test]
 fn cap_folds_new_routes() {
     let mut r = RouteSet::default();
-    assert_eq!(r.admit("/a".into(), 2), "/a");
-    assert_eq!(r.admit("/b".into(), 2), "/b");
-    assert_eq!(r.admit("/c".into(), 2), OVERFLOW_ROUTE);
-    assert_eq!(r.admit("/a".into(), 2), "/a");
+    assert_eq!(r.admit("/a".into(), 200, 2), "/a");
+    assert_eq!(r.admit("/b".into(), 200, 2), "/b");
+    assert_eq!(r.admit("/c".into(), 200, 2), OVERFLOW_ROUTE);
+    assert_eq!(r.admit("/a".into(), 200, 2), "/a");
+}
+
+#[test]
+fn not_found_and_refused_methods_fold_into_one_route() {
+    let mut r = RouteSet::default();
+    for i in 0..500 {
+        assert_eq!(r.admit(format!("/scan{i}x"), 404, 2), NOT_FOUND_ROUTE);
+        assert_eq!(r.admit(format!("/m{i}x"), 405, 2), NOT_FOUND_ROUTE);
+    }
+    assert_eq!(r.admit("/a".into(), 200, 2), "/a");
+    // A route already admitted keeps its label for a 404.
+    assert_eq!(r.admit("/a".into(), 404, 2), "/a");
+    assert_eq!(r.admit("/b".into(), 500, 2), "/b");
+    assert_eq!(r.admit("/c".into(), 200, 2), OVERFLOW_ROUTE);
 }
