@@ -487,3 +487,165 @@ fn not_found_responses_do_not_spend_the_route_budget() {
     assert_eq!(routes, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Requests in flight when their server is killed are ended by the agent, counted as
+/// aborted, and the in-flight gauge goes back to what is really open (nothing).
+#[test]
+fn requests_open_when_the_server_dies_are_aborted() {
+    if !bpf_or_skip("requests_open_when_the_server_dies_are_aborted") {
+        return;
+    }
+    let (mut server, agent) = start_traced();
+    agent.settle();
+    let port = server.port;
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.write_all(b"GET /sleep/10000 HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                let mut buf = [0u8; 64];
+                // Ends when the server dies.
+                let _ = std::io::Read::read(&mut s, &mut buf);
+            })
+        })
+        .collect();
+    let t = [("target", "py")];
+    agent.wait_for(Duration::from_secs(10), "two requests in flight", |m| {
+        m.get("http_server_active_requests", &t) == Some(2.0)
+    });
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let m = agent.wait_for(Duration::from_secs(10), "the gauge back to 0", |m| {
+        m.get("http_server_active_requests", &t) == Some(0.0)
+    });
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(
+        m.get(
+            "infersight_http_requests_aborted_total",
+            &[("reason", "process_exit"), ("target", "py")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(m.get("infersight_target_up", &t), Some(0.0));
+    assert_eq!(request_count(&m, &t), 0.0);
+}
+
+/// A response that switches protocols (101) ends its request: the exchange is counted
+/// with its status, and what the connection carries next is not HTTP/1.x.
+#[test]
+fn a_protocol_upgrade_ends_its_request() {
+    if !bpf_or_skip("a_protocol_upgrade_ends_its_request") {
+        return;
+    }
+    let script = "import socket\n\
+        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n\
+        print(s.getsockname()[1], flush=True)\n\
+        c, _ = s.accept()\n\
+        c.recv(65536)\n\
+        c.sendall(b'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n')\n\
+        for i in range(5):\n\
+        \x20   c.recv(65536); c.sendall(b'\\x81\\x02ok')\n\
+        c.recv(65536)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let arg = format!("{}=ws", child.id());
+    let agent = Agent::start(&["--pid", &arg]);
+    agent.settle();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        b"GET /socket HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let _ = std::io::Read::read(&mut s, &mut buf).unwrap();
+    for _ in 0..5 {
+        // WebSocket frames that happen to start like a request line are not one.
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let _ = std::io::Read::read(&mut s, &mut buf).unwrap();
+    }
+    agent.settle();
+    let m = agent.metrics();
+    drop(s);
+    let _ = child.kill();
+    let _ = child.wait();
+    let t = [("target", "ws")];
+    assert_eq!(request_count(&m, &t), 1.0);
+    assert_eq!(
+        request_count(
+            &m,
+            &[("target", "ws"), ("http_response_status_code", "101")]
+        ),
+        1.0
+    );
+    assert_eq!(m.get("http_server_active_requests", &t), Some(0.0));
+}
+
+/// A target on which no HTTP/1.x request was ever seen has no request signals at all (a
+/// worker serving no HTTP, a TLS server): "no traffic" rules cannot fire on it, while a
+/// server that served requests and went quiet still reads 0.
+#[test]
+fn a_target_that_never_served_http_has_no_request_signals() {
+    if !bpf_or_skip("a_target_that_never_served_http_has_no_request_signals") {
+        return;
+    }
+    let rules = "[[rule]]\nname = \"NoTraffic\"\nexpr = \"http_request_rate == 0\"\nseverity = \"critical\"\n";
+    let mut quiet = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let dir = common::AlertDir::new(
+        "no-http",
+        rules,
+        "[http]\nwindow = \"1s\"\n",
+        &quiet.id().to_string(),
+    );
+    let server = common::PyServer::start();
+    let py = format!("{}=py", server.pid());
+    let mut args: Vec<String> = dir.args();
+    args.extend(["--pid".into(), py]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start(&args);
+    agent.settle();
+    assert_eq!(Client::connect(server.port).get("/items/1").status, 200);
+    let firing = |m: &Metrics, target: &str| {
+        m.get(
+            "ALERTS",
+            &[
+                ("alertname", "NoTraffic"),
+                ("alertstate", "firing"),
+                ("severity", "critical"),
+                ("target", target),
+            ],
+        ) == Some(1.0)
+    };
+    let m = agent.wait_for(Duration::from_secs(10), "py quiet for a window", |m| {
+        firing(m, "py")
+    });
+    assert!(!firing(&m, "svc"), "the never-HTTP target fired");
+    let (_, snap) = agent.get("/api/v1/snapshot");
+    let v: serde_json::Value = serde_json::from_str(&snap).unwrap();
+    let svc = v["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["target"] == "svc")
+        .unwrap()
+        .clone();
+    assert!(svc["request_rate"].is_null(), "{svc}");
+    assert!(svc["active"].is_null(), "{svc}");
+    let _ = quiet.kill();
+    let _ = quiet.wait();
+}

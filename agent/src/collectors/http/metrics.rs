@@ -2,7 +2,7 @@
 //! tracer's own counters.
 use super::{HttpPart, RequestSummary};
 use crate::base::family::{
-    counter, family, fixed_histogram, gauge, single, MetricFamily, MetricType,
+    counter, family, fixed_histogram, gauge, series, single, MetricFamily, MetricType,
 };
 
 pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
@@ -137,4 +137,13 @@ pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
             d as f64,
         ));
     }
+    out.push(series(
+        "infersight_http_requests_aborted_total",
+        "Requests ended by the agent, not by a response: their process died with them open \
+         (process_exit), or the kernel's connection state was evicted (evicted).",
+        MetricType::COUNTER,
+        &part.aborted,
+        |(t, reason, _)| vec![("reason", reason.to_string()), ("target", t.clone())],
+        |(_, _, n)| Some(*n as f64),
+    ));
 }

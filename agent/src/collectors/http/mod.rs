@@ -2,12 +2,13 @@
 //! happen (`agent-ebpf/src/http.rs`, inside the syscall hooks): one ring-buffer event per
 //! completed request, read by a task into per-route series and per-target windows, plus
 //! per-target counters (accepted, ignored, unanswered connections; active requests).
+mod conns;
 mod metrics;
 mod requests;
 mod route;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
@@ -44,7 +45,13 @@ pub struct HttpPart {
     pub ringbuf_dropped: Option<u64>,
     /// Events that reached userspace but could not be used (malformed or inconsistent).
     pub http_events_discarded: u64,
+    /// Requests ended by the agent, not the kernel: (target, reason, count).
+    pub aborted: Vec<(String, &'static str, u64)>,
 }
+
+/// How often the connection states are compared with the counters (only while some
+/// request is open): requests the LRU map evicted are found within two of these.
+const SWEEP: Duration = Duration::from_secs(30);
 
 pub struct Http {
     requests: Arc<Mutex<Requests>>,
@@ -52,6 +59,12 @@ pub struct Http {
     ring: Option<RingBuf<MapData>>,
     /// Holds the head-scanning program the syscall hooks tail-call.
     _tail: Option<ProgramArray<MapData>>,
+    conns: Option<conns::Conns>,
+    /// The targets' processes at the last tick (to see which died).
+    pids: HashSet<u32>,
+    /// Requests ended by the agent, per (target index, reason).
+    aborted: BTreeMap<(u32, &'static str), u64>,
+    last_sweep: Instant,
     health: Health,
 }
 
@@ -142,6 +155,10 @@ impl Collector for Http {
             counters: None,
             ring: None,
             _tail: None,
+            conns: None,
+            pids: HashSet::new(),
+            aborted: BTreeMap::new(),
+            last_sweep: Instant::now(),
             health: Health::unsupported("disabled in the configuration ([http] enabled = false)"),
         };
         if !c.enabled {
@@ -150,6 +167,12 @@ impl Collector for Http {
         http.health = kernel.attach(SYSCALL_HOOKS);
         if !http.health.is_active() {
             return http;
+        }
+        match kernel.take_map("CONNS", aya::maps::HashMap::try_from) {
+            Ok(m) => http.conns = Some(conns::Conns::new(m)),
+            Err(e) => tracing::warn!(
+                "connection states unreadable, open requests of dead processes stay counted: {e}"
+            ),
         }
         let maps = kernel
             .take_map("HTTP_COUNTERS", PerCpuArray::try_from)
@@ -211,14 +234,26 @@ impl Collector for Http {
             .as_ref()
             .map(|c| c.iter().map(|(_, k)| k.dropped).sum());
         let counters: HashMap<u32, HttpCounters> = counters.into_iter().flatten().collect();
+        self.end_lost(tick, &counters);
+        let mut aborted: HashMap<u32, u64> = HashMap::new();
+        for ((t, _), n) in &self.aborted {
+            *aborted.entry(*t).or_default() += n;
+        }
         let mut r = locked(&self.requests);
         let (http, streams) = r.series();
         let part = HttpPart {
             http,
             streams,
-            requests: r.summaries(Instant::now(), &counters),
+            requests: r.summaries(Instant::now(), &counters, &aborted),
             ringbuf_dropped,
             http_events_discarded: r.malformed + r.discarded,
+            aborted: self
+                .aborted
+                .iter()
+                .filter_map(|((t, reason), n)| {
+                    Some((tick.targets.name_of(*t)?.to_string(), *reason, *n))
+                })
+                .collect(),
         };
         Collected::new(part, self.health.clone())
     }
@@ -244,6 +279,45 @@ impl Collector for Http {
 
     fn target_removed(&mut self, t: &Target) {
         locked(&self.requests).remove_target(t.index);
+    }
+}
+
+impl Http {
+    /// End the requests the kernel cannot: those of target processes that died since the
+    /// last tick, and (at a sweep) those whose connection state was evicted.
+    fn end_lost(&mut self, tick: &Tick<'_>, counters: &HashMap<u32, HttpCounters>) {
+        let Some(conns) = self.conns.as_mut() else {
+            return;
+        };
+        let now: HashSet<u32> = tick.members.pids().collect();
+        let dead: HashSet<u32> = self.pids.difference(&now).copied().collect();
+        self.pids = now;
+        for (t, n) in conns.end_dead(&dead) {
+            *self.aborted.entry((t, conns::PROCESS_EXIT)).or_default() += n;
+        }
+        if self.last_sweep.elapsed() < SWEEP {
+            return;
+        }
+        self.last_sweep = Instant::now();
+        let mut open = BTreeMap::new();
+        for (t, k) in counters {
+            let ended: u64 = self
+                .aborted
+                .iter()
+                .filter(|((i, _), _)| i == t)
+                .map(|(_, n)| n)
+                .sum();
+            let n = k.started.saturating_sub(k.finished).saturating_sub(ended);
+            if n > 0 {
+                open.insert(*t, n);
+            }
+        }
+        if open.is_empty() {
+            return;
+        }
+        for (t, n) in conns.evicted(&open) {
+            *self.aborted.entry((t, conns::EVICTED)).or_default() += n;
+        }
     }
 }
 

@@ -242,10 +242,15 @@ impl Requests {
     }
 
     /// Per-target figures over the window ending `now`, with the kernel's counters.
+    /// Per-target figures over the window ending `now`, with the kernel's counters and
+    /// the requests the agent ended itself (`aborted`). A target on which no HTTP/1.x
+    /// request was ever seen has no request figures at all (absent, not zero: it may
+    /// speak another protocol, or its connections predate the agent).
     pub fn summaries(
         &mut self,
         now: Instant,
         counters: &HashMap<u32, HttpCounters>,
+        aborted: &HashMap<u32, u64>,
     ) -> Vec<RequestSummary> {
         let mut out = Vec::new();
         for (index, name) in &self.names {
@@ -281,9 +286,18 @@ impl Requests {
             f.sort_by(f64::total_cmp);
             let avg = (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64);
             let k = counters.get(index);
+            let seen = t.total > 0 || k.is_some_and(|k| k.started > 0);
+            let (rate, error_ratio) = if seen {
+                (rate, error_ratio)
+            } else {
+                (None, None)
+            };
+            let gone = aborted.get(index).copied().unwrap_or(0);
             out.push(RequestSummary {
                 target: name.clone(),
-                active: k.map(|k| k.started.saturating_sub(k.finished)),
+                active: k
+                    .filter(|_| seen)
+                    .map(|k| k.started.saturating_sub(k.finished).saturating_sub(gone)),
                 accepted_connections: k.map(|k| k.accepted),
                 ignored_connections: k.map(|k| k.ignored_connections),
                 unanswered: k.map(|k| k.unanswered),

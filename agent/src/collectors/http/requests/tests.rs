@@ -47,7 +47,7 @@ fn collector(limit: usize) -> Requests {
 fn series_and_summary() {
     let mut c = collector(100);
     let t0 = Instant::now();
-    c.summaries(t0, &HashMap::new());
+    c.summaries(t0, &HashMap::new(), &HashMap::new());
     for i in 0..10u64 {
         let status = if i < 2 { 500 } else { 200 };
         c.record(
@@ -75,7 +75,11 @@ fn series_and_summary() {
         ignored_connections: 1,
         unanswered: 2,
     };
-    let s = c.summaries(t0 + Duration::from_secs(2), &HashMap::from([(1, k)]));
+    let s = c.summaries(
+        t0 + Duration::from_secs(2),
+        &HashMap::from([(1, k)]),
+        &HashMap::new(),
+    );
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].active, Some(3));
     assert_eq!(
