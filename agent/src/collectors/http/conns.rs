@@ -18,13 +18,6 @@ pub struct Conns {
     suspected: HashMap<u32, u64>,
 }
 
-/// What a sweep found: open exchanges per target, and those it ended.
-#[derive(Debug, Default)]
-pub struct Sweep {
-    pub open: HashMap<u32, u64>,
-    pub ended: HashMap<u32, u64>,
-}
-
 #[inline]
 fn open(c: &ConnState) -> bool {
     matches!(c.phase, CONN_REQUEST | CONN_RESPONSE | CONN_RESPONSE_HEAD)
