@@ -841,3 +841,64 @@ tests:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With --gpu-processes, a process holding a GPU context becomes a target, and the target
+/// ends with its process: it is not looked up again by name (a later process with the
+/// same name is another program), and it frees its place for new GPU processes.
+#[test]
+fn gpu_process_targets_end_with_their_process() {
+    if !bpf_or_skip("gpu_process_targets_end_with_their_process") {
+        return;
+    }
+    let first = Sleeper(Command::new("sleep").arg("600").spawn().unwrap());
+    let pid = first.0.id();
+    let one_gpu = |pid: Option<u32>| {
+        let proc = pid.map_or(String::new(), |p| format!("0 process {p} 1073741824\n"));
+        format!(
+            "0 uuid {UUID0}\n0 pci 00000000:18:00.0\n0 name {H100}\n0 minor 0\n\
+             0 util 10 1\n0 memory 85899345920 1073741824\n{proc}"
+        )
+    };
+    let rig = Rig::new(
+        "gpu-procs",
+        &one_gpu(Some(pid)),
+        &["0000:18:00.0"],
+        "kernel_log = false",
+    );
+    let agent = rig.start(&["--gpu-processes"]);
+    let targets = |agent: &Agent| -> Vec<serde_json::Value> {
+        let (_, body) = agent.get("/api/v1/targets");
+        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
+    };
+    let start = Instant::now();
+    while !targets(&agent).iter().any(|t| t["pid"] == pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            targets(&agent)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        targets(&agent).iter().find(|t| t["pid"] == pid).unwrap()["kind"],
+        "gpu_process"
+    );
+    // It exits (and leaves the GPU); another `sleep` runs, holding no GPU.
+    rig.script(&one_gpu(None));
+    drop(first);
+    let other = Sleeper(Command::new("sleep").arg("600").spawn().unwrap());
+    let start = Instant::now();
+    while !targets(&agent).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            targets(&agent)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.settle();
+    assert!(targets(&agent).is_empty(), "{:?}", targets(&agent));
+    let m = agent.metrics();
+    assert!(m.matching("infersight_target_up", &[]).is_empty());
+    drop(other);
+}

@@ -306,3 +306,65 @@ fn api_target_paths_are_confined() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A PID target whose process exited is down for good: a later process that gets the
+/// same PID is not it (its start time differs).
+#[test]
+fn a_pid_target_does_not_follow_a_reused_pid() {
+    if !bpf_or_skip("a_pid_target_does_not_follow_a_reused_pid") {
+        return;
+    }
+    let first = Workload::spawn(10, 0, 0, false);
+    let pid = first.pid();
+    let arg = format!("{pid}=victim");
+    let agent = Agent::start(&["--pid", &arg]);
+    agent.wait_for(WAIT, "target up", |m| up(m, "victim") == Some(1.0));
+    run(first);
+    agent.wait_for(WAIT, "target down", |m| up(m, "victim") == Some(0.0));
+    let later = common::workload_with_pid(pid, 10);
+    agent.settle();
+    agent.settle();
+    let m = agent.metrics();
+    assert_eq!(up(&m, "victim"), Some(0.0));
+    assert_eq!(
+        m.get("infersight_target_processes", &[("target", "victim")]),
+        Some(0.0)
+    );
+    drop(later);
+}
+
+/// A PID file that still names a process that exited, whose PID a later process got, is
+/// not followed to that process (it started after the file was written); neither is one
+/// naming PID 1 (what a container writes for its own namespace's PID 1).
+#[test]
+fn a_stale_pid_file_is_not_followed_to_a_later_process() {
+    if !bpf_or_skip("a_stale_pid_file_is_not_followed") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("infersight-stale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("svc.pid");
+    let init = dir.join("init.pid");
+    std::fs::write(&init, "1\n").unwrap();
+    let first = Workload::spawn(10, 0, 0, false);
+    let pid = first.pid();
+    std::fs::write(&file, format!("{pid}\n")).unwrap();
+    let arg = format!("{}=svc", file.display());
+    let arg_init = format!("{}=init", init.display());
+    let agent = Agent::start(&["--pid-file", &arg, "--pid-file", &arg_init]);
+    agent.wait_for(WAIT, "target up", |m| up(m, "svc") == Some(1.0));
+    run(first);
+    agent.wait_for(WAIT, "target down", |m| up(m, "svc") == Some(0.0));
+    // The file is left as it was; a later process gets the PID and makes calls.
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = common::workload_with_pid(pid, 50);
+    agent.settle();
+    agent.settle();
+    run(later);
+    agent.settle();
+    let m = agent.metrics();
+    assert_eq!(up(&m, "svc"), Some(0.0));
+    assert_eq!(getppid(&m, "svc"), Some(10.0));
+    assert_eq!(up(&m, "init"), Some(0.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,7 +34,7 @@ impl TargetStatus {
                 target: t.clone(),
                 alive: match t.kind {
                     TargetKind::Host | TargetKind::Cgroup { .. } => None,
-                    _ => Some(t.pid().is_some_and(crate::targets::process_alive)),
+                    _ => Some(t.alive()),
                 },
             })
             .collect()

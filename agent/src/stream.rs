@@ -29,6 +29,7 @@ pub const PARTS: &[&str] = &[
     "requests",
     "ringbuf_dropped",
     "http_events_discarded",
+    "http_aborted",
     "hostname",
     "host",
     "processes",

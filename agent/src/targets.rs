@@ -60,6 +60,11 @@ pub enum TargetKind {
         #[serde(skip)]
         level: u32,
     },
+    /// A process holding a GPU context (`--gpu-processes`): the target ends with it.
+    #[serde(rename = "gpu_process")]
+    GpuProcess {
+        pid: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,6 +74,10 @@ pub struct Target {
     pub name: String,
     #[serde(flatten)]
     pub kind: TargetKind,
+    /// When its root process started (clock ticks after boot, /proc's `starttime`): a
+    /// process that has the same PID later is another process.
+    #[serde(skip)]
+    pub started: Option<u64>,
 }
 
 /// The resolved target list.
@@ -99,6 +108,7 @@ impl Targets {
                 index: agent_common::HOST_TARGET,
                 name: "host".into(),
                 kind: TargetKind::Host,
+                started: None,
             }),
             TargetSpec::List(reqs) => {
                 for req in reqs {
@@ -158,35 +168,42 @@ impl Targets {
         let mut changes = Vec::new();
         let mut table = None;
         for t in &mut self.list {
+            let alive = t.alive();
+            let (index, started) = (t.index, &mut t.started);
             match &mut t.kind {
                 TargetKind::PidFile { path, pid } => {
-                    if pid.is_some_and(process_alive) {
+                    if alive {
                         continue;
                     }
                     let new = read_pid_file(path);
-                    if new != *pid {
+                    if new.map(|p| p.0) != *pid {
                         changes.push(Change::Pid {
-                            index: t.index,
+                            index,
                             old: *pid,
-                            new,
+                            new: new.map(|p| p.0),
                         });
-                        *pid = new;
                     }
+                    *pid = new.map(|p| p.0);
+                    *started = new.map(|p| p.1);
                 }
                 TargetKind::Process { comm, pid } => {
-                    if pid.is_some_and(process_alive) {
+                    if alive {
                         continue;
                     }
                     let table = table.get_or_insert_with(processes);
                     let new = find_process(comm, table);
-                    if new != *pid {
+                    if new.map(|p| p.0) != *pid {
                         changes.push(Change::Pid {
-                            index: t.index,
+                            index,
                             old: *pid,
-                            new,
+                            new: new.map(|p| p.0),
                         });
-                        *pid = new;
                     }
+                    *pid = new.map(|p| p.0);
+                    *started = new.map(|p| p.1);
+                }
+                TargetKind::GpuProcess { .. } if !alive => {
+                    changes.push(Change::Ended { index });
                 }
                 TargetKind::Cgroup { path, id, .. } => {
                     let full =
@@ -196,14 +213,14 @@ impl Targets {
                         .map(|m| m.ino());
                     if let Some(new) = now.filter(|n| n != id) {
                         changes.push(Change::Cgroup {
-                            index: t.index,
+                            index,
                             old: *id,
                             new,
                         });
                         *id = new;
                     }
                 }
-                TargetKind::Host | TargetKind::Pid { .. } => {}
+                TargetKind::Host | TargetKind::Pid { .. } | TargetKind::GpuProcess { .. } => {}
             }
         }
         changes
@@ -226,10 +243,8 @@ impl Targets {
         self.list.push(Target {
             index,
             name,
-            kind: TargetKind::Process {
-                comm,
-                pid: Some(pid),
-            },
+            kind: TargetKind::GpuProcess { pid },
+            started: start_time(pid),
         });
         self.list.last()
     }
@@ -255,16 +270,43 @@ pub enum Change {
         old: u64,
         new: u64,
     },
+    /// A GPU-process target whose process exited: it is removed.
+    Ended {
+        index: u32,
+    },
 }
 
 impl Target {
     /// The root process of a process target, when it is known.
     pub fn pid(&self) -> Option<u32> {
         match &self.kind {
-            TargetKind::Pid { pid } => Some(*pid),
+            TargetKind::Pid { pid } | TargetKind::GpuProcess { pid } => Some(*pid),
             TargetKind::PidFile { pid, .. } | TargetKind::Process { pid, .. } => *pid,
             TargetKind::Host | TargetKind::Cgroup { .. } => None,
         }
+    }
+
+    /// Whether its root process still lives: the PID exists and started when the one
+    /// found did (not a later process that got the same PID).
+    pub fn alive(&self) -> bool {
+        self.pid()
+            .is_some_and(|pid| same_process(pid, self.started))
+    }
+}
+
+/// When process `pid` started (clock ticks after boot), if it exists.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The comm field may hold spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is the process that started at `started` (any process, when unknown).
+fn same_process(pid: u32, started: Option<u64>) -> bool {
+    match started {
+        Some(s) => start_time(pid) == Some(s),
+        None => process_alive(pid),
     }
 }
 
@@ -285,18 +327,23 @@ fn resolve_one(index: u32, req: &TargetRequest) -> Result<Target, TargetError> {
             }
             pid_file_target(index, path, name.as_ref())
         }
-        TargetRequest::Process { comm, name } => Target {
-            index,
-            name: name.clone().unwrap_or_else(|| comm.clone()),
-            kind: TargetKind::Process {
-                comm: comm.clone(),
-                pid: find_process(comm, &processes()),
-            },
-        },
+        TargetRequest::Process { comm, name } => {
+            let found = find_process(comm, &processes());
+            Target {
+                index,
+                name: name.clone().unwrap_or_else(|| comm.clone()),
+                kind: TargetKind::Process {
+                    comm: comm.clone(),
+                    pid: found.map(|p| p.0),
+                },
+                started: found.map(|p| p.1),
+            }
+        }
     })
 }
 
 fn pid_file_target(index: u32, path: &Path, name: Option<&String>) -> Target {
+    let found = read_pid_file(path);
     Target {
         index,
         name: name.cloned().unwrap_or_else(|| {
@@ -306,27 +353,46 @@ fn pid_file_target(index: u32, path: &Path, name: Option<&String>) -> Target {
         }),
         kind: TargetKind::PidFile {
             path: path.to_path_buf(),
-            pid: read_pid_file(path),
+            pid: found.map(|p| p.0),
         },
+        started: found.map(|p| p.1),
     }
 }
 
 /// Bytes of a PID file read: a PID and a newline, with room to spare.
 pub const PID_FILE_MAX: u64 = 64;
 
-/// The live process a PID file names, if any. Opened without blocking (a FIFO would
-/// wait for a writer) and read only when it is a regular file, and only its first bytes.
-fn read_pid_file(path: &Path) -> Option<u32> {
+/// The live process a PID file names, if any, with its start time. Opened without
+/// blocking (a FIFO would wait for a writer) and read only when it is a regular file, and
+/// only its first bytes. The process must be the one that wrote it, or one the writer
+/// knew: started no later than the file was last written (a PID reused by a later process
+/// is not it). PID 1 and the agent itself never are (a container's PID file can hold its
+/// own namespace's PID 1).
+fn read_pid_file(path: &Path) -> Option<(u32, u64)> {
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let file = std::fs::File::from(rustix::fs::open(path, flags, Mode::empty()).ok()?);
-    if !file.metadata().ok()?.is_file() {
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
         return None;
     }
     let mut text = String::new();
     file.take(PID_FILE_MAX).read_to_string(&mut text).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
-    (pid > 0 && process_alive(pid)).then_some(pid)
+    if pid <= 1 || pid == std::process::id() {
+        return None;
+    }
+    let started = start_time(pid)?;
+    let tps = procfs::ticks_per_second() as f64;
+    let boot = procfs::boot_time_secs().ok()? as f64;
+    let written = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    // A second of slack: boot time and the file's time have coarse clocks.
+    (boot + started as f64 / tps <= written + 1.0).then_some((pid, started))
 }
 
 /// (pid, parent, comm, exe name, start time) of every process.
@@ -361,14 +427,14 @@ fn processes() -> Vec<ProcInfo> {
 
 /// The oldest process named `comm` whose parent is not also named so (the server, not
 /// one of its workers, which the kernel follows from it anyway).
-fn find_process(comm: &str, table: &[ProcInfo]) -> Option<u32> {
+fn find_process(comm: &str, table: &[ProcInfo]) -> Option<(u32, u64)> {
     let named = |p: &ProcInfo| p.names.iter().any(|n| n == comm);
     let matching: HashSet<u32> = table.iter().filter(|p| named(p)).map(|p| p.pid).collect();
     table
         .iter()
         .filter(|p| matching.contains(&p.pid) && !matching.contains(&p.ppid))
         .min_by_key(|p| (p.start, p.pid))
-        .map(|p| p.pid)
+        .map(|p| (p.pid, p.start))
 }
 
 fn resolve_pid(index: u32, pid: u32, name: Option<&str>) -> Result<Target, TargetError> {
@@ -378,6 +444,7 @@ fn resolve_pid(index: u32, pid: u32, name: Option<&str>) -> Result<Target, Targe
         index,
         name: name.map_or_else(|| comm.trim_end().to_string(), str::to_string),
         kind: TargetKind::Pid { pid },
+        started: start_time(pid),
     })
 }
 
@@ -425,6 +492,7 @@ fn resolve_cgroup(index: u32, path: &Path, name: Option<&str>) -> Result<Target,
             id: meta.ino(),
             level,
         },
+        started: None,
     })
 }
 
@@ -561,7 +629,7 @@ fn members(
             })
         }
         _ => Some(match t.pid() {
-            Some(pid) if process_alive(pid) => TargetMembers {
+            Some(pid) if t.alive() => TargetMembers {
                 pids: tree(pid, table),
                 root_alive: Some(true),
             },

@@ -653,3 +653,22 @@ impl Drop for AlertDir {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Set the next PID the kernel hands out in this namespace (root): ns_last_pid.
+pub fn next_pid(pid: u32) {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+        .expect("write ns_last_pid");
+}
+
+/// A workload (as `Workload::spawn`) that gets PID `pid`, a PID another process had;
+/// tried again until it lands (another process may take it first).
+pub fn workload_with_pid(pid: u32, getppid: u32) -> Workload {
+    for _ in 0..50 {
+        next_pid(pid);
+        let w = Workload::spawn(getppid, 0, 0, false);
+        if w.pid() == pid {
+            return w;
+        }
+    }
+    panic!("PID {pid} never came round again");
+}

@@ -52,7 +52,7 @@ impl Agent {
     }
 
     /// PID-file and name targets whose process came back, recreated cgroups: into the
-    /// kernel maps.
+    /// kernel maps. GPU-process targets whose process exited are removed.
     pub(super) fn refresh_targets(&mut self) {
         let changes = self.targets.refresh();
         for c in &changes {
@@ -61,6 +61,14 @@ impl Agent {
         if !changes.is_empty() && self.kernel.is_loaded() {
             if let Err(e) = self.kernel.apply(&changes) {
                 tracing::warn!("updating the kernel target maps: {e}");
+            }
+        }
+        for c in changes {
+            let crate::targets::Change::Ended { index } = c else {
+                continue;
+            };
+            if let Some(name) = self.targets.name_of(index).map(str::to_string) {
+                let _ = self.remove_target(&name);
             }
         }
     }

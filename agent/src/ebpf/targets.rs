@@ -88,6 +88,8 @@ impl TargetMaps {
                         self.add_tree(new, index)?;
                     }
                 }
+                // The agent removes an ended target (and its processes) as a whole.
+                Change::Ended { .. } => {}
                 Change::Cgroup { index, old, new } => {
                     remove_if_present(&mut self.cgroups, &old, "CGROUP_TARGETS")?;
                     self.cgroups
@@ -103,12 +105,13 @@ impl TargetMaps {
     pub(super) fn add_target(&mut self, t: &Target) -> Result<(), EbpfError> {
         match &t.kind {
             TargetKind::Host => Ok(()),
-            TargetKind::Pid { .. } | TargetKind::PidFile { .. } | TargetKind::Process { .. } => {
-                match t.pid() {
-                    Some(pid) => self.add_tree(pid, t.index),
-                    None => Ok(()),
-                }
-            }
+            TargetKind::Pid { .. }
+            | TargetKind::PidFile { .. }
+            | TargetKind::Process { .. }
+            | TargetKind::GpuProcess { .. } => match t.pid() {
+                Some(pid) => self.add_tree(pid, t.index),
+                None => Ok(()),
+            },
             TargetKind::Cgroup { id, .. } => self
                 .cgroups
                 .insert(id, t.index, 0)

@@ -142,7 +142,7 @@ pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
         "Requests ended by the agent, not by a response: their process died with them open \
          (process_exit), or the kernel's connection state was evicted (evicted).",
         MetricType::COUNTER,
-        &part.aborted,
+        &part.http_aborted,
         |(t, reason, _)| vec![("reason", reason.to_string()), ("target", t.clone())],
         |(_, _, n)| Some(*n as f64),
     ));

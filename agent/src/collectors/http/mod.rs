@@ -46,7 +46,7 @@ pub struct HttpPart {
     /// Events that reached userspace but could not be used (malformed or inconsistent).
     pub http_events_discarded: u64,
     /// Requests ended by the agent, not the kernel: (target, reason, count).
-    pub aborted: Vec<(String, &'static str, u64)>,
+    pub http_aborted: Vec<(String, &'static str, u64)>,
 }
 
 /// How often the connection states are compared with the counters (only while some
@@ -247,7 +247,7 @@ impl Collector for Http {
             requests: r.summaries(Instant::now(), &counters, &aborted),
             ringbuf_dropped,
             http_events_discarded: r.malformed + r.discarded,
-            aborted: self
+            http_aborted: self
                 .aborted
                 .iter()
                 .filter_map(|((t, reason), n)| {
