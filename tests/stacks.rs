@@ -12,7 +12,7 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::OnceLock,
+    sync::{Mutex, MutexGuard, OnceLock, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -20,6 +20,13 @@ use common::{bpf_or_skip, request_count, Agent, Client, Metrics};
 
 /// Debian's interpreter: the packaged FastAPI, uvicorn and aiohttp are its modules.
 const PYTHON: &str = "/usr/bin/python3";
+
+/// The stack tests take turns: each runs servers, clients and an agent, and their
+/// millisecond comparisons need the machine's two CPUs.
+fn turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn servers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/servers")
@@ -193,6 +200,39 @@ fn within_1ms(what: &str, kernel: f64, client: f64) {
     );
 }
 
+/// `n` streams one after the other, each timed by the client and by the kernel (the
+/// change of the TTFT histogram's sum): every kernel TTFT lies inside the client's, and
+/// their median gap is under a millisecond (the median: a loaded machine delays a client
+/// now and then).
+fn streams_ttft_within_1ms(agent: &Agent, port: u16, target: &str, n: usize) {
+    let l = [("target", target), ("http_route", "/stream")];
+    let name = "gen_ai_server_time_to_first_token_seconds";
+    let read = |m: &Metrics| {
+        (
+            m.get(&format!("{name}_sum"), &l).unwrap_or(0.0),
+            m.get(&format!("{name}_count"), &l).unwrap_or(0.0),
+        )
+    };
+    let mut gaps = Vec::new();
+    for _ in 0..n {
+        let (sum, count) = read(&agent.metrics());
+        let (client, events) = stream(port);
+        assert_eq!(events, 20);
+        let m = agent.wait_for(Duration::from_secs(10), "the stream's TTFT", |m| {
+            read(m).1 == count + 1.0
+        });
+        let kernel = read(&m).0 - sum;
+        let gap = client - kernel;
+        assert!(
+            gap >= 0.0,
+            "kernel TTFT {kernel} longer than the client's {client}"
+        );
+        gaps.push(gap);
+    }
+    gaps.sort_by(f64::total_cmp);
+    assert!(gaps[n / 2] < 0.001, "TTFT gaps to the client: {gaps:?}");
+}
+
 /// 200 requests (30 sleeping, 10 404, 10 500, 150 items), 5 uploads of 100 000 bytes and
 /// 3 streams of 20 events; `keep_alive`: over two connections, else one per request.
 fn check(server: &Server, pid: u32, keep_alive: bool) {
@@ -229,12 +269,7 @@ fn check(server: &Server, pid: u32, keep_alive: bool) {
         };
         assert_eq!((r.status, r.body.as_slice()), (200, b"100000".as_slice()));
     }
-    let mut ttfts = Vec::new();
-    for _ in 0..3 {
-        let (ttft, events) = stream(port);
-        assert_eq!(events, 20);
-        ttfts.push(ttft);
-    }
+    streams_ttft_within_1ms(&agent, port, "srv", 3);
     drop(conns);
     agent.settle();
     let m = agent.metrics();
@@ -280,8 +315,6 @@ fn check(server: &Server, pid: u32, keep_alive: bool) {
     );
     let s = [("target", "srv"), ("http_route", "/stream")];
     assert_eq!(m.get("infersight_http_stream_chunks_total", &s), Some(60.0));
-    let ttft = mean(&m, "gen_ai_server_time_to_first_token_seconds", &s);
-    within_1ms("time to first token", ttft, ttfts.iter().sum::<f64>() / 3.0);
     let tpot = mean(&m, "gen_ai_server_time_per_output_token_seconds", &s);
     assert!((0.0099..0.0125).contains(&tpot), "TPOT {tpot}");
     assert_eq!(
@@ -306,6 +339,7 @@ fn fastapi_on_uvicorn_h11_one_worker() {
     if !bpf_or_skip("fastapi_on_uvicorn_h11_one_worker") {
         return;
     }
+    let _turn = turn();
     let s = uvicorn("h11", 1);
     check(&s, s.child.id(), true);
 }
@@ -315,6 +349,7 @@ fn fastapi_on_uvicorn_httptools_two_workers() {
     if !bpf_or_skip("fastapi_on_uvicorn_httptools_two_workers") {
         return;
     }
+    let _turn = turn();
     let s = uvicorn("httptools", 2);
     check(&s, s.child.id(), true);
 }
@@ -324,6 +359,7 @@ fn aiohttp() {
     if !bpf_or_skip("aiohttp") {
         return;
     }
+    let _turn = turn();
     let mut cmd = Command::new(PYTHON);
     cmd.arg(servers().join("aiohttp_app.py"));
     let s = spawn_printing_port(cmd);
@@ -335,6 +371,7 @@ fn node_http() {
     if !bpf_or_skip("node_http") {
         return;
     }
+    let _turn = turn();
     let mut cmd = Command::new("node");
     cmd.arg(servers().join("node_app.js"));
     let s = spawn_printing_port(cmd);
@@ -346,6 +383,7 @@ fn go_net_http() {
     if !bpf_or_skip("go_net_http") {
         return;
     }
+    let _turn = turn();
     let s = spawn_printing_port(Command::new(go_binary()));
     check(&s, s.child.id(), true);
 }
@@ -357,6 +395,7 @@ fn go_keep_alive_requests_are_all_counted() {
     if !bpf_or_skip("go_keep_alive_requests_are_all_counted") {
         return;
     }
+    let _turn = turn();
     let s = spawn_printing_port(Command::new(go_binary()));
     let target = format!("{}=go", s.child.id());
     let agent = Agent::start(&["--pid", &target, "--no-host"]);
@@ -379,6 +418,7 @@ fn python_http_1_0_server() {
     if !bpf_or_skip("python_http_1_0_server") {
         return;
     }
+    let _turn = turn();
     let mut cmd = Command::new("python3");
     cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/http_server.py"))
         .arg("1.0");
@@ -420,6 +460,7 @@ fn nginx_proxying_a_streaming_server() {
     if !bpf_or_skip("nginx_proxying_a_streaming_server") {
         return;
     }
+    let _turn = turn();
     let mut up = Command::new("python3");
     up.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/http_server.py"));
     let upstream = spawn_printing_port(up);
@@ -447,12 +488,7 @@ fn nginx_proxying_a_streaming_server() {
     let target = format!("{}=nginx", nginx.child.id());
     let agent = Agent::start(&["--pid", &target, "--no-host"]);
     agent.settle();
-    let mut ttfts = Vec::new();
-    for _ in 0..5 {
-        let (ttft, events) = stream(port);
-        assert_eq!(events, 20);
-        ttfts.push(ttft);
-    }
+    streams_ttft_within_1ms(&agent, port, "nginx", 5);
     agent.settle();
     let m = agent.metrics();
     let s = [("target", "nginx"), ("http_route", "/stream")];
@@ -460,12 +496,6 @@ fn nginx_proxying_a_streaming_server() {
     assert_eq!(
         m.get("infersight_http_stream_chunks_total", &s),
         Some(100.0)
-    );
-    let ttft = mean(&m, "gen_ai_server_time_to_first_token_seconds", &s);
-    within_1ms(
-        "time to first token through nginx",
-        ttft,
-        ttfts.iter().sum::<f64>() / 5.0,
     );
     // 150 ms, then 19 gaps of 10 ms: a stream lasts about 340 ms, not its first chunk.
     let d = mean(&m, "gen_ai_server_request_duration_seconds", &s);
