@@ -86,6 +86,15 @@ impl CollectorStatus {
     }
 }
 
+/// The query parameter the agent adds to its own requests to targets (engine scrapes,
+/// health probes): `infersight=` and 16 random hex digits, new each run, so no client can
+/// hide its requests by copying it. The HTTP collector drops the events whose path
+/// carries it, so the agent's requests are never counted as the target's.
+pub fn own_request_marker() -> &'static str {
+    static MARKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MARKER.get_or_init(|| format!("infersight={:016x}", fastrand::u64(..)))
+}
+
 /// Wall-clock time in Unix seconds (0 before 1970, which a sane clock never is).
 pub fn now_seconds() -> f64 {
     std::time::SystemTime::now()

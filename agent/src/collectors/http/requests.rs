@@ -106,6 +106,8 @@ pub struct Requests {
     pub malformed: u64,
     /// Events not recorded: unknown target, or timestamps out of order.
     pub discarded: u64,
+    /// The agent's own requests to targets (engine scrapes, health probes), not recorded.
+    pub own: u64,
 }
 
 impl Requests {
@@ -117,6 +119,7 @@ impl Requests {
             window,
             malformed: 0,
             discarded: 0,
+            own: 0,
         }
     }
 
@@ -154,8 +157,12 @@ impl Requests {
             );
             return;
         };
-        let t = self.per_target.entry(r.target).or_default();
         let path_len = (r.path_len as usize).min(r.path.len());
+        if is_own(&r.path[..path_len]) {
+            self.own += 1;
+            return;
+        }
+        let t = self.per_target.entry(r.target).or_default();
         let route = t.routes.admit(
             route::template(&r.path[..path_len]),
             r.status,
@@ -314,6 +321,15 @@ impl Requests {
         out.sort_by(|a, b| a.target.cmp(&b.target));
         out
     }
+}
+
+/// Whether a raw request path carries the agent's own marker in its query string.
+fn is_own(path: &[u8]) -> bool {
+    let Some(q) = path.iter().position(|b| *b == b'?') else {
+        return false;
+    };
+    let marker = crate::base::own_request_marker().as_bytes();
+    path[q..].windows(marker.len()).any(|w| w == marker)
 }
 
 /// Nearest-rank quantile of sorted values; `None` when empty.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{TargetRequest, TargetSpec};
+use crate::config::{Endpoints, TargetRequest, TargetSpec};
 use agent_common::{HttpRequest, HTTP_PATH_MAX};
 
 fn event(path: &str, status: u16, start: u64, end: u64) -> HttpEvent {
@@ -38,6 +38,7 @@ fn collector(limit: usize) -> Requests {
     let targets = Targets::resolve(&TargetSpec::List(vec![TargetRequest::Pid {
         pid: me,
         name: Some("app".into()),
+        endpoints: Endpoints::default(),
     }]))
     .unwrap();
     Requests::new(&targets, limit, Duration::from_secs(60))
@@ -111,4 +112,22 @@ fn quantiles() {
     assert_eq!(quantile(&[1.0], 0.99), Some(1.0));
     let v: Vec<f64> = (1..=100).map(f64::from).collect();
     assert_eq!(quantile(&v, 0.95), Some(95.0));
+}
+
+#[test]
+fn the_agents_own_requests_are_not_recorded() {
+    let mut c = collector(100);
+    let now = Instant::now();
+    let marker = crate::base::own_request_marker();
+    c.record(&event(&format!("/metrics?{marker}"), 200, 1, 2), now);
+    c.record(&event(&format!("/health?x=1&{marker}"), 503, 1, 2), now);
+    // The same name with another value is someone else's request.
+    c.record(
+        &event("/metrics?infersight=0000000000000000", 200, 1, 2),
+        now,
+    );
+    c.record(&event(&format!("/{marker}"), 200, 1, 2), now);
+    assert_eq!(c.own, 2);
+    let routes: Vec<String> = c.series().0.into_iter().map(|s| s.route).collect();
+    assert_eq!(routes, vec![format!("/{marker}"), "/metrics".to_string()]);
 }
