@@ -85,6 +85,7 @@ fn pid_targets(pid: u32) -> Targets {
     Targets::resolve(&TargetSpec::List(vec![TargetRequest::Pid {
         pid,
         name: Some("bench".into()),
+        endpoints: Default::default(),
     }]))
     .expect("resolve target")
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::{
     alerting::RuleCommand,
     base::{Refusal, RefusalKind, Reply},
-    config::TargetRequest,
+    config::{Endpoints, TargetRequest},
 };
 
 #[derive(Debug)]
@@ -26,8 +26,9 @@ pub enum Command {
 /// A command and where its answer goes.
 pub type Request = (Command, tokio::sync::oneshot::Sender<Reply>);
 
-/// One of `pid`, `cgroup`, `pid_file`, `process` (the config file's target kinds), and an
-/// optional `name`.
+/// One of `pid`, `cgroup`, `pid_file`, `process` (the config file's target kinds), an
+/// optional `name`, and the target's own endpoints (`metrics_url`, `health_url`,
+/// `health_path`) where they are not to be discovered.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TargetBody {
@@ -36,6 +37,9 @@ struct TargetBody {
     pid_file: Option<PathBuf>,
     process: Option<String>,
     name: Option<String>,
+    metrics_url: Option<String>,
+    health_url: Option<String>,
+    health_path: Option<String>,
 }
 
 fn invalid(message: &str) -> Refusal {
@@ -51,6 +55,12 @@ pub fn target_request(v: Value) -> Result<TargetRequest, Refusal> {
         Some(n) if n.trim().is_empty() => return Err(invalid("name: must not be empty")),
         n => n,
     };
+    let endpoints = Endpoints::checked(
+        b.metrics_url.as_deref(),
+        b.health_url.as_deref(),
+        b.health_path.as_deref(),
+    )
+    .map_err(|e| invalid(&format!("{}: {:?}: {}", e.key, e.value, e.reason)))?;
     let mut kinds = Vec::new();
     if let Some(pid) = b.pid {
         if pid == 0 {
@@ -59,12 +69,14 @@ pub fn target_request(v: Value) -> Result<TargetRequest, Refusal> {
         kinds.push(TargetRequest::Pid {
             pid,
             name: name.clone(),
+            endpoints: endpoints.clone(),
         });
     }
     if let Some(path) = b.cgroup {
         kinds.push(TargetRequest::Cgroup {
             path,
             name: name.clone(),
+            endpoints: endpoints.clone(),
         });
     }
     if let Some(path) = b.pid_file {
@@ -75,6 +87,7 @@ pub fn target_request(v: Value) -> Result<TargetRequest, Refusal> {
         kinds.push(TargetRequest::PidFile {
             path,
             name: name.clone(),
+            endpoints: endpoints.clone(),
         });
     }
     if let Some(comm) = b.process {
@@ -84,6 +97,7 @@ pub fn target_request(v: Value) -> Result<TargetRequest, Refusal> {
         kinds.push(TargetRequest::Process {
             comm: comm.trim().to_string(),
             name,
+            endpoints,
         });
     }
     match kinds.len() {

@@ -16,7 +16,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::config::{TargetRequest, TargetSpec};
+use crate::config::{Endpoints, TargetRequest, TargetSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -78,6 +78,9 @@ pub struct Target {
     /// process that has the same PID later is another process.
     #[serde(skip)]
     pub started: Option<u64>,
+    /// Its own metrics and health endpoints as configured (none: discovered).
+    #[serde(flatten)]
+    pub endpoints: Endpoints,
 }
 
 /// The resolved target list.
@@ -109,6 +112,7 @@ impl Targets {
                 name: "host".into(),
                 kind: TargetKind::Host,
                 started: None,
+                endpoints: Endpoints::default(),
             }),
             TargetSpec::List(reqs) => {
                 for req in reqs {
@@ -245,6 +249,7 @@ impl Targets {
             name,
             kind: TargetKind::GpuProcess { pid },
             started: start_time(pid),
+            endpoints: Endpoints::default(),
         });
         self.list.last()
     }
@@ -311,12 +316,12 @@ fn same_process(pid: u32, started: Option<u64>) -> bool {
 }
 
 fn resolve_one(index: u32, req: &TargetRequest) -> Result<Target, TargetError> {
-    Ok(match req {
-        TargetRequest::Pid { pid, name } => resolve_pid(index, *pid, name.as_deref())?,
-        TargetRequest::Cgroup { path, name } => resolve_cgroup(index, path, name.as_deref())?,
+    let mut t = match req {
+        TargetRequest::Pid { pid, name, .. } => resolve_pid(index, *pid, name.as_deref())?,
+        TargetRequest::Cgroup { path, name, .. } => resolve_cgroup(index, path, name.as_deref())?,
         // These may be down at start (a supervisor starts the server later): the target
         // exists and is reported down until its process appears.
-        TargetRequest::PidFile { path, name } => {
+        TargetRequest::PidFile { path, name, .. } => {
             // Not there yet is fine; there and not a regular file (a FIFO, a device, a
             // directory) never holds a PID.
             if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
@@ -327,7 +332,7 @@ fn resolve_one(index: u32, req: &TargetRequest) -> Result<Target, TargetError> {
             }
             pid_file_target(index, path, name.as_ref())
         }
-        TargetRequest::Process { comm, name } => {
+        TargetRequest::Process { comm, name, .. } => {
             let found = find_process(comm, &processes());
             Target {
                 index,
@@ -337,9 +342,12 @@ fn resolve_one(index: u32, req: &TargetRequest) -> Result<Target, TargetError> {
                     pid: found.map(|p| p.0),
                 },
                 started: found.map(|p| p.1),
+                endpoints: Endpoints::default(),
             }
         }
-    })
+    };
+    t.endpoints = req.endpoints().clone();
+    Ok(t)
 }
 
 fn pid_file_target(index: u32, path: &Path, name: Option<&String>) -> Target {
@@ -356,6 +364,7 @@ fn pid_file_target(index: u32, path: &Path, name: Option<&String>) -> Target {
             pid: found.map(|p| p.0),
         },
         started: found.map(|p| p.1),
+        endpoints: Endpoints::default(),
     }
 }
 
@@ -445,6 +454,7 @@ fn resolve_pid(index: u32, pid: u32, name: Option<&str>) -> Result<Target, Targe
         name: name.map_or_else(|| comm.trim_end().to_string(), str::to_string),
         kind: TargetKind::Pid { pid },
         started: start_time(pid),
+        endpoints: Endpoints::default(),
     })
 }
 
@@ -493,6 +503,7 @@ fn resolve_cgroup(index: u32, path: &Path, name: Option<&str>) -> Result<Target,
             level,
         },
         started: None,
+        endpoints: Endpoints::default(),
     })
 }
 

@@ -30,6 +30,18 @@ pub(super) struct FileConfig {
     pub(super) history: HistorySection,
     #[serde(default)]
     pub(super) api: ApiSection,
+    #[serde(default)]
+    pub(super) engines: EnginesSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EnginesSection {
+    pub(super) enabled: Option<bool>,
+    pub(super) interval: Option<String>,
+    pub(super) health_interval: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) max_response_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +177,9 @@ pub(super) struct TargetsSection {
 pub(super) struct ProcessEntry {
     pub(super) comm: String,
     pub(super) name: Option<String>,
+    pub(super) metrics_url: Option<String>,
+    pub(super) health_url: Option<String>,
+    pub(super) health_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +187,9 @@ pub(super) struct ProcessEntry {
 pub(super) struct PidEntry {
     pub(super) pid: u32,
     pub(super) name: Option<String>,
+    pub(super) metrics_url: Option<String>,
+    pub(super) health_url: Option<String>,
+    pub(super) health_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,4 +197,7 @@ pub(super) struct PidEntry {
 pub(super) struct PathEntry {
     pub(super) path: PathBuf,
     pub(super) name: Option<String>,
+    pub(super) metrics_url: Option<String>,
+    pub(super) health_url: Option<String>,
+    pub(super) health_path: Option<String>,
 }

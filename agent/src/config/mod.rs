@@ -20,11 +20,13 @@ use serde::Deserialize;
 pub use alerting::{Alerting, Smtp, Tls};
 pub use parse::parse_listen;
 pub use sections::{
-    AgentConfig, ApiConfig, EnergyConfig, GpuConfig, HistoryConfig, HostConfig, HttpConfig,
-    PushConfig, Section,
+    AgentConfig, ApiConfig, EnergyConfig, EnginesConfig, GpuConfig, HistoryConfig, HostConfig,
+    HttpConfig, PushConfig, Section,
 };
 pub use source::line_of;
-pub use targets::{parse_cgroup_arg, parse_pid_arg, TargetRequest, TargetSpec};
+pub use targets::{
+    parse_cgroup_arg, parse_pid_arg, BadEndpoint, Endpoints, TargetRequest, TargetSpec,
+};
 
 use file::FileConfig;
 
@@ -87,6 +89,7 @@ pub struct Config {
     pub host: HostConfig,
     pub gpu: GpuConfig,
     pub energy: EnergyConfig,
+    pub engines: EnginesConfig,
     pub alerting: Alerting,
     pub push: PushConfig,
     /// History in SQLite (`None`: turned off).
@@ -185,6 +188,7 @@ fn build(file: FileConfig, src: &source::Source, over: &Overrides) -> Result<Con
         host: HostConfig::build(&file.host, over),
         gpu: GpuConfig::build(&file.gpu, gpu_processes, &origin)?,
         energy: EnergyConfig::build(&file.energy, &origin)?,
+        engines: EnginesConfig::build(&file.engines, &origin)?,
         alerting: alerting::alerting(&file.alerting, &file.channels, source.as_deref(), &origin)?,
         push: PushConfig::build(&file.push, &origin)?,
         history: HistoryConfig::build(&file.history, &origin)?,
@@ -203,6 +207,7 @@ impl Config {
             self.host.keep(&mut new.host),
             self.gpu.keep(&mut new.gpu),
             self.energy.keep(&mut new.energy),
+            self.engines.keep(&mut new.engines),
             self.push.keep(&mut new.push),
             self.history.keep(&mut new.history),
             self.api.keep(&mut new.api),

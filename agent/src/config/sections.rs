@@ -6,8 +6,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use super::{
     alerting::secret,
     file::{
-        AgentSection, ApiSection, EnergySection, GpuSection, HistorySection, HostSection,
-        HttpSection, PushSection,
+        AgentSection, ApiSection, EnergySection, EnginesSection, GpuSection, HistorySection,
+        HostSection, HttpSection, PushSection,
     },
     parse::{parse_duration, parse_listen, MAX_TICK, MIN_TICK},
     ConfigError, Overrides, DEFAULT_GPU_INTERVAL, DEFAULT_HISTORY_MAX_POINTS,
@@ -437,5 +437,90 @@ impl Section for ApiConfig {
             &mut out,
         );
         out
+    }
+}
+
+/// `[engines]`: the inference servers' own Prometheus metrics and health endpoints, read
+/// on their own threads. Every key needs a restart (the threads start with them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnginesConfig {
+    pub enabled: bool,
+    /// How often each target's metrics endpoint is scraped.
+    pub interval: Duration,
+    /// How often each target's health endpoint is probed.
+    pub health_interval: Duration,
+    /// Longest a scrape or probe may take (connect to last byte).
+    pub timeout: Duration,
+    /// Largest metrics response read; a longer one fails the scrape.
+    pub max_response_bytes: usize,
+}
+
+const DEFAULT_ENGINES_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(15);
+const DEFAULT_ENGINES_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// Bounds of `max_response_bytes`: a real engine's page is 10–500 KB.
+const MAX_RESPONSE_BYTES: std::ops::RangeInclusive<usize> = 1024..=(256 << 20);
+
+impl EnginesConfig {
+    pub(super) fn build(
+        file: &EnginesSection,
+        origin: Origin,
+    ) -> Result<EnginesConfig, ConfigError> {
+        let duration = |key: &str, v: &Option<String>, default: Duration| match v {
+            Some(v) => parse_duration(&origin(key), v, MIN_TICK, MAX_TICK),
+            None => Ok(default),
+        };
+        let interval = duration("engines.interval", &file.interval, DEFAULT_ENGINES_INTERVAL)?;
+        let health_interval = duration(
+            "engines.health_interval",
+            &file.health_interval,
+            DEFAULT_HEALTH_INTERVAL,
+        )?;
+        let timeout = match &file.timeout {
+            Some(v) => parse_duration(
+                &origin("engines.timeout"),
+                v,
+                Duration::from_millis(10),
+                MAX_TICK,
+            )?,
+            None => DEFAULT_ENGINES_TIMEOUT.min(interval).min(health_interval),
+        };
+        // A slower answer would overlap the next round and make the thread look stuck.
+        if timeout > interval.min(health_interval) {
+            return Err(invalid(
+                origin("engines.timeout"),
+                file.timeout.as_deref().unwrap_or_default(),
+                "must not be longer than engines.interval or engines.health_interval",
+            ));
+        }
+        let max_response_bytes = match file.max_response_bytes {
+            Some(n) if !MAX_RESPONSE_BYTES.contains(&n) => {
+                return Err(invalid(
+                    origin("engines.max_response_bytes"),
+                    n,
+                    format!(
+                        "must be between {} and {}",
+                        MAX_RESPONSE_BYTES.start(),
+                        MAX_RESPONSE_BYTES.end()
+                    ),
+                ))
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_RESPONSE_BYTES,
+        };
+        Ok(EnginesConfig {
+            enabled: file.enabled.unwrap_or(true),
+            interval,
+            health_interval,
+            timeout,
+            max_response_bytes,
+        })
+    }
+}
+
+impl Section for EnginesConfig {
+    fn keep(&self, new: &mut Self) -> Vec<&'static str> {
+        keep_all("engines", self, new)
     }
 }

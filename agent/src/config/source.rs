@@ -15,6 +15,7 @@ const SECTIONS: &[&str] = &[
     "alerting",
     "targets",
     "history",
+    "engines",
     "energy",
     "agent",
     "http",

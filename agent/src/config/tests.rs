@@ -38,11 +38,13 @@ path = "/system.slice/x.service"
         TargetSpec::List(vec![
             TargetRequest::Pid {
                 pid: 42,
-                name: Some("vllm".into())
+                name: Some("vllm".into()),
+                endpoints: Default::default(),
             },
             TargetRequest::Cgroup {
                 path: "/system.slice/x.service".into(),
-                name: None
+                name: None,
+                endpoints: Default::default(),
             },
         ])
     );
@@ -57,7 +59,8 @@ path = "/system.slice/x.service"
         c.targets,
         TargetSpec::List(vec![TargetRequest::Pid {
             pid: 7,
-            name: Some("seven".into())
+            name: Some("seven".into()),
+            endpoints: Default::default(),
         }])
     );
 }
@@ -187,14 +190,16 @@ fn cli_values() {
         parse_pid_arg("12").unwrap(),
         TargetRequest::Pid {
             pid: 12,
-            name: None
+            name: None,
+            endpoints: Default::default(),
         }
     );
     assert_eq!(
         parse_pid_arg("12=").unwrap(),
         TargetRequest::Pid {
             pid: 12,
-            name: None
+            name: None,
+            endpoints: Default::default(),
         }
     );
     assert_eq!(
@@ -211,5 +216,94 @@ fn cli_values() {
     assert_eq!(
         from_text("", &over).unwrap_err().to_string(),
         "--all cannot be combined with --pid, --cgroup, --pid-file, --process or --gpu-processes"
+    );
+}
+
+#[test]
+fn target_endpoints_and_the_engines_section() {
+    let text = r#"
+[engines]
+interval = "1s"
+[[targets.pid]]
+pid = 42
+metrics_url = "http://127.0.0.1:8002/metrics"
+health_path = "/v2/health/ready"
+[[targets.process]]
+comm = "vllm"
+health_url = "https://10.0.0.5:8000/health"
+"#;
+    let c = from_text(text, &Overrides::default()).unwrap();
+    let TargetSpec::List(reqs) = &c.targets else {
+        panic!("{:?}", c.targets)
+    };
+    assert_eq!(
+        reqs[0].endpoints(),
+        &Endpoints {
+            metrics_url: Some("http://127.0.0.1:8002/metrics".into()),
+            health_url: None,
+            health_path: Some("/v2/health/ready".into()),
+        }
+    );
+    assert_eq!(
+        reqs[1].endpoints().health_url.as_deref(),
+        Some("https://10.0.0.5:8000/health")
+    );
+    // The interval bounds the default timeout; the rest are defaults.
+    assert_eq!(
+        c.engines,
+        EnginesConfig {
+            enabled: true,
+            interval: Duration::from_secs(1),
+            health_interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 4 << 20,
+        }
+    );
+    let e = from_text(
+        "[[targets.pid]]\npid = 1\n\n[[targets.cgroup]]\npath = \"/a\"\nmetrics_url = \"ftp://x/metrics\"\n",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "test.toml: line 6: targets.cgroup[0].metrics_url: invalid value \"ftp://x/metrics\": expected an http:// or https:// URL"
+    );
+    let e = from_text(
+        "[[targets.pid]]\npid = 1\nhealth_path = \"health\"\n",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "test.toml: line 3: targets.pid[0].health_path: invalid value \"health\": expected a path such as /health"
+    );
+    let e = from_text(
+        "[[targets.pid]]\npid = 1\nhealth_url = \"http://h/x\"\nhealth_path = \"/y\"\n",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("give health_url or health_path, not both"),
+        "{e}"
+    );
+    let e = from_text(
+        "[engines]\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "test.toml: line 3: engines.timeout: invalid value \"2s\": must not be longer than engines.interval or engines.health_interval"
+    );
+    let e = from_text(
+        "[engines]\nmax_response_bytes = 10\n",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("test.toml: line 2: engines.max_response_bytes: invalid value \"10\""),
+        "{e}"
     );
 }

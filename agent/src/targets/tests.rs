@@ -6,6 +6,7 @@ fn own_process_resolves_with_comm_name() {
     let t = Targets::resolve(&TargetSpec::List(vec![TargetRequest::Pid {
         pid: me,
         name: None,
+        endpoints: Default::default(),
     }]))
     .unwrap();
     let first = t.iter().next().unwrap();
@@ -20,6 +21,7 @@ fn missing_pid_and_duplicate_names() {
     let e = Targets::resolve(&TargetSpec::List(vec![TargetRequest::Pid {
         pid: u32::MAX - 1,
         name: None,
+        endpoints: Default::default(),
     }]))
     .unwrap_err();
     assert_eq!(
@@ -31,10 +33,12 @@ fn missing_pid_and_duplicate_names() {
         TargetRequest::Pid {
             pid: me,
             name: Some("a".into()),
+            endpoints: Default::default(),
         },
         TargetRequest::Pid {
             pid: me,
             name: Some("a".into()),
+            endpoints: Default::default(),
         },
     ]);
     assert!(matches!(Targets::resolve(&two), Err(TargetError::DuplicateName(n)) if n == "a"));
@@ -45,6 +49,7 @@ fn missing_cgroup_is_named() {
     let e = Targets::resolve(&TargetSpec::List(vec![TargetRequest::Cgroup {
         path: "/no/such/cgroup-infersight".into(),
         name: None,
+        endpoints: Default::default(),
     }]))
     .unwrap_err();
     let msg = e.to_string();
@@ -73,6 +78,7 @@ fn the_target_limit_holds_for_added_targets() {
         &TargetSpec::List(vec![TargetRequest::Pid {
             pid: me,
             name: Some("a".into()),
+            endpoints: Default::default(),
         }]),
         1,
     )
@@ -81,6 +87,7 @@ fn the_target_limit_holds_for_added_targets() {
         .add(&TargetRequest::Pid {
             pid: me,
             name: Some("b".into()),
+            endpoints: Default::default(),
         })
         .unwrap_err();
     assert_eq!(
@@ -94,6 +101,7 @@ fn the_target_limit_holds_for_added_targets() {
         .add(&TargetRequest::Pid {
             pid: me,
             name: Some("b".into()),
+            endpoints: Default::default(),
         })
         .unwrap();
     assert_eq!(b.index, 2);

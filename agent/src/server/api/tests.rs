@@ -19,14 +19,16 @@ fn target_bodies() {
         target_request(json!({"pid": 7, "name": "vllm"})).unwrap(),
         TargetRequest::Pid {
             pid: 7,
-            name: Some("vllm".into())
+            name: Some("vllm".into()),
+            endpoints: Default::default(),
         }
     );
     assert_eq!(
         target_request(json!({"cgroup": "/system.slice/x.service"})).unwrap(),
         TargetRequest::Cgroup {
             path: "/system.slice/x.service".into(),
-            name: None
+            name: None,
+            endpoints: Default::default(),
         }
     );
     let (code, body) = refused(json!({"pid": 7, "cgroup": "/a"}));
@@ -46,4 +48,23 @@ fn target_bodies() {
     );
     assert_eq!(refused(json!({"pid": 0})).0, 422);
     assert_eq!(refused(json!({"pid": "x"})).0, 400);
+}
+
+#[test]
+fn target_bodies_with_endpoints() {
+    let r = target_request(
+        json!({"pid": 7, "health_path": "/health", "metrics_url": "http://127.0.0.1:8002/metrics"}),
+    )
+    .unwrap();
+    assert_eq!(r.endpoints().health_path.as_deref(), Some("/health"));
+    assert_eq!(
+        r.endpoints().metrics_url.as_deref(),
+        Some("http://127.0.0.1:8002/metrics")
+    );
+    let (code, body) = refused(json!({"pid": 7, "health_url": "localhost:8000"}));
+    assert_eq!(code, 422);
+    assert_eq!(
+        body["error"],
+        "health_url: \"localhost:8000\": expected an http:// or https:// URL"
+    );
 }
