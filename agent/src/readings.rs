@@ -1,22 +1,34 @@
 //! What the collectors produced in one tick, and the registry that produces it: every
 //! collector, in the order they are read (and listed in `/health`), one line each.
 //! Each collector's part is flattened into the readings, so its fields are top-level
-//! Snapshot fields.
+//! Snapshot fields. Figures that need several collectors' parts are merged here
+//! (`merged.rs`).
+mod merged;
+
+use std::{collections::HashMap, time::Instant};
+
 use prometheus::proto::MetricFamily;
 use serde::Serialize;
+
+pub use merged::TargetFigures;
 
 use crate::{
     base::{
         signal::{SignalDoc, SignalSet},
-        CollectorStatus, ProgramStatus,
+        CollectorStatus, Health, ProgramStatus,
     },
-    collectors::{self, Collector, Tick},
+    collectors::{
+        self,
+        engines::{EngineKind, EnginesPart, ProbeStatus},
+        Collector, Tick,
+    },
     config::Config,
     ebpf::Kernel,
     targets::{Target, TargetKind, Targets},
 };
 
-/// A target as published: what it is and, for a process target, whether it lives.
+/// A target as published: what it is, for a process target whether it lives, and its
+/// engine endpoint and health probe as last read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStatus {
     #[serde(flatten)]
@@ -24,10 +36,27 @@ pub struct TargetStatus {
     /// For a process target: whether the process still exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alive: Option<bool>,
+    /// Its engine's metrics endpoint and the last scrape (the figures are in `engines`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineView>,
+    /// Its health endpoint's last probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_probe: Option<ProbeStatus>,
+}
+
+/// Where a target's engine metrics are read and how the last scrape went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineKind>,
+    #[serde(flatten)]
+    pub health: Health,
 }
 
 impl TargetStatus {
-    pub fn of(targets: &Targets) -> Vec<TargetStatus> {
+    pub fn of(targets: &Targets, engines: &EnginesPart) -> Vec<TargetStatus> {
         targets
             .iter()
             .map(|t| TargetStatus {
@@ -36,8 +65,41 @@ impl TargetStatus {
                     TargetKind::Host | TargetKind::Cgroup { .. } => None,
                     _ => Some(t.alive()),
                 },
+                engine: engines
+                    .engines
+                    .iter()
+                    .find(|e| e.target == t.name)
+                    .map(|e| EngineView {
+                        url: e.url.clone(),
+                        engine: e.engine,
+                        health: e.health.clone(),
+                    }),
+                health_probe: engines
+                    .health_probes
+                    .iter()
+                    .find(|p| p.target == t.name)
+                    .cloned(),
             })
             .collect()
+    }
+}
+
+/// One family per name: a collector may add series to a family another one fills (the
+/// engines' own TTFT histograms beside the kernel-measured ones).
+fn merge_same_names(out: &mut Vec<MetricFamily>) {
+    let mut first: HashMap<String, usize> = HashMap::new();
+    let mut i = 0;
+    while i < out.len() {
+        match first.get(out[i].name()) {
+            Some(&j) => {
+                let f = out.remove(i);
+                out[j].mut_metric().extend(f.get_metric().iter().cloned());
+            }
+            None => {
+                first.insert(out[i].name().to_string(), i);
+                i += 1;
+            }
+        }
     }
 }
 
@@ -53,6 +115,8 @@ macro_rules! registry {
             pub targets: Vec<TargetStatus>,
             pub collectors: Vec<CollectorStatus>,
             pub programs: Vec<ProgramStatus>,
+            /// Figures merged from several collectors' parts.
+            pub merged: Vec<TargetFigures>,
             $(
                 #[serde(flatten)]
                 pub $field: <$ty as Collector>::Part,
@@ -62,6 +126,7 @@ macro_rules! registry {
         /// Every collector, started.
         pub struct Registry {
             $($field: $ty,)*
+            merger: merged::Merger,
         }
 
         /// (collector name, its signals), in registry order: the README's tables, the
@@ -74,6 +139,7 @@ macro_rules! registry {
             pub fn start(config: &Config, kernel: &mut Kernel, targets: &Targets) -> Registry {
                 Registry {
                     $($field: <$ty as Collector>::start(config, kernel, targets),)*
+                    merger: merged::Merger::new(config.http.window),
                 }
             }
 
@@ -88,6 +154,7 @@ macro_rules! registry {
                     ));
                     readings.$field = c.part;
                 )*
+                readings.merged = self.merger.update(readings, Instant::now());
             }
 
             pub fn spawn(&mut self, kernel: &mut Kernel) {
@@ -115,6 +182,8 @@ macro_rules! registry {
             /// Every collector's metric families.
             pub fn families(&self, out: &mut Vec<MetricFamily>) {
                 $(<$ty as Collector>::families(&self.$field, out);)*
+                merged::families(&self.merged, out);
+                merge_same_names(out);
             }
 
             /// Every signal's instances; a collector that is not active has no data.
@@ -133,6 +202,10 @@ macro_rules! registry {
                         }
                     }
                 )*
+                let active = |name: &str| {
+                    self.collectors.iter().any(|c| c.name == name && c.health.is_active())
+                };
+                merged::signals(&self.merged, active("http"), active("engines"), &mut out);
                 out
             }
         }
@@ -148,6 +221,7 @@ registry! {
     cuda: collectors::cuda::Cuda,
     sched: collectors::sched::Sched,
     tcp: collectors::tcp::Tcp,
+    engines: collectors::engines::Engines,
 }
 
 /// Every signal rules may use, in registry order.

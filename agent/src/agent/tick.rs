@@ -71,7 +71,7 @@ impl Agent {
             kernel: &mut self.kernel,
         };
         self.registry.collect(&mut tick, &mut readings);
-        readings.targets = TargetStatus::of(&self.targets);
+        readings.targets = TargetStatus::of(&self.targets, &readings.engines);
         readings.programs = self.kernel.program_statuses();
         // In host mode the GPU processes are where libcuda.so is to be found.
         let gpu_pids = readings

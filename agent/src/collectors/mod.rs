@@ -6,6 +6,7 @@
 //! Adding one: a folder here with a type that implements `Collector`, `pub mod` below,
 //! and one line in `readings.rs`'s registry (see the README's "Add a collector").
 pub mod cuda;
+pub mod engines;
 pub mod gpu;
 pub mod host;
 pub mod http;
