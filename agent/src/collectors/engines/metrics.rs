@@ -25,7 +25,7 @@ const FIELDS: &[(&str, &str, MetricType, Field)] = &[
     ),
     (
         "infersight_engine_kv_cache_usage_ratio",
-        "Share of the engine's KV cache in use (0-1).",
+        "Share of the engine's KV cache that is occupied (0-1).",
         MetricType::GAUGE,
         |s| s.kv_cache_usage_ratio,
     ),

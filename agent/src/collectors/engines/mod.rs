@@ -152,7 +152,7 @@ impl Collector for Engines {
         SignalDoc {
             name: "engine_kv_cache_usage_ratio",
             labels: "target, engine",
-            meaning: "share of the engine's KV cache in use (the fullest engine index)",
+            meaning: "share of the engine's KV cache that is occupied (the fullest engine index)",
         },
         SignalDoc {
             name: "engine_preemption_rate",
