@@ -5,6 +5,7 @@ use super::{engine::Engine, rules};
 use crate::{
     base::{CollectorStatus, Health},
     collectors::{
+        engines::{EngineKind, EngineSeries, EngineTarget, EnginesPart, ProbeStatus},
         gpu::{
             BusState, DeviceReading, GpuHealth, GpuPart, GpuProcess, MemoryHealth, Saturation,
             XidSeries,
@@ -13,7 +14,7 @@ use crate::{
         http::{HttpPart, RequestSummary},
         process::{ProcessPart, ProcessSample},
     },
-    readings::Readings,
+    readings::{Readings, TargetFigures},
 };
 
 fn summary(target: &str, rate: f64, errors: f64, latency: f64, ttft: f64) -> RequestSummary {
@@ -42,7 +43,39 @@ fn burning() -> Readings {
         duration_seconds: None,
     };
     Readings {
-        collectors: ["host", "gpu", "process", "http"].map(active).to_vec(),
+        collectors: ["host", "gpu", "process", "http", "engines"]
+            .map(active)
+            .to_vec(),
+        engines: EnginesPart {
+            engines: vec![EngineTarget {
+                target: "llm".into(),
+                url: Some("http://127.0.0.1:8000/metrics".into()),
+                engine: Some(EngineKind::Vllm),
+                health: Health::active(),
+                duration_seconds: None,
+                series: vec![EngineSeries {
+                    engine_index: "0".into(),
+                    requests_waiting: Some(7.0),
+                    kv_cache_usage_ratio: Some(0.93),
+                    preemption_rate: Some(0.5),
+                    ..EngineSeries::default()
+                }],
+            }],
+            health_probes: vec![ProbeStatus {
+                target: "llm".into(),
+                url: "http://127.0.0.1:8000/health".into(),
+                ok: false,
+                status: Some(503),
+                duration_seconds: 0.01,
+                reason: Some("503 Service Unavailable".into()),
+                at_ms: 0,
+            }],
+        },
+        merged: vec![TargetFigures {
+            target: "llm".into(),
+            requests_waiting: Some(7.0),
+            ..TargetFigures::default()
+        }],
         host: HostPart {
             host: Some(HostSample {
                 cpu_usage_ratio: Some(0.97),

@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use super::{
-    client::{status_text, Client, FetchError},
+    client::{status_text, Answer, Client, FetchError},
     discover::{base_url, listening, Listener},
     exposition,
     normalise::{self, EngineKind, EngineSeries},
@@ -23,8 +23,9 @@ use crate::{
     config::Endpoints,
 };
 
-/// A port that gave no usable answer is tried again after this long (a server may open
-/// its port before it serves: llama.cpp answers 503 while it loads).
+/// A port whose answer says it has no such endpoint (404, not exposition text, not HTTP)
+/// is tried again after this long; one that timed out or answered 5xx (a server busy or
+/// still loading: llama.cpp answers 503 while it loads) at the next round.
 const RETRY: Duration = Duration::from_secs(60);
 /// Health endpoints tried on each port when none is configured (vLLM, SGLang, TGI and
 /// llama.cpp serve `/health`; Triton `/v2/health/ready`).
@@ -97,8 +98,15 @@ impl Skip {
             .collect()
     }
 
-    fn later(&mut self, l: Listener, now: Instant) {
-        self.0.insert(l, now + RETRY);
+    /// Try `l` again after `RETRY` if `answer` says it has no such endpoint.
+    fn after(&mut self, l: Listener, answer: &Result<Answer, FetchError>, now: Instant) {
+        let transient = match answer {
+            Ok(a) => a.status >= 500,
+            Err(e) => matches!(e, FetchError::Timeout(_) | FetchError::Connect(_)),
+        };
+        if !transient {
+            self.0.insert(l, now + RETRY);
+        }
     }
 }
 
@@ -189,7 +197,7 @@ async fn discover_metrics(
     listeners: Vec<Listener>,
     max_bytes: usize,
     now: Instant,
-) -> Option<(String, Result<super::client::Answer, FetchError>)> {
+) -> Option<(String, Result<Answer, FetchError>)> {
     let ports = skip.wanted(listeners, now);
     let urls: Vec<String> = ports
         .iter()
@@ -203,7 +211,7 @@ async fn discover_metrics(
             _ => None,
         };
         let Some((spec, _)) = page else {
-            skip.later(ports[i], now);
+            skip.after(ports[i], a, now);
             continue;
         };
         let known = spec.is_some();
@@ -363,7 +371,7 @@ impl Prober {
 }
 
 /// A health endpoint answers anything but "no such path".
-fn is_endpoint(answer: &Result<super::client::Answer, FetchError>) -> bool {
+fn is_endpoint(answer: &Result<Answer, FetchError>) -> bool {
     matches!(answer, Ok(a) if a.status != 404 && a.status != 405)
 }
 
@@ -376,7 +384,7 @@ async fn discover_health(
     listeners: Vec<Listener>,
     health_path: Option<&str>,
     now: Instant,
-) -> Option<(String, Result<super::client::Answer, FetchError>)> {
+) -> Option<(String, Result<Answer, FetchError>)> {
     let ports = skip.wanted(listeners, now);
     let paths: Vec<&str> = health_path.map_or_else(|| HEALTH_PATHS.to_vec(), |p| vec![p]);
     let urls: Vec<(usize, String)> = ports
@@ -390,12 +398,12 @@ async fn discover_health(
         .collect();
     let answers = join_all(urls.iter().map(|(_, u)| client.get(u, PROBE_BODY, true))).await;
     for (i, port) in ports.iter().enumerate() {
-        let answered = urls
-            .iter()
-            .zip(&answers)
-            .any(|((p, _), a)| *p == i && is_endpoint(a));
-        if !answered {
-            skip.later(*port, now);
+        let mine = || urls.iter().zip(&answers).filter(move |((p, _), _)| *p == i);
+        if !mine().any(|(_, a)| is_endpoint(a)) {
+            // Its first path's answer says whether to look again soon.
+            if let Some((_, a)) = mine().next() {
+                skip.after(*port, a, now);
+            }
         }
     }
     let i = answers.iter().position(is_endpoint)?;
