@@ -110,7 +110,7 @@ fn shipped_config_is_valid() {
         "{}",
         agent.log_text()
     );
-    assert_eq!(m.matching("infersight_alert_rule_nodata", &[]).len(), 16);
+    assert_eq!(m.matching("infersight_alert_rule_nodata", &[]).len(), 19);
     assert!(state.join("infersight.db").exists());
     // One startup line says what works and what does not.
     let log = agent.log_text();
@@ -206,7 +206,7 @@ fn check_config_passes_the_shipped_files_and_names_line_and_key_of_each_problem(
     assert_eq!(
         out,
         format!(
-            "{}: ok; {}: 16 rule(s) ok",
+            "{}: ok; {}: 19 rule(s) ok",
             shipped.display(),
             shipped.with_file_name("rules.toml").display()
         )

@@ -1,7 +1,7 @@
 //! Fleet integration with the real Prometheus server (Debian `prometheus` package): it
 //! scrapes a running agent on loopback, loads config/prometheus/rules.yml, answers a PromQL
-//! query over the traced requests with the exact count, and accepts every query of the
-//! Grafana dashboard.
+//! query over the traced requests with the exact count, puts a saturated engine's alert
+//! in pending, and accepts every query of the Grafana dashboard.
 mod common;
 
 use std::{
@@ -119,14 +119,28 @@ fn prometheus_scrapes_the_agent_evaluates_the_rules_and_the_dashboard_queries() 
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 18 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 21 rules found"));
     if !bpf_or_skip("prometheus_scrape") {
         return;
     }
     let server = PyServer::start();
+    // A stand-in vLLM whose page says 7 requests wait (tests/engine_server.py).
+    let mut engine = Command::new("python3")
+        .arg(repo("tests/engine_server.py"))
+        .arg(repo("tests/fixtures/engines/vllm_v1_0_10.prom"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the engine stand-in");
+    let mut ports = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(engine.stdout.take().unwrap()),
+        &mut ports,
+    )
+    .unwrap();
     let state = std::env::temp_dir().join(format!("infersight-promst-{}", std::process::id()));
     let (pid, st) = (format!("{}=py", server.pid()), state.display().to_string());
-    let agent = Agent::start(&["--pid", &pid, "--state-dir", &st]);
+    let vllm = format!("{}=vllm", engine.id());
+    let agent = Agent::start(&["--pid", &pid, "--pid", &vllm, "--state-dir", &st]);
     let mut c = Client::connect(server.port);
     for _ in 0..7 {
         assert_eq!(c.get("/sleep/1").status, 200);
@@ -147,7 +161,18 @@ fn prometheus_scrapes_the_agent_evaluates_the_rules_and_the_dashboard_queries() 
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(all.len(), 18);
+    assert_eq!(all.len(), 21);
+    // The engine's queue, normalised, and the saturation rule over it.
+    wait_value(
+        &prom,
+        "sum(infersight_engine_requests_waiting{target=\"vllm\", engine=\"vllm\"})",
+        7.0,
+    );
+    wait_value(
+        &prom,
+        "count(ALERTS{alertname=\"EngineSaturated\", alertstate=\"pending\", target=\"vllm\"})",
+        1.0,
+    );
     // Every dashboard query parses and runs against the scraped data.
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo("config/grafana/infersight.json")).unwrap(),
@@ -167,7 +192,7 @@ fn prometheus_scrapes_the_agent_evaluates_the_rules_and_the_dashboard_queries() 
             n += 1;
         }
     }
-    assert!(n >= 18, "{n} dashboard queries");
+    assert!(n >= 29, "{n} dashboard queries");
     // Requests with 5xx would show in the dashboard's error ratio: here none.
     assert_eq!(
         value(
@@ -177,5 +202,7 @@ fn prometheus_scrapes_the_agent_evaluates_the_rules_and_the_dashboard_queries() 
         Some(0.0)
     );
     drop(agent);
+    let _ = engine.kill();
+    let _ = engine.wait();
     let _ = std::fs::remove_dir_all(&state);
 }

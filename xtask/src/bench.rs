@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-pub const NAMES: &[&str] = &["syscalls", "http", "cuda", "alerts", "store"];
+pub const NAMES: &[&str] = &["syscalls", "http", "cuda", "alerts", "store", "engines"];
 
 const BEGIN: &str = "<!-- summary: written by `cargo xtask bench` -->";
 const END: &str = "<!-- end of summary -->";

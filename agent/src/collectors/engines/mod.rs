@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub use normalise::{mapping_table, EngineHistogram, EngineKind, EngineSeries};
 pub use window::Window;
-pub use worker::{EngineTarget, ProbeStatus};
+pub use worker::{EngineTarget, ProbeStatus, Scraper, Shared, TargetInfo};
 
 use super::{sampler::Sampler, Collected, Collector, Tick};
 use crate::{
@@ -34,7 +34,7 @@ use crate::{
     ebpf::Kernel,
     targets::Targets,
 };
-use worker::{Prober, Scraper, Shared, TargetInfo};
+use worker::Prober;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EnginesPart {

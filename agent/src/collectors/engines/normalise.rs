@@ -156,7 +156,7 @@ pub const SPECS: &[Spec] = &[
             since("vllm:kv_cache_usage_perc", "V1 engine, 0.9 and later"),
             since(
                 "vllm:gpu_cache_usage_perc",
-                "V0 engine, and V1 before 0.9 (deprecated there)",
+                "V0 engine; V1 before 0.9, deprecated there",
             ),
         ],
         kv_blocks: None,
@@ -203,7 +203,7 @@ pub const SPECS: &[Spec] = &[
         kv_blocks: None,
         preemptions: &[since(
             "sglang:num_retracted_requests_total",
-            "retractions; newer releases (older ones have only a gauge)",
+            "retractions, newer releases; older ones have only a gauge",
         )],
         prefix_ratio: &[src("sglang:cache_hit_rate")],
         prefix_counters: &[],

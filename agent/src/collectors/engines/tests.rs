@@ -360,3 +360,15 @@ fn the_client_is_bounded_and_marks_its_requests() {
     let r = block_on(client.get(&format!("http://{closed}/"), 10_000, false));
     assert!(matches!(r, Err(FetchError::Connect(_))), "{r:?}");
 }
+
+#[test]
+fn the_readme_mapping_table_is_the_engines_table() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README");
+    let table = super::mapping_table();
+    let block = format!("<!-- engines -->\n{table}<!-- /engines -->");
+    assert!(
+        readme.contains(&block),
+        "README's engine mapping table differs from normalise.rs; it should read:\n{table}"
+    );
+}
