@@ -17,7 +17,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{health_entry, http_get, Agent, Metrics};
+use common::{
+    email_section, free_port, health_entry, http_get, mails, smtpd, wait_mails, Agent, Metrics,
+};
 
 const RULES: &str = r#"
 [[rule]]
@@ -260,51 +262,6 @@ fn webhook_and_slack_get_firing_and_resolved_with_retries() {
     let _ = up.wait();
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Messages in an aiosmtpd Mailbox (maildir) directory.
-fn mails(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for sub in ["new", "cur"] {
-        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
-            for e in entries.flatten() {
-                out.push(std::fs::read_to_string(e.path()).unwrap());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// A real SMTP server (aiosmtpd) storing mail in a maildir.
-fn smtpd(port: u16, maildir: &Path) -> Child {
-    Command::new("/usr/bin/python3")
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "-c",
-            "aiosmtpd.handlers.Mailbox",
-        ])
-        .arg(maildir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("aiosmtpd (python3-aiosmtpd; the test command installs it)")
-}
-
-fn email_section(port: u16) -> String {
-    format!("[channels.email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"none\"\nfrom = \"infersight@test.local\"\nto = [\"oncall@test.local\", \"lead@test.local\"]\n")
-}
-
 /// The `notifications` collector in /health: (HTTP status, state, reason).
 fn notify_health(agent: &Agent) -> (u16, String, String) {
     let (code, v) = agent.health();
@@ -314,21 +271,6 @@ fn notify_health(agent: &Agent) -> (u16, String, String) {
         c["state"].as_str().unwrap_or("").to_string(),
         c["reason"].as_str().unwrap_or("").to_string(),
     )
-}
-
-/// Wait until the maildir holds `n` mails (at most `limit`).
-fn wait_mails(maildir: &Path, n: usize, limit: Duration, agent: &Agent) -> Vec<String> {
-    let start = Instant::now();
-    while mails(maildir).len() < n {
-        assert!(
-            start.elapsed() < limit,
-            "{} of {n} mails; log:\n{}",
-            mails(maildir).len(),
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    mails(maildir)
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{bpf_or_skip, request_count, Agent, Client, Metrics, PyServer};
+use common::{bpf_or_skip, request_count, shipped_rules, Agent, Client, Metrics, PyServer};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/engines/{name}"))
@@ -586,36 +586,6 @@ impl Receiver {
     }
 }
 
-/// The shipped rules named, with `for` cut to 1 s and sent to the webhook.
-fn shipped_rules(names: &[&str]) -> String {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules.toml"))
-            .unwrap();
-    let mut out = String::new();
-    for block in text.split("[[rule]]").skip(1) {
-        if !names
-            .iter()
-            .any(|n| block.contains(&format!("name = \"{n}\"")))
-        {
-            continue;
-        }
-        let mut lines: Vec<String> = Vec::new();
-        for l in block.lines() {
-            if l.starts_with("for = ") {
-                lines.push("for = \"1s\"".into());
-            } else {
-                lines.push(l.to_string());
-            }
-            if l.starts_with("name = ") {
-                lines.push("channels = [\"webhook\"]".into());
-            }
-        }
-        out += &format!("[[rule]]{}\n", lines.join("\n"));
-    }
-    assert_eq!(out.matches("[[rule]]").count(), names.len(), "{out}");
-    out
-}
-
 #[test]
 fn health_probes_and_the_engine_rules() {
     if !bpf_or_skip("health_probes_and_the_engine_rules") {
@@ -634,7 +604,7 @@ fn health_probes_and_the_engine_rules() {
             receiver.port,
             vllm.pid()
         ),
-        &shipped_rules(&["EngineSaturated", "TargetUnhealthy"]),
+        &shipped_rules(&["EngineSaturated", "TargetUnhealthy"], "webhook", &[]),
     );
     let agent = start(&dir, &["--no-host".into()]);
     let ok = [("target", "vllm")];

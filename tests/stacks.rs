@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{bpf_or_skip, request_count, Agent, Client, Metrics};
+use common::{bpf_or_skip, free_port, request_count, Agent, Client, Metrics};
 
 /// Debian's interpreter: the packaged FastAPI, uvicorn and aiohttp are its modules.
 const PYTHON: &str = "/usr/bin/python3";
@@ -80,13 +80,6 @@ fn spawn_on_port(mut cmd: Command, port: u16) -> Server {
     let s = Server { child, port };
     wait_ready(port);
     s
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Until the server answers (on a connection of its own, closed before tracing starts).

@@ -34,7 +34,9 @@ pub const CONFIG_CGROUP_LEVELS: u32 = 1;
 pub const MAX_CGROUP_LEVELS: u32 = 4;
 /// Index of the word that turns HTTP request tracing on (1) or off (0).
 pub const CONFIG_HTTP: u32 = CONFIG_CGROUP_LEVELS + MAX_CGROUP_LEVELS;
-pub const CONFIG_ENTRIES: u32 = CONFIG_HTTP + 1;
+/// Index of the word that turns failure accounting (exit codes, deferred signals) on.
+pub const CONFIG_FAILURES: u32 = CONFIG_HTTP + 1;
+pub const CONFIG_ENTRIES: u32 = CONFIG_FAILURES + 1;
 
 /// Causes of the kernel programs' rare diagnostics (aya-log records), each logged once
 /// until userspace clears its flag in `DIAG_ONCE`.
@@ -464,8 +466,60 @@ impl TcpStats {
     };
 }
 
+/// The fatal signals counted per target, in `FailureStats::signals` order.
+pub const FATAL_SIGNALS: [(u32, &str); 6] = [
+    (9, "SIGKILL"),
+    (11, "SIGSEGV"),
+    (6, "SIGABRT"),
+    (7, "SIGBUS"),
+    (4, "SIGILL"),
+    (8, "SIGFPE"),
+];
+
+/// Where signal `sig` is counted in `FailureStats::signals`, if it is one of `FATAL_SIGNALS`.
+#[inline(always)]
+pub const fn fatal_signal_index(sig: u32) -> Option<usize> {
+    match sig {
+        9 => Some(0),
+        11 => Some(1),
+        6 => Some(2),
+        7 => Some(3),
+        4 => Some(4),
+        8 => Some(5),
+        _ => None,
+    }
+}
+
+/// How a target's process ended, in `FailureStats::exits` order: exit status 0, another
+/// exit status, or a signal (it never called exit).
+pub const EXIT_KINDS: [&str; 3] = ["exit_0", "exit_nonzero", "signal"];
+pub const EXIT_ZERO: usize = 0;
+pub const EXIT_NONZERO: usize = 1;
+pub const EXIT_SIGNAL: usize = 2;
+
+/// Fatal signals delivered to a target's tasks and its processes' ends (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailureStats {
+    pub signals: [u64; 6],
+    pub exits: [u64; 3],
+}
+
+/// A task the OOM killer chose (`OOM_VICTIMS`, keyed by its PID): its target and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomVictim {
+    pub target: u32,
+    pub _pad: u32,
+    pub ktime_ns: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: repr(C), integers only, no padding.
+    unsafe impl aya::Pod for super::FailureStats {}
+    // SAFETY: repr(C), integers only, explicit padding field.
+    unsafe impl aya::Pod for super::OomVictim {}
     // SAFETY: repr(C), integers only, no padding.
     unsafe impl aya::Pod for super::SchedStats {}
     // SAFETY: as above.
@@ -489,6 +543,16 @@ mod user {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fatal_signal_indexes_follow_the_table() {
+        for (i, (sig, _)) in FATAL_SIGNALS.iter().enumerate() {
+            assert_eq!(fatal_signal_index(*sig), Some(i));
+        }
+        for sig in [0, 1, 2, 3, 5, 10, 12, 13, 14, 15, 17, 23, 64] {
+            assert_eq!(fatal_signal_index(sig), None, "signal {sig}");
+        }
+    }
 
     #[test]
     fn log2_buckets() {

@@ -14,15 +14,16 @@
 
 mod cuda;
 mod diag;
+mod failures;
 mod http;
 mod sched;
 mod tcp;
 
 use agent_common::{
     log2_bucket, stats_key, Inflight, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS,
-    CONFIG_ENTRIES, CONFIG_HTTP, CONFIG_MODE, DIAG_SYSCALL_STATS_FULL, DIAG_TARGETS_OVERFLOW_FULL,
-    HOST_TARGET, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK, MAX_CGROUP_LEVELS, MODE_ALL, MODE_CGROUP,
-    SLOT_OVERFLOW, TARGET_SLOTS, TARGET_SLOT_MASK,
+    CONFIG_ENTRIES, CONFIG_FAILURES, CONFIG_HTTP, CONFIG_MODE, DIAG_SYSCALL_STATS_FULL,
+    DIAG_TARGETS_OVERFLOW_FULL, HOST_TARGET, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK, MAX_CGROUP_LEVELS,
+    MODE_ALL, MODE_CGROUP, SLOT_OVERFLOW, TARGET_SLOTS, TARGET_SLOT_MASK,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -36,7 +37,7 @@ use aya_log_ebpf::warn;
 
 const NR_CLOSE: u32 = 3;
 const NR_EXIT: u32 = 60;
-const NR_EXIT_GROUP: u32 = 231;
+pub(crate) const NR_EXIT_GROUP: u32 = 231;
 const CLONE_THREAD: u64 = 0x0001_0000;
 const BPF_NOEXIST: u64 = 1;
 
@@ -144,6 +145,22 @@ pub(crate) fn target_of(tgid: u32) -> Option<u32> {
     None
 }
 
+/// The target of task `pid` (a thread or process id), as far as a program running in
+/// another task can tell: the current task's when it is that task (cgroup targets
+/// included), else a registered process's, else the host's in whole-host mode.
+#[inline(always)]
+pub(crate) fn target_of_task(pid: u32) -> Option<u32> {
+    let current = bpf_get_current_pid_tgid();
+    let tgid = (current >> 32) as u32;
+    if current as u32 == pid || tgid == pid {
+        return target_of(tgid);
+    }
+    if config(CONFIG_MODE) & MODE_ALL != 0 {
+        return Some(HOST_TARGET);
+    }
+    pid_target(pid)
+}
+
 /// Inserted by reference: building the value on the stack would need a memset, which is
 /// a byte loop for the verifier.
 static ZERO_STATS: SyscallStats = SyscallStats::ZERO;
@@ -202,6 +219,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     if nr == NR_EXIT || nr == NR_EXIT_GROUP {
         // These never reach sys_exit: count them here.
         record(&ctx, target, nr, 0, None);
+        if config(CONFIG_FAILURES) != 0 {
+            failures::exit_called(&ctx, pid_tgid, nr);
+        }
         return 0;
     }
     let tid = pid_tgid as u32;
@@ -360,6 +380,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     } else {
         pid_tgid as u32 == tgid
     };
+    // Before the process leaves the target maps: its target is still known.
+    if config(CONFIG_FAILURES) != 0 {
+        failures::task_exit(tgid, tid, last_thread);
+    }
     if !last_thread {
         return 0;
     }

@@ -106,6 +106,8 @@ fn snapshot() -> Readings {
                     latency_p99_seconds: None,
                     ttft_p50_seconds: None,
                     ttft_p95_seconds: Some(i as f64 / 20.0),
+                    oldest_active_request_seconds: None,
+                    stream_idle_seconds: None,
                 })
                 .collect(),
             ..HttpPart::default()

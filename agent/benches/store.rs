@@ -153,6 +153,8 @@ fn main() {
                     latency_p99_seconds: Some(0.3),
                     ttft_p50_seconds: None,
                     ttft_p95_seconds: None,
+                    oldest_active_request_seconds: Some(0.1),
+                    stream_idle_seconds: None,
                 })
                 .collect(),
             ..HttpPart::default()

@@ -221,6 +221,7 @@ registry! {
     cuda: collectors::cuda::Cuda,
     sched: collectors::sched::Sched,
     tcp: collectors::tcp::Tcp,
+    failures: collectors::failures::Failures,
     engines: collectors::engines::Engines,
 }
 

@@ -41,6 +41,7 @@ pub const PARTS: &[&str] = &[
     "cuda",
     "sched",
     "tcp",
+    "failures",
     "engines",
     "health_probes",
     "alerting",

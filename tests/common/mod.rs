@@ -672,3 +672,98 @@ pub fn workload_with_pid(pid: u32, getppid: u32) -> Workload {
     }
     panic!("PID {pid} never came round again");
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Messages in an aiosmtpd Mailbox (maildir) directory.
+pub fn mails(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+            for e in entries.flatten() {
+                out.push(std::fs::read_to_string(e.path()).unwrap());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A real SMTP server (aiosmtpd) storing mail in a maildir.
+pub fn smtpd(port: u16, maildir: &Path) -> Child {
+    Command::new("/usr/bin/python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+        ])
+        .arg(maildir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("aiosmtpd (python3-aiosmtpd; the test command installs it)")
+}
+
+pub fn email_section(port: u16) -> String {
+    format!("[channels.email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"none\"\nfrom = \"infersight@test.local\"\nto = [\"oncall@test.local\", \"lead@test.local\"]\n")
+}
+
+/// Wait until the maildir holds `n` mails (at most `limit`).
+pub fn wait_mails(maildir: &Path, n: usize, limit: Duration, agent: &Agent) -> Vec<String> {
+    let start = Instant::now();
+    while mails(maildir).len() < n {
+        assert!(
+            start.elapsed() < limit,
+            "{} of {n} mails; log:\n{}",
+            mails(maildir).len(),
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    mails(maildir)
+}
+
+/// The shipped rules (config/rules.toml) named, sent to `channel`, with `for` cut to 1 s
+/// and each `(from, to)` of `edits` replaced in their text (thresholds a test can reach).
+pub fn shipped_rules(names: &[&str], channel: &str, edits: &[(&str, &str)]) -> String {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules.toml"))
+            .unwrap();
+    let mut out = String::new();
+    for block in text.split("[[rule]]").skip(1) {
+        if !names
+            .iter()
+            .any(|n| block.contains(&format!("name = \"{n}\"")))
+        {
+            continue;
+        }
+        let mut lines: Vec<String> = Vec::new();
+        for l in block.lines() {
+            if l.starts_with("for = ") {
+                lines.push("for = \"1s\"".into());
+            } else {
+                lines.push(l.to_string());
+            }
+            if l.starts_with("name = ") {
+                lines.push(format!("channels = [\"{channel}\"]"));
+            }
+        }
+        out += &format!("[[rule]]{}\n", lines.join("\n"));
+    }
+    for (from, to) in edits {
+        assert!(out.contains(from), "{from:?} is not in the rules:\n{out}");
+        out = out.replace(from, to);
+    }
+    assert_eq!(out.matches("[[rule]]").count(), names.len(), "{out}");
+    out
+}

@@ -32,6 +32,8 @@ fn summary(target: &str, rate: f64, errors: f64, latency: f64, ttft: f64) -> Req
         latency_p99_seconds: None,
         ttft_p50_seconds: None,
         ttft_p95_seconds: Some(ttft),
+        oldest_active_request_seconds: None,
+        stream_idle_seconds: None,
     }
 }
 

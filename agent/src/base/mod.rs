@@ -111,6 +111,13 @@ pub fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// The kernel programs' clock (`bpf_ktime_get_ns`: CLOCK_MONOTONIC), in nanoseconds, to
+/// age the times they record.
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
 /// What kind of refusal a change asked of the running agent met; the HTTP server maps
 /// each kind to a status code (the core never chooses one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! and one line in `readings.rs`'s registry (see the README's "Add a collector").
 pub mod cuda;
 pub mod engines;
+pub mod failures;
 pub mod gpu;
 pub mod host;
 pub mod http;

@@ -172,6 +172,15 @@ const RECORD_OFFSETS: &[(&str, &str, &str, &str)] = &[
         "inet_sock_set_state",
         "protocol",
     ),
+    ("VICTIM_PID_OFFSET", "oom", "mark_victim", "pid"),
+    ("SIGNAL_SIG_OFFSET", "signal", "signal_generate", "sig"),
+    ("SIGNAL_PID_OFFSET", "signal", "signal_generate", "pid"),
+    (
+        "SIGNAL_RESULT_OFFSET",
+        "signal",
+        "signal_generate",
+        "result",
+    ),
 ];
 
 /// How the object is loaded.

@@ -71,6 +71,8 @@ mod merged_figures {
             latency_p99_seconds: None,
             ttft_p50_seconds: None,
             ttft_p95_seconds: None,
+            oldest_active_request_seconds: None,
+            stream_idle_seconds: None,
         }
     }
 

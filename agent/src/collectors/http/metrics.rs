@@ -82,6 +82,29 @@ pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
             .collect();
         out.push(family(name, help, kind, metrics));
     }
+    type Stall = fn(&RequestSummary) -> Option<f64>;
+    let stalls: [(&str, &str, Stall); 2] = [
+        (
+            "infersight_http_oldest_active_request_seconds",
+            "Age of the target's oldest request read and not yet answered (absent when none is open).",
+            |r| r.oldest_active_request_seconds,
+        ),
+        (
+            "infersight_http_stream_idle_seconds",
+            "Seconds since the last write of the target's most silent response in progress (absent when none is open).",
+            |r| r.stream_idle_seconds,
+        ),
+    ];
+    for (name, help, field) in stalls {
+        out.push(series(
+            name,
+            help,
+            MetricType::GAUGE,
+            &part.requests,
+            |r| vec![("target", r.target.clone())],
+            field,
+        ));
+    }
     let mut ttft = Vec::new();
     let mut tpot = Vec::new();
     let mut gen_duration = Vec::new();

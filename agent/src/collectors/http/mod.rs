@@ -102,13 +102,15 @@ fn locked(m: &Mutex<Requests>) -> MutexGuard<'_, Requests> {
 
 type Field = fn(&RequestSummary) -> Option<f64>;
 /// The request signals and where each comes from in a target's summary.
-const FIELDS: [Field; 6] = [
+const FIELDS: [Field; 8] = [
     |r| r.request_rate,
     |r| r.error_ratio,
     |r| r.latency_avg_seconds,
     |r| r.latency_p95_seconds,
     |r| r.active.map(|a| a as f64),
     |r| r.ttft_p95_seconds,
+    |r| r.oldest_active_request_seconds,
+    |r| r.stream_idle_seconds,
 ];
 
 impl Collector for Http {
@@ -143,6 +145,16 @@ impl Collector for Http {
             name: "ttft_p95_seconds",
             labels: "target",
             meaning: "95th percentile time to first token",
+        },
+        SignalDoc {
+            name: "http_oldest_active_request_seconds",
+            labels: "target",
+            meaning: "age of the oldest request read and not yet answered (absent when none)",
+        },
+        SignalDoc {
+            name: "http_stream_idle_seconds",
+            labels: "target",
+            meaning: "seconds since the last write of the most silent response in progress (absent when none)",
         },
     ];
     type Part = HttpPart;
@@ -234,17 +246,28 @@ impl Collector for Http {
             .as_ref()
             .map(|c| c.iter().map(|(_, k)| k.dropped).sum());
         let counters: HashMap<u32, HttpCounters> = counters.into_iter().flatten().collect();
-        self.end_lost(tick, &counters);
+        let held = self.end_lost(tick, &counters);
         let mut aborted: HashMap<u32, u64> = HashMap::new();
         for ((t, _), n) in &self.aborted {
             *aborted.entry(*t).or_default() += n;
         }
         let mut r = locked(&self.requests);
         let (http, streams) = r.series();
+        let mut requests = r.summaries(Instant::now(), &counters, &aborted);
+        for (t, o) in held {
+            let name = tick.targets.name_of(t);
+            if let Some(s) = requests
+                .iter_mut()
+                .find(|s| Some(s.target.as_str()) == name)
+            {
+                s.oldest_active_request_seconds = o.oldest_request_ns.map(|n| n as f64 / 1e9);
+                s.stream_idle_seconds = o.stream_idle_ns.map(|n| n as f64 / 1e9);
+            }
+        }
         let part = HttpPart {
             http,
             streams,
-            requests: r.summaries(Instant::now(), &counters, &aborted),
+            requests,
             ringbuf_dropped,
             http_events_discarded: r.malformed + r.discarded,
             http_aborted: self
@@ -284,10 +307,15 @@ impl Collector for Http {
 
 impl Http {
     /// End the requests the kernel cannot: those of target processes that died since the
-    /// last tick, and (at a sweep) those whose connection state was evicted.
-    fn end_lost(&mut self, tick: &Tick<'_>, counters: &HashMap<u32, HttpCounters>) {
+    /// last tick, and (at a sweep) those whose connection state was evicted. While any
+    /// request is open, the connection states are read: what is open per target.
+    fn end_lost(
+        &mut self,
+        tick: &Tick<'_>,
+        counters: &HashMap<u32, HttpCounters>,
+    ) -> HashMap<u32, conns::Open> {
         let Some(conns) = self.conns.as_mut() else {
-            return;
+            return HashMap::new();
         };
         let now: HashSet<u32> = tick.members.pids().collect();
         let dead: HashSet<u32> = self.pids.difference(&now).copied().collect();
@@ -295,10 +323,6 @@ impl Http {
         for (t, n) in conns.end_dead(&dead) {
             *self.aborted.entry((t, conns::PROCESS_EXIT)).or_default() += n;
         }
-        if self.last_sweep.elapsed() < SWEEP {
-            return;
-        }
-        self.last_sweep = Instant::now();
         let mut open = BTreeMap::new();
         for (t, k) in counters {
             let ended: u64 = self
@@ -313,11 +337,16 @@ impl Http {
             }
         }
         if open.is_empty() {
-            return;
+            return HashMap::new();
         }
-        for (t, n) in conns.evicted(&open) {
-            *self.aborted.entry((t, conns::EVICTED)).or_default() += n;
+        let held = conns.scan(crate::base::monotonic_ns());
+        if self.last_sweep.elapsed() >= SWEEP {
+            self.last_sweep = Instant::now();
+            for (t, n) in conns.evicted(&open, &held) {
+                *self.aborted.entry((t, conns::EVICTED)).or_default() += n;
+            }
         }
+        held
     }
 }
 

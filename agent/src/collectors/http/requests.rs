@@ -59,6 +59,10 @@ pub struct RequestSummary {
     pub latency_p99_seconds: Option<f64>,
     pub ttft_p50_seconds: Option<f64>,
     pub ttft_p95_seconds: Option<f64>,
+    /// Age of the oldest request read and not yet answered (absent when none is open).
+    pub oldest_active_request_seconds: Option<f64>,
+    /// Seconds since the last write of the most silent response still in progress.
+    pub stream_idle_seconds: Option<f64>,
 }
 
 /// Most recent samples kept per target for percentiles.
@@ -316,6 +320,8 @@ impl Requests {
                 latency_p99_seconds: quantile(&d, 0.99),
                 ttft_p50_seconds: quantile(&f, 0.50),
                 ttft_p95_seconds: quantile(&f, 0.95),
+                oldest_active_request_seconds: None,
+                stream_idle_seconds: None,
             });
         }
         out.sort_by(|a, b| a.target.cmp(&b.target));
