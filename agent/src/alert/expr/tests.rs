@@ -41,7 +41,7 @@ fn signals() -> Fixed {
 }
 
 fn run(src: &str) -> Option<Vec<Instance>> {
-    eval(&parse(src).unwrap(), &signals())
+    eval(&parse(src).unwrap(), &signals(), &History::default())
 }
 
 #[test]
