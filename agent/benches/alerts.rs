@@ -147,7 +147,7 @@ fn advance(snap: &mut Readings, round: usize) {
         r.request_rate = Some(((i + round) % 7) as f64);
     }
     for (i, p) in snap.process.processes.iter_mut().enumerate() {
-        p.up = (i + round / 5) % 3 != 0;
+        p.up = !(i + round / 5).is_multiple_of(3);
     }
 }
 
