@@ -756,3 +756,55 @@ fn planted_secrets_never_appear_on_any_endpoint_log_or_state_file() {
         "{errors:?}"
     );
 }
+
+/// A rule function through the running agent: `changes` over the per-tick `target_up` of
+/// a PID-file target whose process is killed and replaced.
+#[test]
+fn changes_of_target_up_fire_when_the_target_restarts() {
+    let rules = r#"
+[[rule]]
+name = "SvcFlapping"
+expr = 'changes(target_up{target="svc"}[1m]) >= 2'
+severity = "warning"
+"#;
+    let mut first = sleeper();
+    let dir = common::AlertDir::new("changes", rules, "", &first.id().to_string());
+    let mut args = dir.args();
+    args.push("--no-host".into());
+    let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let up =
+        |v: f64| move |m: &Metrics| m.get("infersight_target_up", &[("target", "svc")]) == Some(v);
+    let flapping = |m: &Metrics| m.matching("ALERTS", &[("alertname", "SvcFlapping")]);
+    let m = agent.wait_for(Duration::from_secs(10), "svc up", up(1.0));
+    assert_eq!(flapping(&m), vec![]);
+
+    first.kill().unwrap();
+    let _ = first.wait();
+    let m = agent.wait_for(Duration::from_secs(10), "svc down", up(0.0));
+    // One change so far.
+    assert_eq!(flapping(&m), vec![]);
+
+    let mut second = sleeper();
+    dir.set_pid(second.id());
+    let m = agent.wait_for(Duration::from_secs(10), "SvcFlapping firing", |m| {
+        !flapping(m).is_empty()
+    });
+    let alerts = flapping(&m);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].0["alertstate"], "firing");
+    assert_eq!(alerts[0].0["target"], "svc");
+    let (code, body) = agent.get("/api/v1/alerts");
+    assert_eq!(code, 200);
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let api: Vec<_> = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["rule"] == "SvcFlapping")
+        .collect();
+    assert_eq!(api.len(), 1, "{body}");
+    // Down, then up: two changes of target_up.
+    assert_eq!(api[0]["value"], 2.0);
+    let _ = second.kill();
+    let _ = second.wait();
+}

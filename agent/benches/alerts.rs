@@ -3,7 +3,9 @@
 //!
 //! The Snapshot is a busy inference host: 8 GPUs, 32 targets, 12 filesystems. The rules
 //! cycle through every signal with thresholds that make about a third of the instances
-//! match, plus `and`/`or` combinations.
+//! match, plus `and`/`or` combinations, range functions (`increase`, `rate`, `changes`
+//! over 1 to 10 minutes) and `absent`. Between evaluations (10 s apart) request rates
+//! change and targets go down and up, so the range functions' history grows and slides.
 //!
 //! Usage: cargo bench -p infersight --bench alerts -- [--rules N] [--rounds R]
 mod common;
@@ -133,7 +135,23 @@ const EXPRS: &[&str] = &[
     r#"ttft_p95_seconds{target!="svc1"} > 1"#,
     "gpu_utilization_percent < 50 and http_active_requests > 0",
     "http_error_ratio > 5% or http_latency_p95_seconds > 5",
+    "increase(gpu_xid_errors[5m]) > 0",
+    "changes(target_up[10m]) >= 2",
+    "rate(http_request_rate[1m]) > 0.05",
+    r#"changes(http_request_rate{target!="svc1"}[5m]) > 10 and target_up == 1"#,
+    r#"absent(target_up{target="svc40"})"#,
 ];
+
+/// The readings at evaluation `round`: request rates move every round, each target goes
+/// down for 5 rounds in 15.
+fn advance(snap: &mut Readings, round: usize) {
+    for (i, r) in snap.http.requests.iter_mut().enumerate() {
+        r.request_rate = Some(((i + round) % 7) as f64);
+    }
+    for (i, p) in snap.process.processes.iter_mut().enumerate() {
+        p.up = !(i + round / 5).is_multiple_of(3);
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -150,10 +168,11 @@ fn main() {
     let loaded = rules::parse(Path::new("bench.toml"), &text, &["log".into()]);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     let mut engine = Engine::new(loaded.rules, 300.0);
-    let snap = snapshot();
+    let mut snap = snapshot();
     let mut times = Vec::with_capacity(rounds);
     let mut notes = 0;
     for r in 0..rounds {
+        advance(&mut snap, r);
         let start = Instant::now();
         let signals = snap.signals();
         notes += engine.evaluate(&signals, r as f64 * 10.0).len();

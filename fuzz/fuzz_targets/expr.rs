@@ -7,6 +7,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(src) = std::str::from_utf8(data) {
         if let Ok(e) = infersight::alert::expr::parse(src) {
             let _ = e.signals();
+            let _ = e.ranges();
         }
     }
 });

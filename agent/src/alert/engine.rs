@@ -3,13 +3,14 @@
 //! firing instances only),
 //! `repeat_interval` and a cooldown after a resolve. A rule whose signals have no data
 //! keeps its instances as they are and says so; it never resolves them silently. Time is
-//! passed in (unix seconds), so tests drive the clock.
+//! passed in (unix seconds), so tests drive the clock. Each evaluation first records the
+//! samples that the rules' range functions read (`expr::History`).
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    expr::{eval, Labels, Signals},
+    expr::{eval, History, Labels, Signals},
     rules::{Rule, Severity},
 };
 
@@ -95,18 +96,32 @@ pub struct Engine {
     /// Per rule: its last evaluation.
     health: Vec<RuleHealth>,
     cooldown: f64,
+    /// The samples of the signals that range functions read, over their longest windows.
+    history: History,
 }
 
 impl Engine {
     pub fn new(rules: Vec<Rule>, cooldown_seconds: f64) -> Engine {
-        Engine {
+        let mut e = Engine {
             active: vec![BTreeMap::new(); rules.len()],
             resolved_at: vec![HashMap::new(); rules.len()],
             health: vec![RuleHealth::Ok; rules.len()],
             rules,
             cooldown: cooldown_seconds,
             dirty: false,
-        }
+            history: History::default(),
+        };
+        e.retrack();
+        e
+    }
+
+    /// Keep samples for exactly the signals the rules' range functions read.
+    fn retrack(&mut self) {
+        self.history.track(self.rules.iter().flat_map(|r| {
+            let mut v = r.expr.ranges();
+            v.extend(r.resolve.iter().flat_map(|e| e.ranges()));
+            v
+        }));
     }
 
     /// Whether instances appeared, changed state or went away since the last call.
@@ -129,6 +144,7 @@ impl Engine {
         self.resolved_at.push(HashMap::new());
         self.health.push(RuleHealth::Ok);
         self.dirty = true;
+        self.retrack();
         out
     }
 
@@ -148,10 +164,12 @@ impl Engine {
                     self.resolved_at[i].clear();
                     self.rules[i] = rule;
                     self.dirty = true;
+                    self.retrack();
                     return out;
                 }
                 self.rules[i] = rule;
                 self.dirty = true;
+                self.retrack();
                 Vec::new()
             }
             None => self.upsert(rule, now),
@@ -167,6 +185,7 @@ impl Engine {
         self.resolved_at.remove(i);
         self.health.remove(i);
         self.dirty = true;
+        self.retrack();
         Some(resolve_all(&rule, &mut active, now, why))
     }
 
@@ -265,8 +284,10 @@ impl Engine {
     /// counted as sent until `mark_sent` says so.
     pub fn evaluate_unsent(&mut self, signals: &dyn Signals, now: f64) -> Vec<Notification> {
         let mut out = Vec::new();
+        self.history.record(signals, now);
+        let history = &self.history;
         for (i, rule) in self.rules.iter().enumerate() {
-            let Some(matches) = eval(&rule.expr, signals) else {
+            let Some(matches) = eval(&rule.expr, signals, history) else {
                 self.health[i] = RuleHealth::Nodata;
                 continue;
             };
@@ -279,7 +300,7 @@ impl Engine {
             // data for resolve_expr: it stays). A pending one ends as soon as the expression
             // stops holding, as in Prometheus.
             let resolve: Option<Vec<u64>> = rule.resolve.as_ref().map(|e| {
-                let mut ids: Vec<u64> = eval(e, signals)
+                let mut ids: Vec<u64> = eval(e, signals, history)
                     .unwrap_or_default()
                     .iter()
                     .map(|i| i.id)

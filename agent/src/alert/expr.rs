@@ -1,18 +1,50 @@
 //! The rule expression language: named signals with label matchers, compared with
-//! numbers, combined with `and` / `or`.
+//! numbers, combined with `and` / `or`, and functions over the per-tick samples the
+//! engine keeps (`range.rs`).
 //!
 //! ```text
 //! expr     := and ("or" and)*
 //! and      := cmp ("and" cmp)*
 //! cmp      := primary (("<" | "<=" | ">" | ">=" | "==" | "!=") number)?
-//! primary  := signal ("{" matcher ("," matcher)* "}")? | "(" expr ")"
+//! primary  := selector
+//!           | ("increase" | "rate" | "changes") "(" selector "[" window "]" ")"
+//!           | "absent" "(" selector ")"
+//!           | "(" expr ")"
+//! selector := signal ("{" matcher ("," matcher)* "}")?
 //! matcher  := label ("=" | "!=") "string"
 //! number   := digits ("." digits)? unit?      unit: % (÷100), ms, s, m, h, d (→ seconds)
+//! window   := digits ("." digits)? ("s" | "m" | "h" | "d")
 //! ```
 //! A comparison keeps the instances (label sets) for which it holds, with their values.
 //! `a and b` keeps instances of `a` that agree with some instance of `b` on the labels
 //! both have; `a or b` is the union (`a`'s value where both have the instance).
+//!
+//! Functions, per series (label set) of the selector, over the samples of the last
+//! `window` (as Prometheus, without its extrapolation):
+//! - `increase(s[w])`: how much the series grew: the sum of its rises from one sample to
+//!   the next, a drop counting as a counter reset (the value after it is added). A series
+//!   that appears during the window counts from 0: three restarts of a target that is
+//!   new within the window are an increase of 3 (Prometheus would extrapolate from its
+//!   first sample, and say 0 for a series with a single sample). Before the engine has
+//!   kept `w` of samples, a series it has seen from its first tick counts from its first
+//!   sample (the history fills first).
+//! - `rate(s[w])`: `increase(s[w])` ÷ the window in seconds.
+//! - `changes(s[w])`: how many times the value changed (a series appearing is no change).
+//!
+//! Each gives one instance per series seen in the window (also one gone since, until the
+//! window has passed it), labelled as the series.
+//! - `absent(s{...})`: when no instance of `s` passes the matchers this tick, one instance
+//!   of value 1 labelled with the `=` matchers (as Prometheus; a label matched twice is
+//!   left out); else none. An instance that is gone because there is nothing to measure
+//!   (no stream open) is absent, not "no data".
+//!
+//! A function of a signal with no data (its collector is not working) has no data too,
+//! `absent` included: a collector that is down never pages as "absent" (the rule reports
+//! no data, and `target_up` or `infersight_collector_up` page on that).
 pub use crate::base::signal::{label_hash, Instance, Labels, Signals};
+
+pub mod range;
+pub use range::History;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -20,6 +52,22 @@ pub enum Expr {
         name: String,
         matchers: Vec<Matcher>,
         /// Column (1-based) of the name, for errors found after parsing.
+        column: usize,
+    },
+    /// `increase`, `rate` or `changes` of a selector's series over `window` seconds.
+    Range {
+        func: RangeFn,
+        name: String,
+        matchers: Vec<Matcher>,
+        window: f64,
+        /// Column of the signal's name.
+        column: usize,
+    },
+    /// `absent(selector)`.
+    Absent {
+        name: String,
+        matchers: Vec<Matcher>,
+        /// Column of the signal's name.
         column: usize,
     },
     Compare {
@@ -36,6 +84,14 @@ pub struct Matcher {
     pub label: String,
     pub equal: bool,
     pub value: String,
+}
+
+/// A function over a series' samples in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeFn {
+    Increase,
+    Rate,
+    Changes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +124,20 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// A number as written; its unit is checked by the parser, which knows whether a
+/// threshold or a window is expected.
+#[derive(Debug, Clone, PartialEq)]
+struct Number {
+    value: f64,
+    digits: String,
+    unit: String,
+    unit_column: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Ident(String),
-    Num(f64),
+    Num(Number),
     Str(String),
     Sym(&'static str),
     End,
@@ -98,28 +164,20 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
             while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
                 i += 1;
             }
-            let mut v: f64 = src[s..i]
+            let value: f64 = src[s..i]
                 .parse()
                 .map_err(|_| err(col, format!("bad number {:?}", &src[s..i])))?;
             let u = i;
             while i < b.len() && (b[i].is_ascii_alphabetic() || b[i] == b'%') {
                 i += 1;
             }
-            v *= match &src[u..i] {
-                "" | "s" => 1.0,
-                "%" => 0.01,
-                "ms" => 0.001,
-                "m" => 60.0,
-                "h" => 3600.0,
-                "d" => 86400.0,
-                other => {
-                    return Err(err(
-                        u + 1,
-                        format!("unknown unit {other:?} (expected %, ms, s, m, h or d)"),
-                    ))
-                }
+            let n = Number {
+                value,
+                digits: src[s..u].to_string(),
+                unit: src[u..i].to_string(),
+                unit_column: u + 1,
             };
-            out.push((Tok::Num(v), col));
+            out.push((Tok::Num(n), col));
         } else if c == b'"' {
             let s = i + 1;
             i += 1;
@@ -153,6 +211,8 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
                 b'}' => "}",
                 b'(' => "(",
                 b')' => ")",
+                b'[' => "[",
+                b']' => "]",
                 b',' => ",",
                 _ => return Err(err(col, format!("unexpected character {:?}", c as char))),
             };
@@ -184,7 +244,7 @@ impl Parser {
     fn fail<T>(&self, expected: &str) -> Result<T, ParseError> {
         let found = match self.peek() {
             Tok::Ident(s) => format!("{s:?}"),
-            Tok::Num(n) => n.to_string(),
+            Tok::Num(n) => format!("{}{}", n.digits, n.unit),
             Tok::Str(s) => format!("\"{s}\""),
             Tok::Sym(s) => format!("{s:?}"),
             Tok::End => "the end".into(),
@@ -196,6 +256,15 @@ impl Parser {
     }
     fn keyword(&self, k: &str) -> bool {
         matches!(self.peek(), Tok::Ident(s) if s == k)
+    }
+    /// Step over `sym`, or fail saying `expected`.
+    fn expect(&mut self, sym: &'static str, expected: &str) -> Result<(), ParseError> {
+        if self.peek() == &Tok::Sym(sym) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            self.fail(expected)
+        }
     }
 
     fn expr(&mut self) -> Result<Expr, ParseError> {
@@ -228,17 +297,29 @@ impl Parser {
             _ => return Ok(lhs),
         };
         self.pos += 1;
-        match self.next() {
-            Tok::Num(rhs) => Ok(Expr::Compare {
-                lhs: Box::new(lhs),
-                op,
-                rhs,
-            }),
-            _ => {
-                self.pos -= 1;
-                self.fail("a number")
+        let Tok::Num(n) = self.peek().clone() else {
+            return self.fail("a number");
+        };
+        self.pos += 1;
+        let scale = match n.unit.as_str() {
+            "" | "s" => 1.0,
+            "%" => 0.01,
+            "ms" => 0.001,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            other => {
+                return Err(ParseError {
+                    column: n.unit_column,
+                    message: format!("unknown unit {other:?} (expected %, ms, s, m, h or d)"),
+                })
             }
-        }
+        };
+        Ok(Expr::Compare {
+            lhs: Box::new(lhs),
+            op,
+            rhs: n.value * scale,
+        })
     }
 
     fn primary(&mut self) -> Result<Expr, ParseError> {
@@ -246,60 +327,16 @@ impl Parser {
         match self.next() {
             Tok::Sym("(") => {
                 let e = self.expr()?;
-                match self.next() {
-                    Tok::Sym(")") => Ok(e),
-                    _ => {
-                        self.pos -= 1;
-                        self.fail("\")\"")
-                    }
-                }
+                self.expect(")", "\")\"")?;
+                Ok(e)
             }
             Tok::Ident(name) if name != "and" && name != "or" => {
-                let mut matchers = Vec::new();
-                if self.peek() == &Tok::Sym("{") {
-                    self.pos += 1;
-                    loop {
-                        let label = match self.next() {
-                            Tok::Ident(l) => l,
-                            Tok::Sym("}") if matchers.is_empty() => break,
-                            _ => {
-                                self.pos -= 1;
-                                return self.fail("a label name");
-                            }
-                        };
-                        let equal = match self.next() {
-                            Tok::Sym("=") => true,
-                            Tok::Sym("!=") => false,
-                            _ => {
-                                self.pos -= 1;
-                                return self.fail("\"=\" or \"!=\"");
-                            }
-                        };
-                        let value = match self.next() {
-                            Tok::Str(v) => v,
-                            _ => {
-                                self.pos -= 1;
-                                return self.fail("a quoted label value");
-                            }
-                        };
-                        matchers.push(Matcher {
-                            label,
-                            equal,
-                            value,
-                        });
-                        match self.next() {
-                            Tok::Sym(",") => {}
-                            Tok::Sym("}") => break,
-                            _ => {
-                                self.pos -= 1;
-                                return self.fail("\",\" or \"}\"");
-                            }
-                        }
-                    }
+                if self.peek() == &Tok::Sym("(") {
+                    return self.call(&name, column);
                 }
                 Ok(Expr::Select {
+                    matchers: self.matchers()?,
                     name,
-                    matchers,
                     column,
                 })
             }
@@ -308,6 +345,137 @@ impl Parser {
                 self.fail("a signal name or \"(\"")
             }
         }
+    }
+
+    /// A function call, from its "(" on.
+    fn call(&mut self, func: &str, column: usize) -> Result<Expr, ParseError> {
+        let range = match func {
+            "increase" => Some(RangeFn::Increase),
+            "rate" => Some(RangeFn::Rate),
+            "changes" => Some(RangeFn::Changes),
+            "absent" => None,
+            _ => {
+                return Err(ParseError {
+                    column,
+                    message: format!(
+                        "unknown function {func:?} (expected increase, rate, changes or absent)"
+                    ),
+                })
+            }
+        };
+        self.pos += 1;
+        let column = self.column();
+        let name = match self.next() {
+            Tok::Ident(name) if name != "and" && name != "or" => name,
+            _ => {
+                self.pos -= 1;
+                return self.fail("a signal name");
+            }
+        };
+        let matchers = self.matchers()?;
+        let e = match range {
+            Some(func) => {
+                self.expect("[", "\"[\" and a window (e.g. [5m])")?;
+                let window = self.window()?;
+                self.expect("]", "\"]\"")?;
+                Expr::Range {
+                    func,
+                    name,
+                    matchers,
+                    window,
+                    column,
+                }
+            }
+            None => Expr::Absent {
+                name,
+                matchers,
+                column,
+            },
+        };
+        self.expect(")", "\")\"")?;
+        Ok(e)
+    }
+
+    /// A range function's window, in seconds.
+    fn window(&mut self) -> Result<f64, ParseError> {
+        let Tok::Num(n) = self.peek().clone() else {
+            return self.fail("a window (e.g. 5m)");
+        };
+        let column = self.column();
+        self.pos += 1;
+        let scale = match n.unit.as_str() {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            "" => {
+                return Err(ParseError {
+                    column: n.unit_column,
+                    message: "a window needs a unit: s, m, h or d (e.g. 5m)".into(),
+                })
+            }
+            other => {
+                return Err(ParseError {
+                    column: n.unit_column,
+                    message: format!("unknown window unit {other:?} (expected s, m, h or d)"),
+                })
+            }
+        };
+        if n.value <= 0.0 {
+            return Err(ParseError {
+                column,
+                message: "a window must be longer than 0".into(),
+            });
+        }
+        Ok(n.value * scale)
+    }
+
+    /// A selector's `{...}` (none: no matchers).
+    fn matchers(&mut self) -> Result<Vec<Matcher>, ParseError> {
+        let mut matchers = Vec::new();
+        if self.peek() != &Tok::Sym("{") {
+            return Ok(matchers);
+        }
+        self.pos += 1;
+        loop {
+            let label = match self.next() {
+                Tok::Ident(l) => l,
+                Tok::Sym("}") if matchers.is_empty() => break,
+                _ => {
+                    self.pos -= 1;
+                    return self.fail("a label name");
+                }
+            };
+            let equal = match self.next() {
+                Tok::Sym("=") => true,
+                Tok::Sym("!=") => false,
+                _ => {
+                    self.pos -= 1;
+                    return self.fail("\"=\" or \"!=\"");
+                }
+            };
+            let value = match self.next() {
+                Tok::Str(v) => v,
+                _ => {
+                    self.pos -= 1;
+                    return self.fail("a quoted label value");
+                }
+            };
+            matchers.push(Matcher {
+                label,
+                equal,
+                value,
+            });
+            match self.next() {
+                Tok::Sym(",") => {}
+                Tok::Sym("}") => break,
+                _ => {
+                    self.pos -= 1;
+                    return self.fail("\",\" or \"}\"");
+                }
+            }
+        }
+        Ok(matchers)
     }
 }
 
@@ -327,7 +495,9 @@ impl Expr {
     /// Every signal the expression reads, with its column.
     pub fn signals(&self) -> Vec<(&str, usize)> {
         match self {
-            Expr::Select { name, column, .. } => vec![(name.as_str(), *column)],
+            Expr::Select { name, column, .. }
+            | Expr::Range { name, column, .. }
+            | Expr::Absent { name, column, .. } => vec![(name.as_str(), *column)],
             Expr::Compare { lhs, .. } => lhs.signals(),
             Expr::And(a, b) | Expr::Or(a, b) => {
                 let mut v = a.signals();
@@ -336,23 +506,55 @@ impl Expr {
             }
         }
     }
+
+    /// The signals read by range functions, with each window (seconds): those whose
+    /// samples the engine keeps.
+    pub fn ranges(&self) -> Vec<(&str, f64)> {
+        match self {
+            Expr::Range { name, window, .. } => vec![(name.as_str(), *window)],
+            Expr::Select { .. } | Expr::Absent { .. } => Vec::new(),
+            Expr::Compare { lhs, .. } => lhs.ranges(),
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                let mut v = a.ranges();
+                v.extend(b.ranges());
+                v
+            }
+        }
+    }
 }
 
-/// The instances for which `e` holds; `None` when a signal it reads has no data.
-pub fn eval(e: &Expr, s: &dyn Signals) -> Option<Vec<Instance>> {
+/// The instances for which `e` holds; `None` when a signal it reads has no data. Range
+/// functions read `h`, which has recorded this tick's signals.
+pub fn eval(e: &Expr, s: &dyn Signals, h: &History) -> Option<Vec<Instance>> {
     match e {
-        Expr::Select { .. } => select(e, s, |_| true),
+        Expr::Select { .. } => select(e, s, h, |_| true),
+        Expr::Range {
+            func,
+            name,
+            matchers,
+            window,
+            ..
+        } => {
+            s.get(name)?;
+            Some(h.apply(*func, name, matchers, *window))
+        }
+        Expr::Absent { name, matchers, .. } => {
+            if s.get(name)?.iter().any(|i| passes(matchers, &i.labels)) {
+                return Some(Vec::new());
+            }
+            Some(vec![Instance::new(absent_labels(matchers), 1.0)])
+        }
         Expr::Compare { lhs, op, rhs } => {
             let holds = |i: &Instance| op.holds(i.value, *rhs);
             match lhs.as_ref() {
                 // The common case: filter the signal's instances in one pass, copying
                 // only those that hold.
-                Expr::Select { .. } => select(lhs, s, holds),
-                other => Some(eval(other, s)?.into_iter().filter(holds).collect()),
+                Expr::Select { .. } => select(lhs, s, h, holds),
+                other => Some(eval(other, s, h)?.into_iter().filter(holds).collect()),
             }
         }
         Expr::And(a, b) => {
-            let (a, b) = (eval(a, s)?, eval(b, s)?);
+            let (a, b) = (eval(a, s, h)?, eval(b, s, h)?);
             Some(
                 a.into_iter()
                     .filter(|i| b.iter().any(|j| agree(i, j)))
@@ -360,7 +562,7 @@ pub fn eval(e: &Expr, s: &dyn Signals) -> Option<Vec<Instance>> {
             )
         }
         Expr::Or(a, b) => {
-            let (mut a, b) = (eval(a, s)?, eval(b, s)?);
+            let (mut a, b) = (eval(a, s, h)?, eval(b, s, h)?);
             for j in b {
                 if !a.iter().any(|i| i.id == j.id && i.labels == j.labels) {
                     a.push(j);
@@ -372,23 +574,44 @@ pub fn eval(e: &Expr, s: &dyn Signals) -> Option<Vec<Instance>> {
 }
 
 /// The instances of a selector's signal that pass its matchers and `keep`.
-fn select(e: &Expr, s: &dyn Signals, keep: impl Fn(&Instance) -> bool) -> Option<Vec<Instance>> {
+fn select(
+    e: &Expr,
+    s: &dyn Signals,
+    h: &History,
+    keep: impl Fn(&Instance) -> bool,
+) -> Option<Vec<Instance>> {
     let Expr::Select { name, matchers, .. } = e else {
-        return eval(e, s);
+        return eval(e, s, h);
     };
     Some(
         s.get(name)?
             .iter()
-            .filter(|i| {
-                keep(i)
-                    && matchers.iter().all(|m| {
-                        let v = i.labels.get(&m.label).map(String::as_str).unwrap_or("");
-                        (v == m.value) == m.equal
-                    })
-            })
+            .filter(|i| keep(i) && passes(matchers, &i.labels))
             .cloned()
             .collect(),
     )
+}
+
+/// Whether labels pass every matcher (a missing label reads as "").
+fn passes(matchers: &[Matcher], labels: &Labels) -> bool {
+    matchers.iter().all(|m| {
+        let v = labels.get(&m.label).map(String::as_str).unwrap_or("");
+        (v == m.value) == m.equal
+    })
+}
+
+/// `absent`'s labels: those of its `=` matchers, except a label matched more than once
+/// (as Prometheus) and an empty value (a missing label).
+fn absent_labels(matchers: &[Matcher]) -> Labels {
+    matchers
+        .iter()
+        .filter(|m| {
+            m.equal
+                && !m.value.is_empty()
+                && matchers.iter().filter(|o| o.label == m.label).count() == 1
+        })
+        .map(|m| (m.label.clone(), m.value.clone()))
+        .collect()
 }
 
 /// Two instances agree when every label both have is equal.

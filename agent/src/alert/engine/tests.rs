@@ -230,3 +230,178 @@ fn resolve_expr_does_not_promote_pending_alerts() {
     let n = e.evaluate(&temp(79.0), 540.0);
     assert_eq!(n[0].status, Status::Resolved);
 }
+
+/// `gpu_xid_errors` per GPU (`None`: no data).
+fn xids(v: Option<&[(&str, f64)]>) -> Fake {
+    let mut f = Fake::default();
+    f.0.insert(
+        "gpu_xid_errors",
+        v.map(|v| {
+            v.iter()
+                .map(|(g, x)| Instance::new([("gpu".to_string(), g.to_string())].into(), *x))
+                .collect()
+        }),
+    );
+    f
+}
+
+/// (status, gpu, value) of each notification.
+fn notes(n: Vec<Notification>) -> Vec<(Status, String, f64)> {
+    n.into_iter()
+        .map(|n| (n.status, n.labels["gpu"].clone(), n.value))
+        .collect()
+}
+
+#[test]
+fn increase_fills_its_history_first_counts_new_series_from_zero_and_slides() {
+    let mut e = engine(
+        r#"
+[[rule]]
+name = "XidBurst"
+expr = "increase(gpu_xid_errors[10m]) >= 3"
+severity = "high"
+
+[[rule]]
+name = "HighCpu"
+expr = "cpu_usage_percent > 80"
+severity = "high"
+"#,
+    );
+    // Only what range functions read is kept, for the longest window.
+    assert_eq!(e.history.tracked(), vec![("gpu_xid_errors", 600.0)]);
+    // 5 errors from before the engine started: not an increase it saw.
+    assert!(e.evaluate(&xids(Some(&[("0", 5.0)])), 0.0).is_empty());
+    assert_eq!(
+        notes(e.evaluate(&xids(Some(&[("0", 8.0)])), 60.0)),
+        vec![(Status::Firing, "0".into(), 3.0)]
+    );
+    // GPU 1 appears with 3: counted from 0.
+    assert_eq!(
+        notes(e.evaluate(&xids(Some(&[("0", 8.0), ("1", 3.0)])), 120.0)),
+        vec![(Status::Firing, "1".into(), 3.0)]
+    );
+    // No data: kept as they are, not resolved.
+    assert!(e.evaluate(&xids(None), 180.0).is_empty());
+    assert_eq!(
+        e.health().collect::<Vec<_>>(),
+        vec![
+            ("XidBurst", RuleHealth::Nodata),
+            ("HighCpu", RuleHealth::Nodata)
+        ]
+    );
+    assert_eq!(e.alerts().len(), 2);
+    // Ten minutes after GPU 0's rise it has no increase left; GPU 1's appearance at
+    // 120 s is still in the window.
+    let both = [("0", 8.0), ("1", 3.0)];
+    assert_eq!(
+        notes(e.evaluate(&xids(Some(&both)), 660.0)),
+        vec![(Status::Resolved, "0".into(), 3.0)]
+    );
+    assert_eq!(
+        notes(e.evaluate(&xids(Some(&both)), 720.0)),
+        vec![(Status::Resolved, "1".into(), 3.0)]
+    );
+    // A rule gone: its samples too.
+    e.remove("XidBurst", 730.0, "test");
+    assert_eq!(e.history.tracked(), vec![]);
+}
+
+#[test]
+fn history_follows_rule_changes_and_resolve_expressions() {
+    let mut e = engine(
+        r#"
+[[rule]]
+name = "Flapping"
+expr = "changes(target_up[5m]) >= 2"
+resolve_expr = "changes(target_up[15m]) == 0"
+severity = "warning"
+"#,
+    );
+    assert_eq!(e.history.tracked(), vec![("target_up", 900.0)]);
+    let l = rules::parse(
+        Path::new("t.toml"),
+        "[[rule]]\nname = \"Flapping\"\nexpr = \"rate(target_up[1m]) > 0\"\nseverity = \"warning\"\n",
+        &["log".into()],
+    );
+    e.replace(l.rules.into_iter().next().unwrap(), 0.0);
+    assert_eq!(e.history.tracked(), vec![("target_up", 60.0)]);
+}
+
+/// `target_up` with these targets' values (none: no target).
+fn up(v: &[(&str, f64)]) -> Fake {
+    let mut f = Fake::default();
+    f.0.insert(
+        "target_up",
+        Some(
+            v.iter()
+                .map(|(t, x)| Instance::new([("target".to_string(), t.to_string())].into(), *x))
+                .collect(),
+        ),
+    );
+    f
+}
+
+#[test]
+fn changes_fires_on_a_flapping_target_and_resolves_after_the_window() {
+    let mut e = engine(
+        r#"
+[[rule]]
+name = "Flapping"
+expr = 'changes(target_up{target="svc"}[1m]) >= 2'
+severity = "warning"
+"#,
+    );
+    let mut got = Vec::new();
+    for (t, v) in [
+        (0.0, 1.0),
+        (10.0, 0.0),
+        (20.0, 1.0),
+        (30.0, 1.0),
+        (79.0, 1.0),
+        (80.0, 1.0),
+    ] {
+        for n in e.evaluate(&up(&[("svc", v), ("other", 0.0)]), t) {
+            got.push((t, n.status, n.value));
+        }
+    }
+    // Down at 10 s, up at 20 s; a minute after 10 s only one change is left.
+    assert_eq!(
+        got,
+        vec![(20.0, Status::Firing, 2.0), (79.0, Status::Resolved, 2.0)]
+    );
+}
+
+#[test]
+fn absent_fires_while_the_instance_is_missing_and_not_without_data() {
+    let mut e = engine(
+        r#"
+[[rule]]
+name = "SvcMissing"
+expr = 'absent(target_up{target="svc"})'
+severity = "critical"
+"#,
+    );
+    let n = e.evaluate(&up(&[("other", 1.0)]), 0.0);
+    assert_eq!(n.len(), 1);
+    assert_eq!(
+        (n[0].status, n[0].labels["target"].as_str(), n[0].value),
+        (Status::Firing, "svc", 1.0)
+    );
+    // The process collector is down: no data, the alert stays.
+    let mut down = Fake::default();
+    down.0.insert("target_up", None);
+    assert!(e.evaluate(&down, 10.0).is_empty());
+    assert_eq!(e.alerts().len(), 1);
+    let n = e.evaluate(&up(&[("svc", 0.0)]), 20.0);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].status, Status::Resolved);
+    // A fresh engine whose collector is down from the start never pages "absent".
+    let mut e =
+        engine("[[rule]]\nname = \"A\"\nexpr = \"absent(target_up)\"\nseverity = \"critical\"\n");
+    assert!(e.evaluate(&down, 0.0).is_empty());
+    assert!(e.alerts().is_empty());
+    assert_eq!(
+        e.health().collect::<Vec<_>>(),
+        vec![("A", RuleHealth::Nodata)]
+    );
+}

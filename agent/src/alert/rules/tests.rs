@@ -74,3 +74,42 @@ fn a_broken_file_is_one_error() {
     assert!(l.errors[0].starts_with("rules.toml: "), "{}", l.errors[0]);
     assert!(l.errors[0].contains("line 1"), "{}", l.errors[0]);
 }
+
+#[test]
+fn function_errors_name_the_rule_field_and_column() {
+    let text = r#"
+[[rule]]
+name = "Window"
+expr = "increase(gpu_xid_errors[5q]) > 0"
+severity = "high"
+
+[[rule]]
+name = "Inner"
+expr = 'changes(target_upp{target="a"}[10m]) >= 2'
+severity = "high"
+
+[[rule]]
+name = "Resolve"
+expr = "absent(target_up)"
+resolve_expr = "nope(target_up)"
+severity = "high"
+
+[[rule]]
+name = "Good"
+expr = "rate(gpu_xid_errors[1m]) > 0 or absent(target_up)"
+severity = "high"
+"#;
+    let l = load(text);
+    assert_eq!(
+        l.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        vec!["Good"]
+    );
+    assert_eq!(
+        l.errors,
+        vec![
+            "rules.toml: line 2: rule \"Window\": expr: column 26: unknown window unit \"q\" (expected s, m, h or d)",
+            "rules.toml: line 7: rule \"Inner\": expr: column 9: unknown signal \"target_upp\" (the README lists them)",
+            "rules.toml: line 12: rule \"Resolve\": resolve_expr: column 1: unknown function \"nope\" (expected increase, rate, changes or absent)",
+        ]
+    );
+}
