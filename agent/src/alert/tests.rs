@@ -6,6 +6,7 @@ use crate::{
     base::{CollectorStatus, Health},
     collectors::{
         engines::{EngineKind, EngineSeries, EngineTarget, EnginesPart, ProbeStatus},
+        failures::{FailureSeries, FailuresPart},
         gpu::{
             BusState, DeviceReading, GpuHealth, GpuPart, GpuProcess, MemoryHealth, Saturation,
             XidSeries,
@@ -32,12 +33,28 @@ fn summary(target: &str, rate: f64, errors: f64, latency: f64, ttft: f64) -> Req
         latency_p99_seconds: None,
         ttft_p50_seconds: None,
         ttft_p95_seconds: Some(ttft),
-        oldest_active_request_seconds: None,
-        stream_idle_seconds: None,
+        oldest_active_request_seconds: Some(latency),
+        stream_idle_seconds: Some(latency * 10.0),
     }
 }
 
-/// Everything over its threshold.
+/// A target that has restarted `restarts` times and lost `victims` to the OOM killer.
+fn failing(restarts: u64, victims: &[u32]) -> FailuresPart {
+    FailuresPart {
+        failures: vec![FailureSeries {
+            target: "llm".into(),
+            oom_kills: victims.len() as u64,
+            oom_events: None,
+            oom_victims: victims.iter().map(|p| (*p, 1)).collect(),
+            oom_unattributed: 0,
+            signals: vec![("SIGKILL", restarts)],
+            exits: vec![("signal", restarts)],
+            restarts,
+        }],
+    }
+}
+
+/// Everything over its threshold (counters: after they rose from `failing(0, &[])`).
 fn burning() -> Readings {
     let active = |name: &str| CollectorStatus {
         name: name.into(),
@@ -45,7 +62,7 @@ fn burning() -> Readings {
         duration_seconds: None,
     };
     Readings {
-        collectors: ["host", "gpu", "process", "http", "engines"]
+        collectors: ["host", "gpu", "process", "http", "engines", "failures"]
             .map(active)
             .to_vec(),
         engines: EnginesPart {
@@ -119,6 +136,7 @@ fn burning() -> Readings {
             }],
             agent: None,
         },
+        failures: failing(3, &[4242]),
         gpu: GpuPart {
             gpus: vec![DeviceReading {
                 index: 0,
@@ -186,11 +204,14 @@ fn every_shipped_rule_parses_and_fires() {
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     let names: BTreeSet<String> = loaded.rules.iter().map(|r| r.name.clone()).collect();
     let mut engine = Engine::new(loaded.rules, 300.0);
-    let signals = burning().signals();
+    let calm = Readings {
+        failures: failing(0, &[]),
+        ..burning()
+    };
     let mut fired = BTreeSet::new();
-    // Longer than the longest `for`.
-    for t in [0.0, 3600.0] {
-        for n in engine.evaluate(&signals, t) {
+    // Counters rise a minute after the start; then longer than the longest `for`.
+    for (t, r) in [(0.0, calm), (60.0, burning()), (3600.0, burning())] {
+        for n in engine.evaluate(&r.signals(), t) {
             fired.insert(n.rule);
         }
     }
