@@ -9,7 +9,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-pub const NAMES: &[&str] = &["syscalls", "http", "cuda", "alerts", "store", "engines"];
+pub const NAMES: &[&str] = &[
+    "syscalls", "http", "cuda", "alerts", "store", "engines", "failures",
+];
 
 const BEGIN: &str = "<!-- summary: written by `cargo xtask bench` -->";
 const END: &str = "<!-- end of summary -->";

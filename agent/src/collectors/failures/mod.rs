@@ -23,7 +23,8 @@ use crate::{
     targets::{cgroup2_mount, Target, TargetKind, Targets},
 };
 
-const PROGRAMS: &[ProgramSpec] = &[
+/// Its own programs (the failures benchmark detaches them to measure their cost).
+pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "mark_victim",
         hook: Hook::Tracepoint("oom", "mark_victim"),
