@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::{
     alerting::RuleCommand,
     base::{Refusal, RefusalKind, Reply},
-    config::{Endpoints, TargetRequest},
+    config::{Endpoints, PortsValue, TargetRequest},
 };
 
 #[derive(Debug)]
@@ -27,8 +27,8 @@ pub enum Command {
 pub type Request = (Command, tokio::sync::oneshot::Sender<Reply>);
 
 /// One of `pid`, `cgroup`, `pid_file`, `process` (the config file's target kinds), an
-/// optional `name`, and the target's own endpoints (`metrics_url`, `health_url`,
-/// `health_path`) where they are not to be discovered.
+/// optional `name`, the target's own endpoints (`metrics_url`, `health_url`,
+/// `health_path`) where they are not to be discovered, and its front-door `ports`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TargetBody {
@@ -40,6 +40,8 @@ struct TargetBody {
     metrics_url: Option<String>,
     health_url: Option<String>,
     health_path: Option<String>,
+    /// Any JSON, checked here: a bad port is invalid (422) and named, not a shape error.
+    ports: Option<Value>,
 }
 
 fn invalid(message: &str) -> Refusal {
@@ -60,6 +62,7 @@ pub fn target_request(v: Value) -> Result<TargetRequest, Refusal> {
         b.health_url.as_deref(),
         b.health_path.as_deref(),
     )
+    .and_then(|e| e.with_ports(b.ports.as_ref().map(PortsValue::from_json)))
     .map_err(|e| invalid(&format!("{}: {:?}: {}", e.key, e.value, e.reason)))?;
     let mut kinds = Vec::new();
     if let Some(pid) = b.pid {

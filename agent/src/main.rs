@@ -33,6 +33,12 @@ struct Cli {
     /// restarts; repeatable.
     #[arg(long = "process", value_name = "COMM[=NAME]")]
     processes: Vec<String>,
+    /// The listening ports that are the targets' front door; requests on their other
+    /// ports (a server calling its own runner over loopback) are counted apart. NAME=
+    /// picks the target given that name; without it, every target on the command line.
+    /// Default: every port.
+    #[arg(long = "ports", value_name = "[NAME=]PORT[,PORT...]")]
+    ports: Vec<String>,
     /// Make every process holding a GPU context a target (refreshed each tick).
     #[arg(long)]
     gpu_processes: bool,
@@ -79,6 +85,7 @@ fn main() -> ExitCode {
         cgroups: cli.cgroups,
         pid_files: cli.pid_files,
         processes: cli.processes,
+        ports: cli.ports,
         all: cli.all,
         gpu_processes: cli.gpu_processes,
         no_host: cli.no_host,

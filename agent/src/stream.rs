@@ -31,6 +31,7 @@ pub const PARTS: &[&str] = &[
     "ringbuf_dropped",
     "http_events_discarded",
     "http_aborted",
+    "http_internal",
     "hostname",
     "host",
     "processes",

@@ -18,6 +18,8 @@ use serde::Serialize;
 
 use crate::config::{Endpoints, TargetRequest, TargetSpec};
 
+pub mod sockets;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("--pid {0}: no such process")]

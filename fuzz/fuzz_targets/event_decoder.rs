@@ -11,8 +11,23 @@ fuzz_target!(|data: &[u8]| {
         10,
         std::time::Duration::from_secs(60),
     );
-    c.add_target(0, "t");
-    c.add_target(1, "u");
+    use infersight::{
+        config::Endpoints,
+        targets::{Target, TargetKind},
+    };
+    let target = |index: u32, name: &str, ports: Vec<u16>| Target {
+        index,
+        name: name.into(),
+        kind: TargetKind::Pid { pid: 1 },
+        started: None,
+        endpoints: Endpoints {
+            ports,
+            ..Endpoints::default()
+        },
+    };
+    c.add_target(&target(0, "t", Vec::new()));
+    // With front-door ports: an event's (process, listening fd) is looked up in /proc.
+    c.add_target(&target(1, "u", vec![80]));
     c.record_bytes(data, std::time::Instant::now());
     let _ = c.series();
 });

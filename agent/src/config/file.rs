@@ -180,6 +180,8 @@ pub(super) struct ProcessEntry {
     pub(super) metrics_url: Option<String>,
     pub(super) health_url: Option<String>,
     pub(super) health_path: Option<String>,
+    /// Checked when the targets are built, so that a bad port names its line and key.
+    pub(super) ports: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +192,8 @@ pub(super) struct PidEntry {
     pub(super) metrics_url: Option<String>,
     pub(super) health_url: Option<String>,
     pub(super) health_path: Option<String>,
+    /// Checked when the targets are built, so that a bad port names its line and key.
+    pub(super) ports: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,4 +204,6 @@ pub(super) struct PathEntry {
     pub(super) metrics_url: Option<String>,
     pub(super) health_url: Option<String>,
     pub(super) health_path: Option<String>,
+    /// Checked when the targets are built, so that a bad port names its line and key.
+    pub(super) ports: Option<toml::Value>,
 }

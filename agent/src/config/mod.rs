@@ -25,7 +25,7 @@ pub use sections::{
 };
 pub use source::line_of;
 pub use targets::{
-    parse_cgroup_arg, parse_pid_arg, BadEndpoint, Endpoints, TargetRequest, TargetSpec,
+    parse_cgroup_arg, parse_pid_arg, BadEndpoint, Endpoints, PortsValue, TargetRequest, TargetSpec,
 };
 
 use file::FileConfig;
@@ -75,6 +75,8 @@ pub struct Overrides {
     pub cgroups: Vec<String>,
     pub pid_files: Vec<String>,
     pub processes: Vec<String>,
+    /// `--ports [NAME=]PORT[,PORT…]`: front-door ports of the command line's targets.
+    pub ports: Vec<String>,
     pub all: bool,
     pub gpu_processes: bool,
     pub no_host: bool,

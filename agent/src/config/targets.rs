@@ -46,11 +46,31 @@ impl TargetRequest {
             | TargetRequest::Process { endpoints, .. } => endpoints,
         }
     }
+
+    fn endpoints_mut(&mut self) -> &mut Endpoints {
+        match self {
+            TargetRequest::Pid { endpoints, .. }
+            | TargetRequest::Cgroup { endpoints, .. }
+            | TargetRequest::PidFile { endpoints, .. }
+            | TargetRequest::Process { endpoints, .. } => endpoints,
+        }
+    }
+
+    /// The name asked for, if one was.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            TargetRequest::Pid { name, .. }
+            | TargetRequest::Cgroup { name, .. }
+            | TargetRequest::PidFile { name, .. }
+            | TargetRequest::Process { name, .. } => name.as_deref(),
+        }
+    }
 }
 
 /// A target's own HTTP endpoints, where they are not to be discovered: its engine's
 /// Prometheus metrics (`metrics_url`) and its health check (`health_url`, or
-/// `health_path` on the target's own listening port).
+/// `health_path` on the target's own listening port); and which of its listening ports
+/// serve its clients (`ports`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Endpoints {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,7 +79,58 @@ pub struct Endpoints {
     pub health_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_path: Option<String>,
+    /// Its front door, sorted: requests accepted on its other listening ports (a server
+    /// calling its own runner or workers over loopback) are not counted as its requests.
+    /// Empty: every port.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
+
+/// A `ports` value as the file or the API wrote it, for checking: a list whose entries
+/// are integers or (as text) something else, or (as text) a value that is not a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortsValue {
+    List(Vec<Result<i64, String>>),
+    Other(String),
+}
+
+impl PortsValue {
+    /// From a TOML value (the file).
+    pub fn from_toml(v: &toml::Value) -> PortsValue {
+        match v {
+            toml::Value::Array(a) => PortsValue::List(
+                a.iter()
+                    .map(|e| e.as_integer().ok_or_else(|| e.to_string()))
+                    .collect(),
+            ),
+            other => PortsValue::Other(other.to_string()),
+        }
+    }
+
+    /// From a JSON value (the API).
+    pub fn from_json(v: &serde_json::Value) -> PortsValue {
+        match v {
+            serde_json::Value::Array(a) => PortsValue::List(
+                a.iter()
+                    .map(|e| e.as_i64().ok_or_else(|| e.to_string()))
+                    .collect(),
+            ),
+            other => PortsValue::Other(other.to_string()),
+        }
+    }
+
+    /// From `--ports 11434,8080` (the command line).
+    pub fn from_arg(arg: &str) -> PortsValue {
+        PortsValue::List(
+            arg.split(',')
+                .map(|p| p.trim().parse::<i64>().map_err(|_| p.trim().to_string()))
+                .collect(),
+        )
+    }
+}
+
+/// Why a `ports` entry is refused.
+const PORT_RANGE: &str = "expected a TCP port from 1 to 65535";
 
 /// Why a target's endpoint value was refused: the key and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +180,44 @@ impl Endpoints {
             metrics_url,
             health_url,
             health_path: health_path.map(str::to_string),
+            ports: Vec::new(),
         })
+    }
+
+    /// These endpoints with the front-door `ports` (none given: every port), checked: a
+    /// non-empty list of TCP ports.
+    pub fn with_ports(self, ports: Option<PortsValue>) -> Result<Endpoints, BadEndpoint> {
+        let bad = |value: String, reason| BadEndpoint {
+            key: "ports",
+            value,
+            reason,
+        };
+        let list = match ports {
+            None => return Ok(self),
+            Some(PortsValue::Other(v)) => {
+                return Err(bad(v, "expected a list of ports, such as [11434]"))
+            }
+            Some(PortsValue::List(l)) if l.is_empty() => {
+                return Err(bad(
+                    "[]".into(),
+                    "expected at least one port (leave ports out for every port)",
+                ))
+            }
+            Some(PortsValue::List(l)) => l,
+        };
+        let mut ports = Vec::with_capacity(list.len());
+        for entry in list {
+            let port = entry.map_err(|v| bad(v, PORT_RANGE)).and_then(|n| {
+                u16::try_from(n)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| bad(n.to_string(), PORT_RANGE))
+            })?;
+            ports.push(port);
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        Ok(Endpoints { ports, ..self })
     }
 }
 
@@ -166,6 +274,7 @@ pub(super) fn targets(
                 endpoints: Endpoints::default(),
             });
         }
+        cli_ports(&over.ports, &mut list)?;
         spec(
             over.all,
             gpu_processes,
@@ -174,15 +283,18 @@ pub(super) fn targets(
         )?
     } else {
         let mut list = Vec::new();
+        if !over.ports.is_empty() {
+            return Err(ports_without_target());
+        }
         // Each entry's endpoint keys, checked; an error names the entry's key.
-        let endpoints = |at: String, e: [&Option<String>; 3]| {
-            Endpoints::checked(e[0].as_deref(), e[1].as_deref(), e[2].as_deref()).map_err(|b| {
-                ConfigError::Invalid {
+        let endpoints = |at: String, e: [&Option<String>; 3], ports: &Option<toml::Value>| {
+            Endpoints::checked(e[0].as_deref(), e[1].as_deref(), e[2].as_deref())
+                .and_then(|e| e.with_ports(ports.as_ref().map(PortsValue::from_toml)))
+                .map_err(|b| ConfigError::Invalid {
                     origin: file_origin(&format!("{at}.{}", b.key)),
                     value: b.value,
                     reason: b.reason.into(),
-                }
-            })
+                })
         };
         for (i, p) in file.pid.iter().enumerate() {
             if p.pid == 0 {
@@ -198,6 +310,7 @@ pub(super) fn targets(
                 endpoints: endpoints(
                     format!("targets.pid[{i}]"),
                     [&p.metrics_url, &p.health_url, &p.health_path],
+                    &p.ports,
                 )?,
             });
         }
@@ -208,6 +321,7 @@ pub(super) fn targets(
                 endpoints: endpoints(
                     format!("targets.cgroup[{i}]"),
                     [&c.metrics_url, &c.health_url, &c.health_path],
+                    &c.ports,
                 )?,
             });
         }
@@ -218,6 +332,7 @@ pub(super) fn targets(
                 endpoints: endpoints(
                     format!("targets.pid_file[{i}]"),
                     [&f.metrics_url, &f.health_url, &f.health_path],
+                    &f.ports,
                 )?,
             });
         }
@@ -233,6 +348,7 @@ pub(super) fn targets(
                 endpoints: endpoints(
                     format!("targets.process[{i}]"),
                     [&p.metrics_url, &p.health_url, &p.health_path],
+                    &p.ports,
                 )?,
             });
         }
@@ -243,6 +359,72 @@ pub(super) fn targets(
         spec(file.all, gpu_processes, list, &msg)?
     };
     Ok((targets, gpu_processes))
+}
+
+fn ports_without_target() -> ConfigError {
+    ConfigError::Conflict(
+        "--ports: applies to targets given with --pid, --cgroup, --pid-file or --process".into(),
+    )
+}
+
+/// `--ports [NAME=]PORT[,PORT…]` put on the command line's targets: with a name, on the
+/// target given that name (`--pid 1234=NAME`); without, on every other one.
+fn cli_ports(args: &[String], list: &mut [TargetRequest]) -> Result<(), ConfigError> {
+    if args.is_empty() {
+        return Ok(());
+    }
+    if list.is_empty() {
+        return Err(ports_without_target());
+    }
+    let invalid = |arg: &str, reason: String| ConfigError::Invalid {
+        origin: "--ports".into(),
+        value: arg.to_string(),
+        reason,
+    };
+    let mut named: Vec<(String, Vec<u16>)> = Vec::new();
+    let mut unnamed: Option<Vec<u16>> = None;
+    for arg in args {
+        let (name, value) = match arg.split_once('=') {
+            Some((n, v)) => (Some(n.trim()), v),
+            None => (None, arg.as_str()),
+        };
+        let ports = Endpoints::default()
+            .with_ports(Some(PortsValue::from_arg(value)))
+            .map_err(|b| invalid(arg, format!("{:?}: {}", b.value, b.reason)))?
+            .ports;
+        match name {
+            Some(n) => {
+                let known = list.iter().any(|r| r.name() == Some(n));
+                if !known {
+                    return Err(invalid(
+                        arg,
+                        format!("no target on the command line is named {n:?}"),
+                    ));
+                }
+                if named.iter().any(|(m, _)| m == n) {
+                    return Err(invalid(arg, format!("given twice for {n:?}")));
+                }
+                named.push((n.to_string(), ports));
+            }
+            None if unnamed.is_some() => {
+                return Err(invalid(
+                    arg,
+                    "given twice without a name: give NAME=PORTS for each target".into(),
+                ))
+            }
+            None => unnamed = Some(ports),
+        }
+    }
+    for r in list.iter_mut() {
+        let by_name = r
+            .name()
+            .and_then(|n| named.iter().find(|(m, _)| m == n))
+            .map(|(_, p)| p.clone());
+        if let Some(p) = by_name.or_else(|| unnamed.clone()) {
+            r.endpoints_mut().ports = p;
+        }
+    }
+    Ok(())
 }
 
 fn spec(

@@ -242,6 +242,7 @@ health_url = "https://10.0.0.5:8000/health"
             metrics_url: Some("http://127.0.0.1:8002/metrics".into()),
             health_url: None,
             health_path: Some("/v2/health/ready".into()),
+            ports: Vec::new(),
         }
     );
     assert_eq!(
@@ -306,4 +307,96 @@ health_url = "https://10.0.0.5:8000/health"
             .starts_with("test.toml: line 2: engines.max_response_bytes: invalid value \"10\""),
         "{e}"
     );
+}
+
+#[test]
+fn front_door_ports_from_the_file_and_the_command_line() {
+    let text = "[[targets.process]]\ncomm = \"ollama\"\nports = [11434, 80, 11434]\n\n[[targets.pid]]\npid = 5\n";
+    let c = from_text(text, &Overrides::default()).unwrap();
+    let TargetSpec::List(reqs) = &c.targets else {
+        panic!("{:?}", c.targets)
+    };
+    // Sorted, once each; a target without the key has every port.
+    assert!(reqs[0].endpoints().ports.is_empty());
+    assert_eq!(reqs[1].endpoints().ports, vec![80, 11434]);
+
+    // Each bad value names the file, line and key.
+    for (value, shown, reason) in [
+        ("[0]", "0", "expected a TCP port from 1 to 65535"),
+        (
+            "[80, 65536]",
+            "65536",
+            "expected a TCP port from 1 to 65535",
+        ),
+        ("[-1]", "-1", "expected a TCP port from 1 to 65535"),
+        ("[\"80\"]", "\"80\"", "expected a TCP port from 1 to 65535"),
+        ("[80.5]", "80.5", "expected a TCP port from 1 to 65535"),
+        ("80", "80", "expected a list of ports, such as [11434]"),
+        (
+            "[]",
+            "[]",
+            "expected at least one port (leave ports out for every port)",
+        ),
+    ] {
+        let text =
+            format!("[[targets.pid]]\npid = 1\n\n[[targets.pid]]\npid = 2\nports = {value}\n");
+        let e = from_text(&text, &Overrides::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("test.toml: line 6: targets.pid[1].ports: invalid value {shown:?}: {reason}"),
+            "{value}"
+        );
+    }
+
+    // --ports: without a name on every target of the command line, with one on that
+    // target; the file's targets are replaced as ever.
+    let cli = |pids: &[&str], ports: &[&str]| {
+        let over = Overrides {
+            pids: pids.iter().map(|s| s.to_string()).collect(),
+            ports: ports.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        from_text(text, &over).map(|c| match c.targets {
+            TargetSpec::List(l) => l
+                .iter()
+                .map(|r| r.endpoints().ports.clone())
+                .collect::<Vec<_>>(),
+            TargetSpec::Host => panic!("host"),
+        })
+    };
+    assert_eq!(cli(&["7"], &["11434"]).unwrap(), vec![vec![11434]]);
+    assert_eq!(
+        cli(&["7=a", "8=b", "9"], &["b=8000,8001", "9000"]).unwrap(),
+        vec![vec![9000], vec![8000, 8001], vec![9000]]
+    );
+    assert_eq!(cli(&["7=a", "8"], &["a=1"]).unwrap(), vec![vec![1], vec![]]);
+    let err = |pids: &[&str], ports: &[&str]| cli(pids, ports).unwrap_err().to_string();
+    assert_eq!(
+        err(&["7"], &["0"]),
+        "--ports: invalid value \"0\": \"0\": expected a TCP port from 1 to 65535"
+    );
+    assert_eq!(
+        err(&["7"], &["80,x"]),
+        "--ports: invalid value \"80,x\": \"x\": expected a TCP port from 1 to 65535"
+    );
+    assert_eq!(
+        err(&["7"], &["70000"]),
+        "--ports: invalid value \"70000\": \"70000\": expected a TCP port from 1 to 65535"
+    );
+    assert_eq!(
+        err(&["7=a"], &["b=80"]),
+        "--ports: invalid value \"b=80\": no target on the command line is named \"b\""
+    );
+    assert!(err(&["7"], &["80", "81"]).contains("given twice without a name"));
+    // Nothing on the command line to apply it to: refused, not ignored.
+    assert_eq!(
+        err(&[], &["80"]),
+        "--ports: applies to targets given with --pid, --cgroup, --pid-file or --process"
+    );
+    let over = Overrides {
+        all: true,
+        ports: vec!["80".into()],
+        ..Default::default()
+    };
+    assert!(from_text("", &over).is_err());
 }

@@ -8,10 +8,11 @@ use std::{
 
 use super::{
     client::{marked, Client, FetchError},
-    discover::{connectable, listening},
+    discover::listening,
     exposition::parse,
     normalise::{normalise, recognise, relevant, EngineKind, EngineSeries},
 };
+use crate::targets::sockets::connectable;
 
 macro_rules! fixture {
     ($name:literal) => {

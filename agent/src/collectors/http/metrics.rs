@@ -161,6 +161,16 @@ pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
         ));
     }
     out.push(series(
+        "infersight_http_internal_requests_total",
+        "Requests a target accepted on a listening port that is not its front door (its \
+         ports setting): a server calling its own runner or workers over loopback. Not in \
+         its request series.",
+        MetricType::COUNTER,
+        &part.http_internal,
+        |r| vec![("port", r.port.clone()), ("target", r.target.clone())],
+        |r| Some(r.requests as f64),
+    ));
+    out.push(series(
         "infersight_http_requests_aborted_total",
         "Requests ended by the agent, not by a response: their process died with them open \
          (process_exit), or the kernel's connection state was evicted (evicted).",

@@ -3,6 +3,7 @@
 //! completed request, read by a task into per-route series and per-target windows, plus
 //! per-target counters (accepted, ignored, unanswered connections; active requests).
 mod conns;
+mod doors;
 mod metrics;
 mod requests;
 mod route;
@@ -21,7 +22,7 @@ use aya::{
 use serde::Serialize;
 use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
 
-pub use requests::{decode, HttpSeries, RequestSummary, Requests, StreamSeries};
+pub use requests::{decode, HttpSeries, InternalRequests, RequestSummary, Requests, StreamSeries};
 pub use route::template;
 
 use super::{Collected, Collector, Tick};
@@ -47,6 +48,9 @@ pub struct HttpPart {
     pub http_events_discarded: u64,
     /// Requests ended by the agent, not the kernel: (target, reason, count).
     pub http_aborted: Vec<(String, &'static str, u64)>,
+    /// Requests accepted on a target's ports that are not its front door (`ports`): not
+    /// in its request figures, counted here instead.
+    pub http_internal: Vec<InternalRequests>,
 }
 
 /// How often the connection states are compared with the counters (only while some
@@ -277,6 +281,7 @@ impl Collector for Http {
                     Some((tick.targets.name_of(*t)?.to_string(), *reason, *n))
                 })
                 .collect(),
+            http_internal: r.internal_requests(),
         };
         Collected::new(part, self.health.clone())
     }
@@ -297,7 +302,7 @@ impl Collector for Http {
     }
 
     fn target_added(&mut self, t: &Target) {
-        locked(&self.requests).add_target(t.index, &t.name);
+        locked(&self.requests).add_target(t);
     }
 
     fn target_removed(&mut self, t: &Target) {

@@ -9,10 +9,13 @@ use agent_common::{HttpCounters, HttpEvent, HTTP_CHUNKED, HTTP_SSE, METHODS};
 
 use serde::Serialize;
 
-use super::route::{self, RouteSet};
+use super::{
+    doors::ListenPorts,
+    route::{self, RouteSet},
+};
 use crate::{
     base::histogram::{self, Histogram},
-    targets::Targets,
+    targets::{Target, Targets},
 };
 
 /// Cumulative HTTP figures of one (target, method, route, status).
@@ -65,8 +68,20 @@ pub struct RequestSummary {
     pub stream_idle_seconds: Option<f64>,
 }
 
+/// Requests a target accepted on one of its listening ports that is not its front door
+/// (cumulative).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InternalRequests {
+    pub target: String,
+    /// The local port, or `_OTHER` past `MAX_INTERNAL_PORTS`.
+    pub port: String,
+    pub requests: u64,
+}
+
 /// Most recent samples kept per target for percentiles.
 const MAX_SAMPLES: usize = 10_000;
+/// Internal ports counted apart per target; the rest are counted together.
+const MAX_INTERNAL_PORTS: usize = 64;
 
 /// An event as the ring buffer delivers it; `None` when the record is too short.
 pub fn decode(bytes: &[u8]) -> Option<HttpEvent> {
@@ -103,6 +118,11 @@ struct TargetHttp {
 
 pub struct Requests {
     names: HashMap<u32, String>,
+    /// The front-door ports of the targets that have some (the others: every port).
+    doors: HashMap<u32, Vec<u16>>,
+    listen_ports: ListenPorts,
+    /// Requests on other ports, per (target, port; `None`: past the cap).
+    internal: BTreeMap<(u32, Option<u16>), u64>,
     per_target: HashMap<u32, TargetHttp>,
     route_limit: usize,
     window: Duration,
@@ -116,26 +136,66 @@ pub struct Requests {
 
 impl Requests {
     pub fn new(targets: &Targets, route_limit: usize, window: Duration) -> Requests {
-        Requests {
-            names: targets.iter().map(|t| (t.index, t.name.clone())).collect(),
+        let mut r = Requests {
+            names: HashMap::new(),
+            doors: HashMap::new(),
+            listen_ports: ListenPorts::default(),
+            internal: BTreeMap::new(),
             per_target: HashMap::new(),
             route_limit,
             window,
             malformed: 0,
             discarded: 0,
             own: 0,
+        };
+        for t in targets.iter() {
+            r.add_target(t);
         }
+        r
     }
 
     /// A target added at run time (a GPU process, or through the API).
-    pub fn add_target(&mut self, index: u32, name: &str) {
-        self.names.insert(index, name.to_string());
+    pub fn add_target(&mut self, t: &Target) {
+        self.names.insert(t.index, t.name.clone());
+        if !t.endpoints.ports.is_empty() {
+            self.doors.insert(t.index, t.endpoints.ports.clone());
+        }
     }
 
     /// A removed target: its series go, and late events for it are discarded.
     pub fn remove_target(&mut self, index: u32) {
         self.names.remove(&index);
+        self.doors.remove(&index);
+        self.internal.retain(|(t, _), _| *t != index);
         self.per_target.remove(&index);
+    }
+
+    /// Whether a request came in on a port that is not its target's front door; if so
+    /// it is counted apart. Unknown ports count as the front door.
+    fn internal(&mut self, ev: &HttpEvent, now: Instant) -> bool {
+        let target = ev.req.target;
+        let Some(doors) = self.doors.get(&target) else {
+            return false;
+        };
+        let Some(port) = self.listen_ports.port(ev.tgid, ev.listen_fd, now) else {
+            return false;
+        };
+        if doors.contains(&port) {
+            return false;
+        }
+        let key = if self.internal.contains_key(&(target, Some(port)))
+            || self
+                .internal
+                .range((target, Some(0))..=(target, Some(u16::MAX)))
+                .count()
+                < MAX_INTERNAL_PORTS
+        {
+            (target, Some(port))
+        } else {
+            (target, None)
+        };
+        *self.internal.entry(key).or_default() += 1;
+        true
     }
 
     pub fn record_bytes(&mut self, bytes: &[u8], now: Instant) {
@@ -147,11 +207,11 @@ impl Requests {
 
     pub fn record(&mut self, ev: &HttpEvent, now: Instant) {
         let r = &ev.req;
-        let Some(name) = self.names.get(&r.target) else {
+        if !self.names.contains_key(&r.target) {
             self.discarded += 1;
             tracing::debug!("event for unknown target index {}", r.target);
             return;
-        };
+        }
         let Some(duration) = seconds(r.req_start_ns, r.resp_end_ns) else {
             self.discarded += 1;
             tracing::debug!(
@@ -166,6 +226,12 @@ impl Requests {
             self.own += 1;
             return;
         }
+        if self.internal(ev, now) {
+            return;
+        }
+        let Some(name) = self.names.get(&r.target) else {
+            return;
+        };
         let t = self.per_target.entry(r.target).or_default();
         let route = t.routes.admit(
             route::template(&r.path[..path_len]),
@@ -235,6 +301,20 @@ impl Requests {
             duration,
             ttft,
         });
+    }
+
+    /// Requests on ports that are not their target's front door.
+    pub fn internal_requests(&self) -> Vec<InternalRequests> {
+        self.internal
+            .iter()
+            .filter_map(|((t, port), n)| {
+                Some(InternalRequests {
+                    target: self.names.get(t)?.clone(),
+                    port: port.map_or_else(|| "_OTHER".to_string(), |p| p.to_string()),
+                    requests: *n,
+                })
+            })
+            .collect()
     }
 
     pub fn series(&self) -> (Vec<HttpSeries>, Vec<StreamSeries>) {

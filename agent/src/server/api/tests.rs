@@ -68,3 +68,29 @@ fn target_bodies_with_endpoints() {
         "health_url: \"localhost:8000\": expected an http:// or https:// URL"
     );
 }
+
+#[test]
+fn target_bodies_with_ports() {
+    let r = target_request(json!({"pid": 7, "ports": [11434, 80]})).unwrap();
+    assert_eq!(r.endpoints().ports, vec![80, 11434]);
+    for (ports, shown) in [
+        (json!([0]), "0"),
+        (json!([65536]), "65536"),
+        (json!(["80"]), "\\\"80\\\""),
+        (json!([80.5]), "80.5"),
+    ] {
+        let (code, body) = refused(json!({"pid": 7, "ports": ports}));
+        assert_eq!(code, 422, "{body}");
+        assert_eq!(
+            body["error"],
+            format!("ports: \"{shown}\": expected a TCP port from 1 to 65535")
+        );
+    }
+    let (code, body) = refused(json!({"pid": 7, "ports": 80}));
+    assert_eq!(code, 422);
+    assert_eq!(
+        body["error"],
+        "ports: \"80\": expected a list of ports, such as [11434]"
+    );
+    assert_eq!(refused(json!({"pid": 7, "ports": []})).0, 422);
+}

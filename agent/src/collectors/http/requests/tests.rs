@@ -131,3 +131,62 @@ fn the_agents_own_requests_are_not_recorded() {
     let routes: Vec<String> = c.series().0.into_iter().map(|s| s.route).collect();
     assert_eq!(routes, vec![format!("/{marker}"), "/metrics".to_string()]);
 }
+
+#[test]
+fn requests_on_ports_that_are_not_the_front_door_are_counted_apart() {
+    use std::{net::TcpListener, os::fd::AsRawFd};
+    let front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let inner = TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_port = front.local_addr().unwrap().port();
+    let inner_port = inner.local_addr().unwrap().port();
+    let fd = |l: &TcpListener| u32::try_from(l.as_raw_fd()).unwrap();
+    let me = std::process::id();
+    let targets = Targets::resolve(&TargetSpec::List(vec![TargetRequest::Pid {
+        pid: me,
+        name: Some("app".into()),
+        endpoints: Endpoints {
+            ports: vec![front_port],
+            ..Endpoints::default()
+        },
+    }]))
+    .unwrap();
+    let mut c = Requests::new(&targets, 100, Duration::from_secs(60));
+    let now = Instant::now();
+    let on = |listen_fd: u32, path: &str| {
+        let mut e = event(path, 200, 1, 2);
+        e.tgid = me;
+        e.listen_fd = listen_fd;
+        e
+    };
+    for _ in 0..3 {
+        c.record(&on(fd(&front), "/api/chat"), now);
+        c.record(&on(fd(&inner), "/completion"), now);
+    }
+    // Not known (accepted before the agent started), or not a socket: the front door.
+    c.record(&on(u32::MAX, "/api/chat"), now);
+    c.record(&on(0, "/api/chat"), now);
+    let (http, _) = c.series();
+    assert_eq!(http.len(), 1, "{http:?}");
+    assert_eq!(
+        (http[0].route.as_str(), http[0].duration.count),
+        ("/api/chat", 5)
+    );
+    assert_eq!(
+        c.internal_requests(),
+        vec![InternalRequests {
+            target: "app".into(),
+            port: inner_port.to_string(),
+            requests: 3,
+        }]
+    );
+
+    // A target without ports counts every port, as before.
+    let mut all = collector(100);
+    for l in [&front, &inner] {
+        all.record(&on(fd(l), "/x"), now);
+    }
+    assert_eq!(all.series().0[0].duration.count, 2);
+    assert!(all.internal_requests().is_empty());
+    c.remove_target(1);
+    assert!(c.internal_requests().is_empty());
+}
