@@ -319,6 +319,7 @@ fn a_server_blocked_in_accept_when_the_agent_starts_counts_its_first_connection(
     if !bpf_or_skip("a_server_blocked_in_accept") {
         return;
     }
+    // Other connections (the engines collector looking for a metrics page) are closed.
     let script = "import socket\n\
         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n\
         print(s.getsockname()[1], flush=True)\n\
@@ -540,11 +541,14 @@ fn a_protocol_upgrade_ends_its_request() {
     if !bpf_or_skip("a_protocol_upgrade_ends_its_request") {
         return;
     }
+    // Other connections (the engines collector looking for a metrics page) are closed.
     let script = "import socket\n\
         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n\
         print(s.getsockname()[1], flush=True)\n\
-        c, _ = s.accept()\n\
-        c.recv(65536)\n\
+        while True:\n\
+        \x20   c, _ = s.accept()\n\
+        \x20   if b'Upgrade' in c.recv(65536): break\n\
+        \x20   c.close()\n\
         c.sendall(b'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n')\n\
         for i in range(5):\n\
         \x20   c.recv(65536); c.sendall(b'\\x81\\x02ok')\n\
