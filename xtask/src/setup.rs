@@ -27,6 +27,15 @@ const APT_PACKAGES: &[&str] = &[
     "chromium",
     // systemd-analyze verify/security on the unit (dpkg-deb comes with dpkg).
     "systemd",
+    // The server stacks traced by tests/stacks.rs: FastAPI on uvicorn (h11 and httptools),
+    // aiohttp, Node, Go net/http (built by the test) and nginx in front.
+    "python3-uvicorn",
+    "python3-fastapi",
+    "python3-httptools",
+    "python3-aiohttp",
+    "nodejs",
+    "golang-go",
+    "nginx-light",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
