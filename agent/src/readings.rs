@@ -23,7 +23,7 @@ use crate::{
         Collector, Tick,
     },
     config::Config,
-    ebpf::Kernel,
+    ebpf::{Kernel, RecordOffset},
     targets::{Target, TargetKind, Targets},
 };
 
@@ -122,6 +122,11 @@ macro_rules! registry {
                 pub $field: <$ty as Collector>::Part,
             )*
         }
+
+        /// Every collector's record offsets, for `Kernel::load`.
+        pub const RECORD_OFFSETS: &[&[RecordOffset]] = &[
+            $(<$ty as Collector>::RECORD_OFFSETS,)*
+        ];
 
         /// Every collector, started.
         pub struct Registry {

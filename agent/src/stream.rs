@@ -17,41 +17,22 @@ use crate::{alert::engine::Notification, snapshot::Snapshot};
 /// Messages a listener may fall behind by before it is told and dropped.
 pub const QUEUE: usize = 32;
 
-/// Top-level Snapshot fields a client may subscribe to (`timestamp_ms` and `tick` are
-/// always sent).
-pub const PARTS: &[&str] = &[
-    "targets",
-    "collectors",
-    "programs",
-    "merged",
-    "syscalls",
-    "http",
-    "streams",
-    "requests",
-    "ringbuf_dropped",
-    "http_events_discarded",
-    "http_aborted",
-    "http_internal",
-    "hostname",
-    "host",
-    "processes",
-    "agent",
-    "gpus",
-    "energy",
-    "gpu_health",
-    "cuda",
-    "sched",
-    "tcp",
-    "failures",
-    "engines",
-    "health_probes",
-    "alerting",
-    "push",
-    "history_dropped",
-    "history_failed",
-    "config",
-    "syscall_series_limited",
-];
+/// Snapshot fields every message carries.
+const ALWAYS: [&str; 2] = ["timestamp_ms", "tick"];
+
+/// The top-level Snapshot fields a client may subscribe to: all of them but `ALWAYS`,
+/// read from the Snapshot itself, so a new collector's part needs no listing here.
+pub fn parts() -> &'static [String] {
+    static PARTS: OnceLock<Vec<String>> = OnceLock::new();
+    PARTS.get_or_init(|| match serde_json::to_value(Snapshot::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !ALWAYS.contains(&k.as_str()))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
 
 #[derive(Clone)]
 pub enum Message {
@@ -136,13 +117,13 @@ impl Subscription {
         Ok(s)
     }
 
-    fn set_parts<'a>(&mut self, parts: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    fn set_parts<'a>(&mut self, wanted: impl Iterator<Item = &'a str>) -> Result<(), String> {
         let mut set = BTreeSet::new();
-        for p in parts {
-            if !PARTS.contains(&p) {
+        for p in wanted {
+            if !parts().iter().any(|k| k == p) {
                 return Err(format!(
                     "parts: unknown part {p:?} (one of {})",
-                    PARTS.join(", ")
+                    parts().join(", ")
                 ));
             }
             set.insert(p.to_string());
@@ -163,9 +144,7 @@ impl Subscription {
                 let data = full.get("data")?.as_object()?;
                 let cut: serde_json::Map<String, serde_json::Value> = data
                     .iter()
-                    .filter(|(k, _)| {
-                        k.as_str() == "timestamp_ms" || k.as_str() == "tick" || parts.contains(*k)
-                    })
+                    .filter(|(k, _)| ALWAYS.contains(&k.as_str()) || parts.contains(*k))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 Some(

@@ -234,8 +234,7 @@ impl Traced {
             std::iter::empty(),
         )
         .expect("bench config");
-        let mut kernel =
-            infersight::ebpf::Kernel::load(&targets, infersight::ebpf::Options::default());
+        let mut kernel = infersight::ebpf::Kernel::load(&targets, options());
         let registry = infersight::readings::Registry::start(&config, &mut kernel, &targets);
         let h = kernel.programs_health(infersight::ebpf::SYSCALL_HOOKS);
         assert!(h.reason.is_none(), "programs did not attach: {h:?}");
@@ -263,8 +262,16 @@ impl Traced {
 
 /// Only the empty programs on the syscall hooks (the cost floor), for `targets`.
 pub fn floor(targets: &infersight::targets::Targets) -> infersight::ebpf::Kernel {
-    let mut kernel = infersight::ebpf::Kernel::load(targets, infersight::ebpf::Options::default());
+    let mut kernel = infersight::ebpf::Kernel::load(targets, options());
     let h = kernel.attach(infersight::ebpf::FLOOR_PROGRAMS);
     assert!(h.reason.is_none(), "empty programs did not attach: {h:?}");
     kernel
+}
+
+/// The agent's load options, with every collector's record offsets.
+pub fn options() -> infersight::ebpf::Options {
+    infersight::ebpf::Options {
+        record_offsets: infersight::readings::RECORD_OFFSETS,
+        ..Default::default()
+    }
 }

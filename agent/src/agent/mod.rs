@@ -73,6 +73,7 @@ impl Agent {
             &targets,
             Options {
                 bpf_stats: config.agent.bpf_stats,
+                record_offsets: crate::readings::RECORD_OFFSETS,
             },
         );
         let registry = Registry::start(config, &mut kernel, &targets);

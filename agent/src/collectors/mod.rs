@@ -28,7 +28,7 @@ use crate::{
         Health,
     },
     config::Config,
-    ebpf::Kernel,
+    ebpf::{Kernel, RecordOffset},
     targets::{Members, Target, Targets},
 };
 
@@ -68,6 +68,8 @@ pub trait Collector: Sized + Send {
     const NAME: &'static str;
     /// The alert signals it offers (the README's table is made from these).
     const SIGNALS: &'static [SignalDoc] = &[];
+    /// The tracepoint record fields its kernel programs read (offsets set at load).
+    const RECORD_OFFSETS: &'static [RecordOffset] = &[];
     /// Its part of each tick's readings; its fields are top-level Snapshot fields.
     type Part: Clone + Default + std::fmt::Debug + PartialEq + Serialize + Send + Sync;
 

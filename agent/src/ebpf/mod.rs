@@ -110,76 +110,48 @@ pub const FLOOR_PROGRAMS: &[ProgramSpec] = &[
     },
 ];
 
-/// Tracepoint record offsets the kernel programs read, as (global in the object, category,
-/// event, field): read from tracefs `format` files at load time; the object's defaults
-/// (this kernel's) stay where a file cannot be read.
-const RECORD_OFFSETS: &[(&str, &str, &str, &str)] = &[
-    ("NEWTASK_PID_OFFSET", "task", "task_newtask", "pid"),
-    (
+/// A tracepoint record field a kernel program reads at an offset held in a global of the
+/// object: the offset is read from tracefs `format` files at load time; the object's
+/// default (this kernel's) stays where a file cannot be read. Collectors declare theirs
+/// (`Collector::RECORD_OFFSETS`).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordOffset {
+    pub global: &'static str,
+    pub category: &'static str,
+    pub event: &'static str,
+    pub field: &'static str,
+}
+
+impl RecordOffset {
+    pub const fn new(
+        global: &'static str,
+        category: &'static str,
+        event: &'static str,
+        field: &'static str,
+    ) -> RecordOffset {
+        RecordOffset {
+            global,
+            category,
+            event,
+            field,
+        }
+    }
+}
+
+/// The offsets process following reads.
+const FOLLOW_OFFSETS: &[RecordOffset] = &[
+    RecordOffset::new("NEWTASK_PID_OFFSET", "task", "task_newtask", "pid"),
+    RecordOffset::new(
         "NEWTASK_FLAGS_OFFSET",
         "task",
         "task_newtask",
         "clone_flags",
     ),
-    (
+    RecordOffset::new(
         "EXIT_GROUP_DEAD_OFFSET",
         "sched",
         "sched_process_exit",
         "group_dead",
-    ),
-    (
-        "SWITCH_PREV_PID_OFFSET",
-        "sched",
-        "sched_switch",
-        "prev_pid",
-    ),
-    (
-        "SWITCH_PREV_STATE_OFFSET",
-        "sched",
-        "sched_switch",
-        "prev_state",
-    ),
-    (
-        "SWITCH_NEXT_PID_OFFSET",
-        "sched",
-        "sched_switch",
-        "next_pid",
-    ),
-    ("WAKEUP_PID_OFFSET", "sched", "sched_wakeup", "pid"),
-    (
-        "RETRANS_SKADDR_OFFSET",
-        "tcp",
-        "tcp_retransmit_skb",
-        "skaddr",
-    ),
-    ("RETRANS_SPORT_OFFSET", "tcp", "tcp_retransmit_skb", "sport"),
-    (
-        "STATE_SKADDR_OFFSET",
-        "sock",
-        "inet_sock_set_state",
-        "skaddr",
-    ),
-    (
-        "STATE_NEWSTATE_OFFSET",
-        "sock",
-        "inet_sock_set_state",
-        "newstate",
-    ),
-    ("STATE_SPORT_OFFSET", "sock", "inet_sock_set_state", "sport"),
-    (
-        "STATE_PROTOCOL_OFFSET",
-        "sock",
-        "inet_sock_set_state",
-        "protocol",
-    ),
-    ("VICTIM_PID_OFFSET", "oom", "mark_victim", "pid"),
-    ("SIGNAL_SIG_OFFSET", "signal", "signal_generate", "sig"),
-    ("SIGNAL_PID_OFFSET", "signal", "signal_generate", "pid"),
-    (
-        "SIGNAL_RESULT_OFFSET",
-        "signal",
-        "signal_generate",
-        "result",
     ),
 ];
 
@@ -189,11 +161,16 @@ pub struct Options {
     /// BPF run-time statistics (self-cost metrics). They cost two clock reads per program
     /// run, on every syscall of the host.
     pub bpf_stats: bool,
+    /// The record offsets the collectors' programs read (the registry's).
+    pub record_offsets: &'static [&'static [RecordOffset]],
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { bpf_stats: true }
+        Options {
+            bpf_stats: true,
+            record_offsets: &[],
+        }
     }
 }
 
@@ -232,17 +209,21 @@ impl Kernel {
             tracing::debug!("{e}");
         }
         let mut loader = EbpfLoader::new();
-        let offsets: Vec<(&'static str, u32)> = RECORD_OFFSETS
+        let offsets: Vec<(&'static str, u32)> = options
+            .record_offsets
             .iter()
-            .filter_map(|(global, cat, event, field)| {
-                let found = sys::field_offset(cat, event, field);
+            .copied()
+            .chain([FOLLOW_OFFSETS])
+            .flatten()
+            .filter_map(|o| {
+                let found = sys::field_offset(o.category, o.event, o.field);
                 // 0 tells the exit handler the kernel has no `group_dead` field.
-                let value = if *global == "EXIT_GROUP_DEAD_OFFSET" {
+                let value = if o.global == "EXIT_GROUP_DEAD_OFFSET" {
                     Some(found.unwrap_or(0))
                 } else {
                     found
                 };
-                value.map(|v| (*global, v))
+                value.map(|v| (o.global, v))
             })
             .collect();
         for (name, value) in &offsets {

@@ -19,7 +19,7 @@ use crate::{
         Health,
     },
     config::Config,
-    ebpf::{sum_per_target, Hook, Kernel, ProgramSpec, SYSCALL_HOOKS},
+    ebpf::{sum_per_target, Hook, Kernel, ProgramSpec, RecordOffset, SYSCALL_HOOKS},
     targets::{cgroup2_mount, Target, TargetKind, Targets},
 };
 
@@ -87,6 +87,17 @@ pub struct Failures {
 
 impl Collector for Failures {
     const NAME: &'static str = "failures";
+    const RECORD_OFFSETS: &'static [RecordOffset] = &[
+        RecordOffset::new("VICTIM_PID_OFFSET", "oom", "mark_victim", "pid"),
+        RecordOffset::new("SIGNAL_SIG_OFFSET", "signal", "signal_generate", "sig"),
+        RecordOffset::new("SIGNAL_PID_OFFSET", "signal", "signal_generate", "pid"),
+        RecordOffset::new(
+            "SIGNAL_RESULT_OFFSET",
+            "signal",
+            "signal_generate",
+            "result",
+        ),
+    ];
     const SIGNALS: &'static [SignalDoc] = &[
         SignalDoc {
             name: "target_oom_kills_total",

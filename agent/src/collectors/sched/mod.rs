@@ -11,7 +11,7 @@ use super::{Collected, Collector, Tick};
 use crate::{
     base::{histogram::serialize_log2, Health},
     config::Config,
-    ebpf::{sum_per_target, EbpfError, Hook, Kernel, ProgramSpec},
+    ebpf::{sum_per_target, EbpfError, Hook, Kernel, ProgramSpec, RecordOffset},
     targets::Targets,
 };
 
@@ -55,6 +55,27 @@ pub struct Sched {
 
 impl Collector for Sched {
     const NAME: &'static str = "sched";
+    const RECORD_OFFSETS: &'static [RecordOffset] = &[
+        RecordOffset::new(
+            "SWITCH_PREV_PID_OFFSET",
+            "sched",
+            "sched_switch",
+            "prev_pid",
+        ),
+        RecordOffset::new(
+            "SWITCH_PREV_STATE_OFFSET",
+            "sched",
+            "sched_switch",
+            "prev_state",
+        ),
+        RecordOffset::new(
+            "SWITCH_NEXT_PID_OFFSET",
+            "sched",
+            "sched_switch",
+            "next_pid",
+        ),
+        RecordOffset::new("WAKEUP_PID_OFFSET", "sched", "sched_wakeup", "pid"),
+    ];
     type Part = SchedPart;
 
     fn start(_: &Config, kernel: &mut Kernel, _: &Targets) -> Sched {

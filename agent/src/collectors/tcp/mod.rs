@@ -11,7 +11,7 @@ use super::{Collected, Collector, Tick};
 use crate::{
     base::Health,
     config::Config,
-    ebpf::{sum_per_target, EbpfError, Hook, Kernel, ProgramSpec},
+    ebpf::{sum_per_target, EbpfError, Hook, Kernel, ProgramSpec, RecordOffset},
     targets::Targets,
 };
 
@@ -47,6 +47,34 @@ pub struct Tcp {
 
 impl Collector for Tcp {
     const NAME: &'static str = "tcp";
+    const RECORD_OFFSETS: &'static [RecordOffset] = &[
+        RecordOffset::new(
+            "RETRANS_SKADDR_OFFSET",
+            "tcp",
+            "tcp_retransmit_skb",
+            "skaddr",
+        ),
+        RecordOffset::new("RETRANS_SPORT_OFFSET", "tcp", "tcp_retransmit_skb", "sport"),
+        RecordOffset::new(
+            "STATE_SKADDR_OFFSET",
+            "sock",
+            "inet_sock_set_state",
+            "skaddr",
+        ),
+        RecordOffset::new(
+            "STATE_NEWSTATE_OFFSET",
+            "sock",
+            "inet_sock_set_state",
+            "newstate",
+        ),
+        RecordOffset::new("STATE_SPORT_OFFSET", "sock", "inet_sock_set_state", "sport"),
+        RecordOffset::new(
+            "STATE_PROTOCOL_OFFSET",
+            "sock",
+            "inet_sock_set_state",
+            "protocol",
+        ),
+    ];
     type Part = TcpPart;
 
     fn start(_: &Config, kernel: &mut Kernel, _: &Targets) -> Tcp {
