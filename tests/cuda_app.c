@@ -1,7 +1,7 @@
 /* Loads a libcuda.so.1 lazily (as inference servers do) and calls the driver API a known
  * number of times with known sizes.
  *
- *   cuda_app LIBRARY [LOOPS]
+ *   cuda_app LIBRARY [LOOPS] [errors]
  *
  * Prints "ready" and waits for one byte on stdin; dlopens LIBRARY, prints "loaded" and
  * waits for another byte (so the test can see the agent attach); then makes the calls
@@ -9,11 +9,15 @@
  * 100 cuLaunchKernel + 20 cuLaunchKernelEx, 7 cuGraphLaunch, 10 x cuMemAlloc_v2(1 MiB) +
  * 5 x cuMemAllocAsync(4096), 10 cuMemFree_v2 + 5 cuMemFreeAsync, HtoD 3 x 1000 + async
  * 2 x 500 bytes, DtoH 4 x 256, DtoD 1 x 8, cuMemcpy 2 x 100 + cuMemcpyAsync 1 x 50,
- * 5 cuCtxSynchronize + 5 cuStreamSynchronize. */
+ * 5 cuCtxSynchronize + 5 cuStreamSynchronize. With "errors", after the loops: allocations
+ * the stand-in refuses, cuMemAlloc_v2(2 TiB) and cuMemAllocAsync(2 TiB) (out of memory)
+ * and cuMemCreate(0 bytes) (invalid value), and ones it grants, 2 x cuMemAllocManaged(4096)
+ * and cuMemCreate(4096). */
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 typedef int (*fn)();
@@ -35,6 +39,7 @@ static void gate(void) {
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     long loops = argc > 2 ? atol(argv[2]) : 1;
+    int errors = argc > 3 && strcmp(argv[3], "errors") == 0;
     printf("ready\n");
     fflush(stdout);
     gate();
@@ -74,6 +79,16 @@ int main(int argc, char **argv) {
             for (int i = 0; i < 5; i++) ctx_sync();
             for (int i = 0; i < 5; i++) stream_sync(0);
         }
+    }
+    if (errors) {
+        fn managed = sym(lib, "cuMemAllocManaged"), create = sym(lib, "cuMemCreate");
+        uint64_t h;
+        if (alloc(&d, (size_t)1 << 41) != 2 || alloc_async(&d, (size_t)1 << 41, 0) != 2 ||
+            create(&h, (size_t)0, 0, 0ull) != 1)
+            return 6;
+        for (int i = 0; i < 2; i++)
+            if (managed(&d, (size_t)4096, 1u) != 0) return 6;
+        if (create(&h, (size_t)4096, 0, 0ull) != 0) return 6;
     }
     printf("done\n");
     fflush(stdout);

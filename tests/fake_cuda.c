@@ -1,11 +1,15 @@
 /* A stand-in for libcuda.so.1 exporting the driver entry points infersight probes, with
  * the real signatures' argument positions. Synchronize calls sleep 3 ms so their wait
- * time is known. Built by tests/cuda.rs with cc -shared. */
+ * time is known. Allocations fail as the driver's do: more than 1 TiB returns
+ * CUDA_ERROR_OUT_OF_MEMORY, 0 bytes CUDA_ERROR_INVALID_VALUE. Built by tests/cuda.rs with
+ * cc -shared. */
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
 typedef int CUresult;
+#define CUDA_ERROR_INVALID_VALUE 1
+#define CUDA_ERROR_OUT_OF_MEMORY 2
 typedef uint64_t CUdeviceptr;
 typedef void *CUstream;
 
@@ -31,17 +35,26 @@ CUresult cuGraphLaunch(void *exec, CUstream s) {
     return 0;
 }
 /* Not through the exported symbol: that call would hit the probe a second time. */
-static void take(CUdeviceptr *dptr, size_t bytes) {
+static CUresult take(CUdeviceptr *dptr, size_t bytes) {
+    if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+    if (bytes > ((size_t)1 << 40)) return CUDA_ERROR_OUT_OF_MEMORY;
     *dptr = next_ptr;
     next_ptr += bytes;
+    return 0;
 }
 CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes) {
-    take(dptr, bytes);
-    return 0;
+    return take(dptr, bytes);
 }
 CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s) {
-    take(dptr, bytes);
-    return 0;
+    return take(dptr, bytes);
+}
+CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes, unsigned flags) {
+    return take(dptr, bytes);
+}
+/* cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp
+ * *prop, unsigned long long flags) */
+CUresult cuMemCreate(uint64_t *handle, size_t bytes, const void *prop, unsigned long long flags) {
+    return take(handle, bytes);
 }
 CUresult cuMemFree_v2(CUdeviceptr p) {
     calls++;

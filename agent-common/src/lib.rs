@@ -381,6 +381,9 @@ pub struct CudaStats {
     pub sync_sum_ns: u64,
     /// log2 buckets of synchronize wait times, as `SyscallStats::buckets`.
     pub sync_buckets: [u64; HIST_BUCKETS],
+    /// Monotonic time (`bpf_ktime_get_ns`) of this CPU's last kernel or graph launch of the
+    /// target; 0 before the first. Userspace takes the maximum over CPUs.
+    pub last_launch_ns: u64,
 }
 
 impl CudaStats {
@@ -395,7 +398,28 @@ impl CudaStats {
         sync_count: 0,
         sync_sum_ns: 0,
         sync_buckets: [0; HIST_BUCKETS],
+        last_launch_ns: 0,
     };
+}
+
+/// The allocation calls whose error returns are counted (`CUDA_ERRORS`), in the order of
+/// the `call` part of the key. A `_ptsz` variant counts under its base name.
+pub const CUDA_ERROR_CALLS: [&str; 4] = [
+    "cuMemAlloc_v2",
+    "cuMemAllocManaged",
+    "cuMemCreate",
+    "cuMemAllocAsync",
+];
+
+/// Key of the per-CPU CUDA error counts: target index, call (index into
+/// `CUDA_ERROR_CALLS`) and the CUresult, packed in one u64 (no struct padding to zero).
+pub const fn cuda_error_key(target: u32, call: u32, code: u32) -> u64 {
+    ((target as u64 & 0xff_ffff) << 40) | ((call as u64 & 0xff) << 32) | code as u64
+}
+
+/// (target, call, code) of a `cuda_error_key`.
+pub const fn cuda_error_key_parts(key: u64) -> (u32, u32, u32) {
+    ((key >> 40) as u32, ((key >> 32) & 0xff) as u32, key as u32)
 }
 
 /// Scheduler figures of one target (per CPU).
@@ -552,6 +576,15 @@ mod tests {
         for sig in [0, 1, 2, 3, 5, 10, 12, 13, 14, 15, 17, 23, 64] {
             assert_eq!(fatal_signal_index(sig), None, "signal {sig}");
         }
+    }
+
+    #[test]
+    fn cuda_error_keys_round_trip() {
+        for (t, c, e) in [(0, 0, 2), (1, 3, 999), (255, 2, 1), (7, 1, u32::MAX)] {
+            assert_eq!(cuda_error_key_parts(cuda_error_key(t, c, e)), (t, c, e));
+        }
+        assert_ne!(cuda_error_key(1, 0, 2), cuda_error_key(2, 0, 2));
+        assert_ne!(cuda_error_key(1, 0, 2), cuda_error_key(1, 1, 2));
     }
 
     #[test]

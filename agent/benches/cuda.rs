@@ -2,10 +2,12 @@
 //! side in one run.
 //!
 //! tests/cuda_app.c makes LOOPS x 170 calls into the stand-in libcuda.so.1 built from
-//! tests/fake_cuda.c (functions that return at once), under four configurations,
+//! tests/fake_cuda.c (functions that return at once), under five configurations,
 //! interleaved over several rounds:
 //!   none     no probe
 //!   floor    an empty uprobe program on every probed entry point (the trap's cost)
+//!   floor+r  that, plus an empty return probe on the allocation calls (15 of the 170
+//!            calls per loop), as the agent has: the return trap's cost
 //!   other    the agent's CUDA programs, targeting another process
 //!   traced   the agent's CUDA programs, targeting the calling process
 //!
@@ -28,6 +30,8 @@ use infersight::{
 
 /// Driver calls per loop of cuda_app (without synchronize calls).
 const CALLS_PER_LOOP: u64 = 170;
+/// Of those, allocation calls (10 cuMemAlloc_v2 + 5 cuMemAllocAsync): the return probes'.
+const ALLOCS_PER_LOOP: u64 = 15;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -122,25 +126,27 @@ fn pid_targets(pid: u32) -> Targets {
 
 fn run(lib: &Path, app: &Path, loops: u64, rounds: usize) {
     let calls = loops * CALLS_PER_LOOP;
-    let mut results: [Vec<f64>; 4] = Default::default();
+    let mut results: [Vec<f64>; 5] = Default::default();
     let mut bystander = Command::new("sleep").arg("3600").spawn().expect("sleep");
     let others = pid_targets(bystander.id());
     for round in 0..rounds {
         results[0].push(App::loaded(app, lib, loops).run(calls));
 
-        let a = App::loaded(app, lib, loops);
-        let mut probes = Kernel::load(&others, Options::default());
-        let n = attach_floor(&mut probes, lib).expect("floor probes");
-        assert!(n >= 15, "floor attached {n} entry points");
-        results[1].push(a.run(calls));
-        drop(probes);
+        for (slot, returns) in [(1, false), (2, true)] {
+            let a = App::loaded(app, lib, loops);
+            let mut probes = Kernel::load(&others, Options::default());
+            let n = attach_floor(&mut probes, lib, returns).expect("floor probes");
+            assert!(n >= 15, "floor attached {n} entry points");
+            results[slot].push(a.run(calls));
+            drop(probes);
+        }
 
         let a = App::loaded(app, lib, loops);
         let mut probes = Kernel::load(&others, Options::default());
         let mut cuda = Probes::take(&mut probes).expect("CUDA maps");
         let bpf = probes.object_mut().expect("loaded");
         cuda.attach(bpf, lib).expect("CUDA probes");
-        results[2].push(a.run(calls));
+        results[3].push(a.run(calls));
         drop(probes);
 
         let a = App::loaded(app, lib, loops);
@@ -148,52 +154,73 @@ fn run(lib: &Path, app: &Path, loops: u64, rounds: usize) {
         let mut cuda = Probes::take(&mut probes).expect("CUDA maps");
         let bpf = probes.object_mut().expect("loaded");
         cuda.attach(bpf, lib).expect("CUDA probes");
-        results[3].push(a.run(calls));
-        let launches: u64 = cuda
-            .read(std::iter::once(1))
-            .expect("read CUDA counts")
-            .iter()
-            .map(|(_, s)| s.kernel_launches)
-            .sum();
+        results[4].push(a.run(calls));
+        let read = cuda.read(std::iter::once(1)).expect("read CUDA counts");
+        let launches: u64 = read.iter().map(|(_, s)| s.kernel_launches).sum();
         assert_eq!(launches, loops * 120, "traced run counted every launch");
+        assert!(
+            read.iter().all(|(_, s)| s.last_launch_ns > 0),
+            "traced run stamped its last launch"
+        );
+        assert!(
+            cuda.errors().expect("read CUDA errors").is_empty(),
+            "every allocation succeeded"
+        );
         drop(probes);
         eprintln!(
-            "round {}: none {:.0} floor {:.0} other {:.0} traced {:.0} ns/call",
+            "round {}: none {:.0} floor {:.0} floor+ret {:.0} other {:.0} traced {:.0} ns/call",
             round + 1,
             results[0][round],
             results[1][round],
             results[2][round],
-            results[3][round]
+            results[3][round],
+            results[4][round]
         );
     }
     let _ = bystander.kill();
     let _ = bystander.wait();
-    let [n, f, o, t] = results.map(|mut v| common::median(&mut v));
+    let [n, f, fr, o, t] = results.map(|mut v| common::median(&mut v));
     println!(
-        "\ncuda benchmark: {calls} driver calls per run, median of {rounds} interleaved rounds\n"
+        "\ncuda benchmark: {calls} driver calls per run ({} allocations), median of {rounds} interleaved rounds\n",
+        loops * ALLOCS_PER_LOOP
     );
-    println!("| configuration | ns/call | added vs none | ratio to floor |");
-    println!("| --- | ---: | ---: | ---: |");
-    println!("| none (no probe) | {n:.1} | – | – |");
-    println!("| floor (empty uprobe) | {f:.0} | +{:.0} | 1.00 |", f - n);
+    println!("| configuration | ns/call | added vs none | ratio to floor | ratio to floor + return probes |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| none (no probe) | {n:.1} | – | – | – |");
     println!(
-        "| agent, other PID targeted | {o:.0} | +{:.0} | {:.2} |",
+        "| floor (empty uprobe) | {f:.0} | +{:.0} | 1.00 | – |",
+        f - n
+    );
+    println!(
+        "| floor + empty return probe on the allocations | {fr:.0} | +{:.0} | {:.2} | 1.00 |",
+        fr - n,
+        fr / f
+    );
+    println!(
+        "| agent, other PID targeted | {o:.0} | +{:.0} | {:.2} | {:.2} |",
         o - n,
-        o / f
+        o / f,
+        o / fr
     );
     println!(
-        "| agent, this PID targeted | {t:.0} | +{:.0} | {:.2} |",
+        "| agent, this PID targeted | {t:.0} | +{:.0} | {:.2} | {:.2} |",
         t - n,
-        t / f
+        t / f,
+        t / fr
     );
     println!(
-        "\nour program's own cost per traced call: {:.0} ns over the trap",
-        t - f
+        "\nour programs' own cost per traced call: {:.0} ns over the traps",
+        t - fr
+    );
+    println!(
+        "the return probe's trap per allocation call: {:.0} ns ({:.0} ns per call of the mix)",
+        (fr - f) * CALLS_PER_LOOP as f64 / ALLOCS_PER_LOOP as f64,
+        fr - f
     );
     common::goal(
         "CUDA uprobe, traced ÷ empty uprobe",
-        format!("{:.2}", t / f),
+        format!("{:.2}", t / fr),
         "≤ 1.20",
-        t / f <= 1.2,
+        t / fr <= 1.2,
     );
 }

@@ -1,5 +1,5 @@
 //! CUDA driver call families (`infersight_cuda_*`), per target.
-use super::{CudaPart, CudaSeries};
+use super::{CudaErrorSeries, CudaPart, CudaSeries};
 use crate::base::family::{family, log2_histogram, series, MetricFamily, MetricType};
 
 pub(super) fn families(part: &CudaPart, out: &mut Vec<MetricFamily>) {
@@ -69,6 +69,29 @@ pub(super) fn families(part: &CudaPart, out: &mut Vec<MetricFamily>) {
         &copies,
         copy_label,
         |(_, _, _, b)| Some(*b as f64),
+    ));
+    out.push(series(
+        "infersight_cuda_errors_total",
+        "Error returns of the allocation calls (cuMemAlloc_v2, cuMemAllocManaged, cuMemCreate, \
+         cuMemAllocAsync; _ptsz under its base name), by call and CUresult name.",
+        MetricType::COUNTER,
+        &part.cuda_errors,
+        |e: &CudaErrorSeries| {
+            vec![
+                ("call", e.call.to_string()),
+                ("error", e.error.clone()),
+                ("target", e.target.clone()),
+            ]
+        },
+        |e| Some(e.count as f64),
+    ));
+    out.push(series(
+        "infersight_cuda_last_kernel_launch_timestamp_seconds",
+        "When the target last launched a kernel or a CUDA graph (Unix seconds).",
+        MetricType::GAUGE,
+        &part.cuda,
+        label,
+        |c| c.last_launch_seconds,
     ));
     out.push(family(
         "infersight_cuda_sync_duration_seconds",

@@ -1,6 +1,8 @@
 //! CUDA driver calls of the targets: finds the libcuda.so each target process maps (servers
 //! load it lazily, so processes are looked at again until it appears), has the uprobes
-//! attached to it once per library file, and turns the kernel counts into series.
+//! attached to it once per library file, and turns the kernel counts into series: calls,
+//! bytes, synchronize waits, the allocation calls' error returns by CUresult name, and when
+//! each target last launched work.
 use std::{
     collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt,
@@ -8,20 +10,26 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod errors;
 mod metrics;
 mod probes;
 
 use agent_common::{CudaStats, CUDA_MEMCPY_NAMES, HIST_BUCKETS};
 use serde::Serialize;
 
-pub use probes::{attach_floor, Probes};
+pub use probes::{attach_floor, ErrorCount, Probes};
 
 use super::{Collected, Collector, Tick};
 use crate::{
-    base::{histogram::serialize_log2, Health},
+    base::{
+        histogram::serialize_log2,
+        now_seconds,
+        signal::{Instance, SignalDoc, SignalSet},
+        Health,
+    },
     config::Config,
     ebpf::Kernel,
-    targets::Targets,
+    targets::{Target, Targets},
 };
 
 /// How often a process without libcuda.so is looked at again.
@@ -41,11 +49,27 @@ pub struct CudaSeries {
     pub sync_sum_seconds: f64,
     #[serde(serialize_with = "serialize_log2")]
     pub sync_buckets: [u64; HIST_BUCKETS],
+    /// Wall-clock time (Unix seconds) of the last kernel or graph launch; absent before
+    /// the first.
+    pub last_launch_seconds: Option<f64>,
+    /// Seconds since then, at this tick.
+    pub launch_idle_seconds: Option<f64>,
+}
+
+/// Error returns of one allocation call of one target, with one CUresult.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CudaErrorSeries {
+    pub target: String,
+    pub call: &'static str,
+    /// The CUresult's name (`CUDA_ERROR_OUT_OF_MEMORY`).
+    pub error: String,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CudaPart {
     pub cuda: Vec<CudaSeries>,
+    pub cuda_errors: Vec<CudaErrorSeries>,
 }
 
 pub struct Cuda {
@@ -82,6 +106,18 @@ fn libcuda_of(pid: u32) -> Vec<PathBuf> {
 
 impl Collector for Cuda {
     const NAME: &'static str = "cuda";
+    const SIGNALS: &'static [SignalDoc] = &[
+        SignalDoc {
+            name: "cuda_errors_total",
+            labels: "target, call, error",
+            meaning: "error returns of the allocation calls since the agent started, by call and CUresult name",
+        },
+        SignalDoc {
+            name: "cuda_launch_idle_seconds",
+            labels: "target",
+            meaning: "seconds since the target's last kernel or graph launch (absent before the first)",
+        },
+    ];
     type Part = CudaPart;
 
     fn start(_: &Config, kernel: &mut Kernel, _: &Targets) -> Cuda {
@@ -105,11 +141,45 @@ impl Collector for Cuda {
     fn collect(&mut self, tick: &mut Tick<'_>) -> Collected<CudaPart> {
         self.scan(tick);
         let cuda = self.series(tick.targets);
-        Collected::new(CudaPart { cuda }, self.health.clone())
+        let cuda_errors = self.errors(tick.targets);
+        Collected::new(CudaPart { cuda, cuda_errors }, self.health.clone())
     }
 
     fn families(part: &CudaPart, out: &mut Vec<prometheus::proto::MetricFamily>) {
         metrics::families(part, out);
+    }
+
+    fn signals(part: &CudaPart, out: &mut SignalSet) {
+        out.put(
+            "cuda_errors_total",
+            part.cuda_errors
+                .iter()
+                .map(|e| {
+                    Instance::labelled(
+                        &[("target", &e.target), ("call", e.call), ("error", &e.error)],
+                        e.count as f64,
+                    )
+                })
+                .collect(),
+        );
+        out.put(
+            "cuda_launch_idle_seconds",
+            part.cuda
+                .iter()
+                .filter_map(|c| {
+                    Some(Instance::labelled(
+                        &[("target", &c.target)],
+                        c.launch_idle_seconds?,
+                    ))
+                })
+                .collect(),
+        );
+    }
+
+    fn target_removed(&mut self, target: &Target) {
+        if let Ok(p) = self.probes.as_mut() {
+            p.forget(target.index);
+        }
     }
 }
 
@@ -174,13 +244,67 @@ impl Cuda {
                 return Vec::new();
             }
         };
+        let clock = Clock::now();
         read.into_iter()
-            .filter_map(|(index, s)| Some(series(targets.name_of(index)?, &s)))
+            .filter_map(|(index, s)| Some(series(targets.name_of(index)?, &s, clock)))
+            .collect()
+    }
+
+    /// Every target's error counts, once a library is attached.
+    fn errors(&self, targets: &Targets) -> Vec<CudaErrorSeries> {
+        let (Ok(probes), true) = (&self.probes, self.health.is_active()) else {
+            return Vec::new();
+        };
+        let counts = match probes.errors() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("reading CUDA errors: {e}");
+                return Vec::new();
+            }
+        };
+        counts
+            .into_iter()
+            .filter_map(|e| {
+                Some(CudaErrorSeries {
+                    target: targets.name_of(e.target)?.to_string(),
+                    call: e.call,
+                    error: errors::name(e.code),
+                    count: e.count,
+                })
+            })
             .collect()
     }
 }
 
-fn series(target: &str, s: &CudaStats) -> CudaSeries {
+/// The monotonic clock the kernel stamps launches with (`bpf_ktime_get_ns` is
+/// CLOCK_MONOTONIC) and the wall clock, read together, to turn one into the other.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    monotonic_ns: u64,
+    wall_seconds: f64,
+}
+
+impl Clock {
+    fn now() -> Option<Clock> {
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let monotonic_ns =
+            u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?;
+        Some(Clock {
+            monotonic_ns,
+            wall_seconds: now_seconds(),
+        })
+    }
+
+    /// Seconds from monotonic time `ns` to now (0 for a stamp taken after this clock was
+    /// read).
+    fn since(&self, ns: u64) -> f64 {
+        self.monotonic_ns.saturating_sub(ns) as f64 / 1e9
+    }
+}
+
+fn series(target: &str, s: &CudaStats, clock: Option<Clock>) -> CudaSeries {
+    // 0: no launch yet.
+    let launched = clock.filter(|_| s.last_launch_ns != 0);
     CudaSeries {
         target: target.to_string(),
         kernel_launches: s.kernel_launches,
@@ -196,5 +320,32 @@ fn series(target: &str, s: &CudaStats) -> CudaSeries {
         sync_count: s.sync_count,
         sync_sum_seconds: s.sync_sum_ns as f64 / 1e9,
         sync_buckets: s.sync_buckets,
+        last_launch_seconds: launched.map(|c| c.wall_seconds - c.since(s.last_launch_ns)),
+        launch_idle_seconds: launched.map(|c| c.since(s.last_launch_ns)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_times_are_wall_clock_and_absent_before_the_first() {
+        let clock = Some(Clock {
+            monotonic_ns: 50_000_000_000,
+            wall_seconds: 1_700_000_000.0,
+        });
+        let mut s = CudaStats::ZERO;
+        let c = series("app", &s, clock);
+        assert_eq!((c.last_launch_seconds, c.launch_idle_seconds), (None, None));
+        s.last_launch_ns = 47_500_000_000;
+        let c = series("app", &s, clock);
+        assert_eq!(c.launch_idle_seconds, Some(2.5));
+        assert_eq!(c.last_launch_seconds, Some(1_699_999_997.5));
+        // A stamp just after the clock was read is "now", not negative.
+        s.last_launch_ns = 50_000_000_100;
+        assert_eq!(series("app", &s, clock).launch_idle_seconds, Some(0.0));
+        // Without a clock nothing is known.
+        assert_eq!(series("app", &s, None).launch_idle_seconds, None);
     }
 }

@@ -1,9 +1,9 @@
 //! Attaching the CUDA driver uprobes to a libcuda.so and reading their per-target counts.
 use std::path::Path;
 
-use agent_common::CudaStats;
+use agent_common::{cuda_error_key_parts, CudaStats, CUDA_ERROR_CALLS};
 use aya::{
-    maps::{MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
     programs::{uprobe::UProbeScope, UProbe},
     Ebpf,
 };
@@ -87,11 +87,40 @@ const HOOKS: &[(&str, &[&str])] = &[
             "cuStreamSynchronize_ptsz",
         ],
     ),
+    // Return probes of the allocation calls (error returns by CUresult), one program per
+    // entry of CUDA_ERROR_CALLS. Not on launches: a second trap per launch would double
+    // the cost of the hottest path.
+    ("cuda_alloc_ret", &["cuMemAlloc_v2"]),
+    ("cuda_alloc_managed_ret", &["cuMemAllocManaged"]),
+    ("cuda_mem_create_ret", &["cuMemCreate"]),
+    (
+        "cuda_alloc_async_ret",
+        &["cuMemAllocAsync", "cuMemAllocAsync_ptsz"],
+    ),
 ];
+
+/// The return probes among `HOOKS`, and the entry points they watch.
+const RETURN_HOOKS: [&str; 4] = [
+    "cuda_alloc_ret",
+    "cuda_alloc_managed_ret",
+    "cuda_mem_create_ret",
+    "cuda_alloc_async_ret",
+];
+
+/// Error returns of one (target, call, CUresult), summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCount {
+    pub target: u32,
+    /// An entry of `CUDA_ERROR_CALLS`.
+    pub call: &'static str,
+    pub code: u32,
+    pub count: u64,
+}
 
 /// The uprobe programs (loaded on first use, attached per library) and their counts.
 pub struct Probes {
     stats: PerCpuArray<MapData, CudaStats>,
+    errors: PerCpuHashMap<MapData, u64, u64>,
     loaded: bool,
 }
 
@@ -99,6 +128,7 @@ impl Probes {
     pub fn take(kernel: &mut Kernel) -> Result<Probes, EbpfError> {
         Ok(Probes {
             stats: kernel.take_map("CUDA_STATS", PerCpuArray::try_from)?,
+            errors: kernel.take_map("CUDA_ERRORS", PerCpuHashMap::try_from)?,
             loaded: false,
         })
     }
@@ -166,27 +196,77 @@ impl Probes {
                 for (s, b) in sum.sync_buckets.iter_mut().zip(c.sync_buckets.iter()) {
                     *s += b;
                 }
+                // Each CPU keeps the time of its own last launch.
+                sum.last_launch_ns = sum.last_launch_ns.max(c.last_launch_ns);
             },
         )
+    }
+
+    /// Every (target, call, CUresult) error count, summed over CPUs.
+    pub fn errors(&self) -> Result<Vec<ErrorCount>, EbpfError> {
+        let mut out = Vec::new();
+        for item in self.errors.iter() {
+            let (key, per_cpu) = item.map_err(|source| EbpfError::Map {
+                name: "CUDA_ERRORS",
+                source,
+            })?;
+            let (target, call, code) = cuda_error_key_parts(key);
+            let Some(call) = CUDA_ERROR_CALLS.get(call as usize) else {
+                continue;
+            };
+            out.push(ErrorCount {
+                target,
+                call,
+                code,
+                count: per_cpu.iter().sum(),
+            });
+        }
+        out.sort_by_key(|e| (e.target, e.call, e.code));
+        Ok(out)
+    }
+
+    /// Forget the error counts of a removed target (its index is never used again).
+    pub fn forget(&mut self, target: u32) {
+        let keys: Vec<u64> = self
+            .errors
+            .keys()
+            .flatten()
+            .filter(|k| cuda_error_key_parts(*k).0 == target & agent_common::HTTP_TARGET_MASK)
+            .collect();
+        for k in keys {
+            let _ = self.errors.remove(&k);
+        }
     }
 }
 
 /// The benchmark's floor: the empty `noop_uprobe` on every entry point `Probes::attach`
-/// would probe. Returns how many were attached.
-pub fn attach_floor(kernel: &mut Kernel, path: &Path) -> Result<usize, String> {
+/// would probe, and with `returns` the empty `noop_uretprobe` where it puts return
+/// probes. Returns how many were attached.
+pub fn attach_floor(kernel: &mut Kernel, path: &Path, returns: bool) -> Result<usize, String> {
     let bpf = kernel.object_mut().ok_or("eBPF is not loaded")?;
-    let p: &mut UProbe = bpf
-        .program_mut("noop_uprobe")
-        .ok_or("program noop_uprobe is missing")?
-        .try_into()
-        .map_err(|e| format!("noop_uprobe: {e}"))?;
-    p.load()
-        .map_err(|e| format!("noop_uprobe: load: {}", brief(e)))?;
-    let mut symbols: Vec<&str> = HOOKS.iter().flat_map(|(_, s)| s.iter().copied()).collect();
-    symbols.sort_unstable();
-    symbols.dedup();
-    Ok(symbols
-        .into_iter()
-        .filter(|sym| p.attach(*sym, path, UProbeScope::AllProcesses).is_ok())
-        .count())
+    let mut attached = 0;
+    for (program, on_return) in [("noop_uprobe", false), ("noop_uretprobe", true)] {
+        if on_return && !returns {
+            continue;
+        }
+        let p: &mut UProbe = bpf
+            .program_mut(program)
+            .ok_or_else(|| format!("program {program} is missing"))?
+            .try_into()
+            .map_err(|e| format!("{program}: {e}"))?;
+        p.load()
+            .map_err(|e| format!("{program}: load: {}", brief(e)))?;
+        let mut symbols: Vec<&str> = HOOKS
+            .iter()
+            .filter(|(name, _)| RETURN_HOOKS.contains(name) == on_return)
+            .flat_map(|(_, s)| s.iter().copied())
+            .collect();
+        symbols.sort_unstable();
+        symbols.dedup();
+        attached += symbols
+            .into_iter()
+            .filter(|sym| p.attach(*sym, path, UProbeScope::AllProcesses).is_ok())
+            .count();
+    }
+    Ok(attached)
 }
