@@ -902,3 +902,119 @@ fn gpu_process_targets_end_with_their_process() {
     assert!(m.matching("infersight_target_up", &[]).is_empty());
     drop(other);
 }
+
+/// A server's worker that outlives it keeps its GPU memory: a PID-file target `svc` whose
+/// root process dies while its child (one of its processes, scripted as holding 2 GiB on
+/// GPU 0) stays is counted as an orphan with its memory, and the rule on the signal fires;
+/// when the worker leaves the GPU the count is 0 again.
+#[test]
+fn a_worker_left_by_a_dead_server_is_an_orphaned_gpu_holder() {
+    if !bpf_or_skip("gpu_orphans") {
+        return;
+    }
+    // The server: a shell that starts a worker, says its PID and waits on its stdin.
+    let mut server = Command::new("sh")
+        .args(["-c", "sleep 600 & echo $!; read x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let worker: u32 = line.trim().parse().unwrap();
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) with a PID this test started; no memory is involved.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _worker = Kill(worker);
+    let script = |holder: bool| {
+        let p = if holder {
+            format!("0 process {worker} 2147483648\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "0 uuid {UUID0}\n0 pci 00000000:18:00.0\n0 name {H100}\n0 minor 0\n\
+             0 util 10 1\n0 memory 85899345920 4294967296\n{p}"
+        )
+    };
+    let rig = Rig::new(
+        "orphans",
+        &script(true),
+        &["0000:18:00.0"],
+        "kernel_log = false",
+    );
+    let rules = std::fs::read_to_string(rig.dir.join("rules.toml")).unwrap();
+    std::fs::write(
+        rig.dir.join("rules.toml"),
+        format!(
+            "{rules}\n[[rule]]\nname = \"TestGpuOrphans\"\nexpr = \"gpu_orphan_processes > 0\"\n\
+             severity = \"high\"\n"
+        ),
+    )
+    .unwrap();
+    let pid_file = rig.dir.join("svc.pid");
+    std::fs::write(&pid_file, format!("{}\n", server.id())).unwrap();
+    let target = format!("{}=svc", pid_file.display());
+    let agent = rig.start(&["--pid-file", &target]);
+    let g0 = id("0");
+    let p = [
+        ("gpu", "0"),
+        ("UUID", UUID0),
+        ("pid", &worker.to_string()),
+        ("target", "svc"),
+    ];
+    // While the server lives its worker is its process on the GPU, no orphan.
+    let m = agent.wait_for(Duration::from_secs(20), "the worker as svc's", |m| {
+        m.get("infersight_gpu_process_memory_used_bytes", &p) == Some(2147483648.0)
+    });
+    assert_eq!(get(&m, "infersight_gpu_orphan_processes", &g0), Some(0.0));
+    assert_eq!(
+        get(&m, "infersight_gpu_orphan_memory_bytes", &g0),
+        Some(0.0)
+    );
+    assert!(!firing(&m, "TestGpuOrphans", &[]));
+
+    // The server is killed; the worker lives on, re-parented, holding the memory.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let m = agent.wait_for(Duration::from_secs(10), "an orphan", |m| {
+        get(m, "infersight_gpu_orphan_processes", &g0) == Some(1.0)
+    });
+    assert_eq!(
+        get(&m, "infersight_gpu_orphan_memory_bytes", &g0),
+        Some(2147483648.0)
+    );
+    assert_eq!(
+        m.get("infersight_target_up", &[("target", "svc")]),
+        Some(0.0)
+    );
+    // It is no process of svc's any more.
+    assert!(m
+        .matching("infersight_gpu_process_memory_used_bytes", &[])
+        .is_empty());
+    assert!(firing(
+        &m,
+        "TestGpuOrphans",
+        &[("gpu", "0"), ("UUID", UUID0)]
+    ));
+
+    // It exits and leaves the GPU.
+    drop(_worker);
+    rig.script(&script(false));
+    let m = agent.wait_for(Duration::from_secs(10), "no orphan", |m| {
+        get(m, "infersight_gpu_orphan_processes", &g0) == Some(0.0)
+    });
+    assert_eq!(
+        get(&m, "infersight_gpu_orphan_memory_bytes", &g0),
+        Some(0.0)
+    );
+    assert!(!firing(&m, "TestGpuOrphans", &[]));
+}

@@ -161,6 +161,7 @@ fn burning() -> Readings {
                     sm_util_percent: None,
                     mem_util_percent: None,
                     target: None,
+                    orphan_of: None,
                 }],
                 ..DeviceReading::default()
             }],

@@ -122,6 +122,7 @@ impl GpuSource for Recorded {
                     mem_util_percent: None,
                     // The target the agent found it belongs to.
                     target: Some("vllm".into()),
+                    orphan_of: None,
                 },
                 GpuProcess {
                     pid: 777,
@@ -129,6 +130,7 @@ impl GpuSource for Recorded {
                     sm_util_percent: None,
                     mem_util_percent: None,
                     target: None,
+                    orphan_of: None,
                 },
             ],
             ..DeviceReading::default()

@@ -396,6 +396,25 @@ fn processes_and_energy(part: &GpuPart, out: &mut Vec<MetricFamily>) {
         labels,
         |(_, p, _)| p.mem_util_percent.map(f64::from),
     ));
+    // Every GPU NVML reads has a value (0: none); a lost one has none.
+    let read: Vec<&DeviceReading> = part.gpus.iter().filter(|d| !d.lost).collect();
+    out.push(series(
+        "infersight_gpu_orphan_processes",
+        "Processes holding GPU memory whose target's root process died (left behind by a \
+         server that was killed or restarted).",
+        MetricType::GAUGE,
+        &read,
+        |d| identity(d, host),
+        |d| Some(d.orphans().count() as f64),
+    ));
+    out.push(series(
+        "infersight_gpu_orphan_memory_bytes",
+        "GPU memory held by those processes.",
+        MetricType::GAUGE,
+        &read,
+        |d| identity(d, host),
+        |d| d.orphan_memory_bytes().map(|b| b as f64),
+    ));
     let e = &part.energy;
     out.push(series(
         "infersight_energy_joules_total",

@@ -2,7 +2,8 @@
 //! collector failed instead of stalling the agent), with each GPU process's target, the
 //! energy attributed to each target, and GPU health: XIDs with what to do about them
 //! (NVML events and the kernel log), GPUs fallen off the bus, NVML's count against the PCI
-//! bus's, memory health, throttling time and GPM saturation.
+//! bus's, memory health, throttling time and GPM saturation, and GPU processes left behind
+//! by a target that died.
 mod bus;
 mod energy;
 mod events;
@@ -12,6 +13,7 @@ mod memory;
 mod metrics;
 mod mig;
 mod nvml;
+mod orphans;
 mod pci;
 mod reading;
 mod throttle;
@@ -44,6 +46,7 @@ use crate::{
 };
 use bus::BusReading;
 use events::{lock, SharedEvents};
+use orphans::{Holders, TargetStatus};
 use pci::PciAddr;
 
 /// One XID code's count on one GPU, with the GPU's labels (empty where NVML never named
@@ -102,6 +105,8 @@ pub struct Gpu {
     /// of a GPU it no longer lists.
     named: BTreeMap<PciAddr, Named>,
     energy: EnergyLedger,
+    /// The target each GPU process last belonged to, for the orphans of dead targets.
+    holders: Holders,
     price_per_kwh: Option<f64>,
     currency: String,
     hostname: String,
@@ -197,6 +202,11 @@ impl Collector for Gpu {
             labels: "",
             meaning: "NVIDIA GPUs on the PCI bus minus those NVML counts",
         },
+        SignalDoc {
+            name: "gpu_orphan_processes",
+            labels: "gpu, UUID",
+            meaning: "processes holding GPU memory whose target's root process died (0 when none)",
+        },
     ];
     type Part = GpuPart;
 
@@ -234,6 +244,7 @@ impl Collector for Gpu {
             shared,
             named: BTreeMap::new(),
             energy: EnergyLedger::default(),
+            holders: Holders::default(),
             price_per_kwh: config.energy.price_per_kwh,
             currency: config.energy.currency.clone(),
             hostname: sysinfo::System::host_name().unwrap_or_default(),
@@ -286,6 +297,26 @@ impl Collector for Gpu {
         for p in gpus.iter_mut().flat_map(|g| g.processes.iter_mut()) {
             p.target = owner.get(&p.pid).map(|t| t.to_string());
         }
+        let member_of: HashMap<u32, u32> = tick
+            .targets
+            .iter()
+            .filter_map(|t| Some((t.index, tick.members.of(t.index)?)))
+            .flat_map(|(i, m)| m.pids.iter().map(move |p| (*p, i)))
+            .collect();
+        self.holders.update(
+            &mut gpus,
+            |pid| member_of.get(&pid).copied(),
+            |index| {
+                let t = tick.targets.iter().find(|t| t.index == index)?;
+                Some(TargetStatus {
+                    name: &t.name,
+                    root: t.started,
+                    up: tick.members.of(index)?.up(),
+                })
+            },
+            crate::targets::start_time,
+            nvml_devices.is_some(),
+        );
         self.energy.update(&gpus, &owner);
         let part = GpuPart {
             hostname: self.hostname.clone(),
@@ -369,6 +400,19 @@ impl Collector for Gpu {
             _ => Vec::new(),
         };
         out.put("gpu_devices_missing", missing);
+        let orphans = part
+            .gpus
+            .iter()
+            .filter(|d| !d.lost)
+            .map(|d| {
+                let (gpu, uuid) = gpu_labels(d);
+                Instance::labelled(
+                    &[("gpu", &gpu), ("UUID", &uuid)],
+                    d.orphans().count() as f64,
+                )
+            })
+            .collect();
+        out.put("gpu_orphan_processes", orphans);
     }
 
     fn reconfigure(&mut self, config: &Config) {
@@ -443,6 +487,7 @@ impl Gpu {
             shared: SharedEvents::default(),
             named: BTreeMap::new(),
             energy: EnergyLedger::default(),
+            holders: Holders::default(),
             price_per_kwh: config.energy.price_per_kwh,
             currency: config.energy.currency.clone(),
             hostname: sysinfo::System::host_name().unwrap_or_default(),

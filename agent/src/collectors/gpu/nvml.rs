@@ -200,6 +200,7 @@ impl NvmlSource {
                 sm_util_percent: None,
                 mem_util_percent: None,
                 target: None,
+                orphan_of: None,
             })
             .collect();
         let since = self.last_util.get(&index).copied();

@@ -17,6 +17,9 @@ pub struct GpuProcess {
     /// The target the process belongs to, if any (set each tick from the targets'
     /// processes).
     pub target: Option<String>,
+    /// The target that left it behind: it belonged to that target, whose root process has
+    /// died since (set by the collector).
+    pub orphan_of: Option<String>,
 }
 
 /// One reading of one device.
@@ -65,6 +68,16 @@ impl DeviceReading {
     pub fn memory_used_ratio(&self) -> Option<f64> {
         let (used, total) = (self.fb_used_mib?, self.fb_total_mib?);
         (total > 0).then(|| used as f64 / total as f64)
+    }
+
+    /// Its processes left behind by a target that died.
+    pub fn orphans(&self) -> impl Iterator<Item = &GpuProcess> {
+        self.processes.iter().filter(|p| p.orphan_of.is_some())
+    }
+
+    /// The GPU memory its orphans hold: absent when NVML does not give one's memory.
+    pub fn orphan_memory_bytes(&self) -> Option<u64> {
+        self.orphans().map(|p| p.used_memory_bytes).sum()
     }
 }
 

@@ -17,6 +17,7 @@ fn gpu(mj: u64, procs: &[(u32, Option<u64>, Option<u32>)]) -> DeviceReading {
                 sm_util_percent: util,
                 mem_util_percent: None,
                 target: None,
+                orphan_of: None,
             })
             .collect(),
         ..DeviceReading::default()
