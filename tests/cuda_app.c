@@ -1,7 +1,7 @@
 /* Loads a libcuda.so.1 lazily (as inference servers do) and calls the driver API a known
  * number of times with known sizes.
  *
- *   cuda_app LIBRARY [LOOPS] [errors]
+ *   cuda_app LIBRARY [LOOPS] [errors|allocs]
  *
  * Prints "ready" and waits for one byte on stdin; dlopens LIBRARY, prints "loaded" and
  * waits for another byte (so the test can see the agent attach); then makes the calls
@@ -12,7 +12,8 @@
  * 5 cuCtxSynchronize + 5 cuStreamSynchronize. With "errors", after the loops: allocations
  * the stand-in refuses, cuMemAlloc_v2(2 TiB) and cuMemAllocAsync(2 TiB) (out of memory)
  * and cuMemCreate(0 bytes) (invalid value), and ones it grants, 2 x cuMemAllocManaged(4096)
- * and cuMemCreate(4096). */
+ * and cuMemCreate(4096). With "allocs" (the benchmark's measure of the allocation calls'
+ * return probes), each loop is 170 cuMemAlloc_v2(4096) and nothing else. */
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,6 +41,7 @@ int main(int argc, char **argv) {
     if (argc < 2) return 2;
     long loops = argc > 2 ? atol(argv[2]) : 1;
     int errors = argc > 3 && strcmp(argv[3], "errors") == 0;
+    int allocs = argc > 3 && strcmp(argv[3], "allocs") == 0;
     printf("ready\n");
     fflush(stdout);
     gate();
@@ -61,7 +63,9 @@ int main(int argc, char **argv) {
        stream_sync = sym(lib, "cuStreamSynchronize");
     char host[1000];
     uint64_t d;
-    for (long l = 0; l < loops; l++) {
+    for (long l = 0; allocs && l < loops; l++)
+        for (int i = 0; i < 170; i++) alloc(&d, (size_t)4096);
+    for (long l = 0; !allocs && l < loops; l++) {
         for (int i = 0; i < 100; i++) launch(0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0);
         for (int i = 0; i < 20; i++) launch_ex(0, 0, 0, 0);
         for (int i = 0; i < 7; i++) graph(0, 0);
