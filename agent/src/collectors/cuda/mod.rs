@@ -23,7 +23,7 @@ use super::{Collected, Collector, Tick};
 use crate::{
     base::{
         histogram::serialize_log2,
-        now_seconds,
+        monotonic_ns, now_seconds,
         signal::{Instance, SignalDoc, SignalSet},
         Health,
     },
@@ -285,14 +285,11 @@ struct Clock {
 }
 
 impl Clock {
-    fn now() -> Option<Clock> {
-        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-        let monotonic_ns =
-            u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?;
-        Some(Clock {
-            monotonic_ns,
+    fn now() -> Clock {
+        Clock {
+            monotonic_ns: monotonic_ns(),
             wall_seconds: now_seconds(),
-        })
+        }
     }
 
     /// Seconds from monotonic time `ns` to now (0 for a stamp taken after this clock was
@@ -302,9 +299,9 @@ impl Clock {
     }
 }
 
-fn series(target: &str, s: &CudaStats, clock: Option<Clock>) -> CudaSeries {
+fn series(target: &str, s: &CudaStats, clock: Clock) -> CudaSeries {
     // 0: no launch yet.
-    let launched = clock.filter(|_| s.last_launch_ns != 0);
+    let launched = (s.last_launch_ns != 0).then_some(clock);
     CudaSeries {
         target: target.to_string(),
         kernel_launches: s.kernel_launches,
@@ -331,10 +328,10 @@ mod tests {
 
     #[test]
     fn launch_times_are_wall_clock_and_absent_before_the_first() {
-        let clock = Some(Clock {
+        let clock = Clock {
             monotonic_ns: 50_000_000_000,
             wall_seconds: 1_700_000_000.0,
-        });
+        };
         let mut s = CudaStats::ZERO;
         let c = series("app", &s, clock);
         assert_eq!((c.last_launch_seconds, c.launch_idle_seconds), (None, None));
@@ -345,7 +342,5 @@ mod tests {
         // A stamp just after the clock was read is "now", not negative.
         s.last_launch_ns = 50_000_000_100;
         assert_eq!(series("app", &s, clock).launch_idle_seconds, Some(0.0));
-        // Without a clock nothing is known.
-        assert_eq!(series("app", &s, None).launch_idle_seconds, None);
     }
 }
