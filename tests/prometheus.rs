@@ -119,7 +119,7 @@ fn prometheus_scrapes_the_agent_evaluates_the_rules_and_the_dashboard_queries() 
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 24 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 26 rules found"));
     if !bpf_or_skip("prometheus_scrape") {
         return;
     }
@@ -161,7 +161,7 @@ fn prometheus_scrapes_the_agent_evaluates_the_rules_and_the_dashboard_queries() 
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(all.len(), 24);
+    assert_eq!(all.len(), 26);
     // The engine's queue, normalised, and the saturation rule over it.
     wait_value(
         &prom,

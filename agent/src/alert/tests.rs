@@ -5,6 +5,7 @@ use super::{engine::Engine, rules};
 use crate::{
     base::{CollectorStatus, Health},
     collectors::{
+        cuda::{CudaErrorSeries, CudaPart},
         engines::{EngineKind, EngineSeries, EngineTarget, EnginesPart, ProbeStatus},
         failures::{FailureSeries, FailuresPart},
         gpu::{
@@ -54,6 +55,19 @@ fn failing(restarts: u64, victims: &[u32]) -> FailuresPart {
     }
 }
 
+/// `n` allocations of target "llm" refused for lack of GPU memory.
+fn out_of_memory(n: u64) -> CudaPart {
+    CudaPart {
+        cuda: vec![],
+        cuda_errors: vec![CudaErrorSeries {
+            target: "llm".into(),
+            call: "cuMemAlloc_v2",
+            error: "CUDA_ERROR_OUT_OF_MEMORY".into(),
+            count: n,
+        }],
+    }
+}
+
 /// Everything over its threshold (counters: after they rose from `failing(0, &[])`).
 fn burning() -> Readings {
     let active = |name: &str| CollectorStatus {
@@ -62,9 +76,11 @@ fn burning() -> Readings {
         duration_seconds: None,
     };
     Readings {
-        collectors: ["host", "gpu", "process", "http", "engines", "failures"]
-            .map(active)
-            .to_vec(),
+        collectors: [
+            "host", "gpu", "process", "http", "engines", "failures", "cuda",
+        ]
+        .map(active)
+        .to_vec(),
         engines: EnginesPart {
             engines: vec![EngineTarget {
                 target: "llm".into(),
@@ -137,6 +153,7 @@ fn burning() -> Readings {
             agent: None,
         },
         failures: failing(3, &[4242]),
+        cuda: out_of_memory(1),
         gpu: GpuPart {
             gpus: vec![DeviceReading {
                 index: 0,
@@ -161,7 +178,7 @@ fn burning() -> Readings {
                     sm_util_percent: None,
                     mem_util_percent: None,
                     target: None,
-                    orphan_of: None,
+                    orphan_of: Some("llm".into()),
                 }],
                 ..DeviceReading::default()
             }],
@@ -207,6 +224,7 @@ fn every_shipped_rule_parses_and_fires() {
     let mut engine = Engine::new(loaded.rules, 300.0);
     let calm = Readings {
         failures: failing(0, &[]),
+        cuda: out_of_memory(0),
         ..burning()
     };
     let mut fired = BTreeSet::new();
