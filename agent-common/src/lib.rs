@@ -4,6 +4,7 @@
 //! userspace reads the same bytes back.
 #![cfg_attr(not(test), no_std)]
 
+pub mod h2;
 pub mod http;
 
 /// Target index used for whole-host tracing (`--all`): its series are labelled `target="host"`.
@@ -212,6 +213,8 @@ pub const HTTP_SSE: u8 = 2;
 pub const HTTP_CL_KNOWN: u8 = 4;
 /// The path did not fit in `HTTP_PATH_MAX` bytes.
 pub const HTTP_PATH_TRUNCATED: u8 = 8;
+/// The request line said `HTTP/1.0` (else `HTTP/1.1`).
+pub const HTTP_V10: u8 = 16;
 
 /// Why a request was reported complete (`HttpEvent::end`).
 pub const END_CONTENT_LENGTH: u32 = 1;
@@ -262,6 +265,17 @@ pub const CONN_RESPONSE: u32 = 3;
 pub const CONN_NOT_HTTP: u32 = 4;
 /// The response's status line is written, the rest of its head not yet.
 pub const CONN_RESPONSE_HEAD: u32 = 5;
+/// The client sent the HTTP/2 preface: frames follow in both directions (`ConnState::h2`).
+pub const CONN_H2: u32 = 6;
+
+/// `ConnState::tls`: the socket carries plain bytes.
+pub const TLS_NONE: u32 = 0;
+/// The socket carries TLS, and its handshake ran inside a probed OpenSSL call: the
+/// plaintext comes from the `SSL_read`/`SSL_write` probes, and the syscalls' bytes
+/// (ciphertext) are not looked at.
+pub const TLS_SEEN: u32 = 1;
+/// The socket carries TLS that no probe sees (static OpenSSL, rustls, Go, ...): ignored.
+pub const TLS_UNSEEN: u32 = 2;
 
 /// `ConnState::pre_kind`: what `ConnState::pre` holds.
 pub const PRE_NONE: u32 = 0;
@@ -289,10 +303,15 @@ pub struct ConnState {
     pub last_data_ns: u64,
     /// When the first pending bytes of a request were read.
     pub pending_ns: u64,
+    /// `TLS_*`: whether the bytes of the socket calls are ciphertext, and who sees them.
+    pub tls: u32,
+    pub _pad: u32,
     pub pre: [u8; http::PRE],
     /// The exchange in progress, already in event form: completing it is one ring-buffer
     /// output of this field (no copy inside the program).
     pub ev: HttpEvent,
+    /// Frame tracking of an HTTP/2 connection (`CONN_H2`).
+    pub h2: h2::H2Conn,
 }
 
 /// Why a request was reported complete (`HttpEvent::end`), continued.
@@ -360,6 +379,15 @@ pub struct HttpCounters {
     pub ignored_connections: u64,
     /// Requests that ended (next request or close) without a response being seen.
     pub unanswered: u64,
+    /// Accepted connections that carry TLS whose plaintext the OpenSSL probes see.
+    pub tls_connections: u64,
+    /// Accepted connections that carry TLS no probe sees (another TLS stack).
+    pub tls_unseen: u64,
+    /// Accepted connections that started with the HTTP/2 client preface.
+    pub h2_connections: u64,
+    /// HTTP/2 header-block fragments that did not fit in the ring buffer, plus
+    /// connections whose frames the kernel lost track of (too many in one call).
+    pub h2_lost: u64,
 }
 
 /// CUDA driver calls of one target, aggregated in the kernel (per CPU).
@@ -562,6 +590,10 @@ mod user {
     // SAFETY: as above: every field is an integer or an array of them, laid out without
     // gaps (the agent reads connection states when a target process exits).
     unsafe impl aya::Pod for super::ConnState {}
+    // SAFETY: repr(C), integers and byte arrays only, explicit padding.
+    unsafe impl aya::Pod for super::h2::H2Stream {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::h2::H2Key {}
 }
 
 #[cfg(test)]

@@ -20,20 +20,22 @@
 //! so the syscall hooks stay small.
 use agent_common::http::{self as h, RequestStart, Window, HEAD_MAX, PRE, SCAN};
 use agent_common::{
-    low_bytes, method, ConnState, HttpCounters, HttpEvent, HttpJob, HttpRequest, CONN_IDLE,
-    CONN_NEW, CONN_NOT_HTTP, CONN_REQUEST, CONN_RESPONSE, CONN_RESPONSE_HEAD, END_CLOSE,
+    h2::{self as h2c, H2Conn, H2Dir},
+    low_bytes, method, ConnState, HttpCounters, HttpEvent, HttpJob, HttpRequest, CONN_H2,
+    CONN_IDLE, CONN_NEW, CONN_NOT_HTTP, CONN_REQUEST, CONN_RESPONSE, CONN_RESPONSE_HEAD, END_CLOSE,
     END_CONTENT_LENGTH, END_LAST_CHUNK, END_NEXT_REQUEST, END_UPGRADE, HTTP_CHUNKED, HTTP_CL_KNOWN,
-    HTTP_PATH_MAX, HTTP_PATH_TRUNCATED, HTTP_TARGETS, HTTP_TARGET_MASK, JOB_READ, JOB_WRITE,
-    PRE_CARRY, PRE_NONE, PRE_PENDING,
+    HTTP_PATH_MAX, HTTP_PATH_TRUNCATED, HTTP_TARGETS, HTTP_TARGET_MASK, HTTP_V10, JOB_READ,
+    JOB_WRITE, PRE_CARRY, PRE_NONE, PRE_PENDING, TLS_NONE, TLS_SEEN, TLS_UNSEEN,
 };
 use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_user,
         bpf_probe_read_user_buf,
     },
-    macros::{map, raw_tracepoint},
+    macros::{map, raw_tracepoint, uretprobe},
     maps::{LruHashMap, PerCpuArray, ProgramArray, RingBuf},
-    programs::RawTracePointContext,
+    programs::{RawTracePointContext, RetProbeContext},
+    EbpfContext,
 };
 
 const NR_READ: u32 = 0;
@@ -53,13 +55,14 @@ const NR_ACCEPT4: u32 = 288;
 /// its end, rounded to a power of two so offsets can be masked into it.
 const BUF: usize = 1024;
 /// Tail calls one socket call may take (the kernel allows 33).
-const MAX_HOPS: u32 = 30;
-/// `HTTP_TAIL` indexes.
+pub(crate) const MAX_HOPS: u32 = 30;
+/// `HTTP_TAIL` and `HTTP_TAIL_TLS` indexes.
 const TAIL_START: u32 = 0;
 const TAIL_HEAD: u32 = 1;
+pub(crate) const TAIL_H2: u32 = 2;
 
 #[map]
-static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(16384, 0);
 
 const RING_BYTES: u32 = 2 << 20;
 const RING_WAKEUP_BYTES: u64 = RING_BYTES as u64 / 4;
@@ -68,17 +71,34 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 #[map]
-static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+pub(crate) static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Whether a record is to wake the reader: only when a quarter of the ring is in use (on
+/// a VM each wake-up is an inter-processor interrupt; the reader drains on a timer).
+#[inline(always)]
+pub(crate) fn wakeup(ring: &RingBuf) -> u64 {
+    if ring.query(BPF_RB_AVAIL_DATA) > RING_WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
 
 #[map]
 static HTTP_COUNTERS: PerCpuArray<HttpCounters> = PerCpuArray::with_max_entries(HTTP_TARGETS, 0);
 
-/// `http_start` at index 0 and `http_head` at 1 (set by the agent before it turns
-/// tracing on).
+/// `http_start` at index 0, `http_head` at 1 and `http_h2` at 2 (set by the agent before
+/// it turns tracing on).
 #[map]
-static HTTP_TAIL: ProgramArray = ProgramArray::with_max_entries(2, 0);
+static HTTP_TAIL: ProgramArray = ProgramArray::with_max_entries(3, 0);
 
-/// The socket call being scanned, handed from `sys_exit` to `http_scan`.
+/// The same programs for the plaintext of the OpenSSL return probes (a tail call stays
+/// within one program type): `tls_http_start`, `tls_http_head`, `tls_http_h2`.
+#[map]
+pub(crate) static HTTP_TAIL_TLS: ProgramArray = ProgramArray::with_max_entries(3, 0);
+
+/// The socket call being scanned, handed from `sys_exit` (or an OpenSSL return probe)
+/// to the tail-called programs.
 #[map]
 static JOB: PerCpuArray<HttpJob> = PerCpuArray::with_max_entries(1, 0);
 
@@ -127,6 +147,8 @@ static NEW_CONN: ConnState = ConnState {
     resp_cl: -1,
     last_data_ns: 0,
     pending_ns: 0,
+    tls: TLS_NONE,
+    _pad: 0,
     pre: [0; PRE],
     ev: HttpEvent {
         tgid: 0,
@@ -135,6 +157,27 @@ static NEW_CONN: ConnState = ConnState {
         listen_fd: u32::MAX,
         req: ZERO_REQ,
     },
+    h2: H2Conn {
+        dir: [ZERO_DIR; 2],
+        opened: 0,
+        closed: [0; 2],
+        _pad: 0,
+    },
+};
+
+const ZERO_DIR: H2Dir = H2Dir {
+    left: 0,
+    have: 0,
+    stream: 0,
+    ftype: 0,
+    fflags: 0,
+    block_end: 0,
+    seg: 0,
+    frame_len: 0,
+    seq: 0,
+    block_stream: 0,
+    _pad: 0,
+    hdr: [0; 24],
 };
 
 /// The socket calls this module looks at.
@@ -173,23 +216,23 @@ pub fn syscall_args(ctx: &RawTracePointContext) -> [u64; 3] {
 /// A store LLVM will not fuse with its neighbours into a `memset` call (which the BPF
 /// target emits as a byte loop the verifier then walks one byte at a time).
 #[inline(always)]
-fn set<T>(place: &mut T, value: T) {
+pub(crate) fn set<T>(place: &mut T, value: T) {
     // SAFETY: `place` is a valid, aligned, exclusive reference.
     unsafe { core::ptr::write_volatile(place, value) }
 }
 
 #[inline(always)]
-fn conn_key(tgid: u32, fd: u32) -> u64 {
+pub(crate) fn conn_key(tgid: u32, fd: u32) -> u64 {
     ((tgid as u64) << 32) | fd as u64
 }
 
 #[inline(always)]
-fn counters(target: u32) -> Option<*mut HttpCounters> {
+pub(crate) fn counters(target: u32) -> Option<*mut HttpCounters> {
     HTTP_COUNTERS.get_ptr_mut(target & HTTP_TARGET_MASK)
 }
 
 #[inline(always)]
-fn min(a: u64, b: u64) -> u64 {
+pub(crate) fn min(a: u64, b: u64) -> u64 {
     if a < b {
         a
     } else {
@@ -204,14 +247,19 @@ fn min(a: u64, b: u64) -> u64 {
 pub fn on_close(tgid: u32, fd: u32) {
     let key = conn_key(tgid, fd);
     if let Some(conn) = CONNS.get_ptr_mut(key) {
-        finish(conn, tgid, fd, END_CLOSE);
+        // SAFETY: `conn` points at this connection's value in the LRU map.
+        if unsafe { (*conn).phase } == CONN_H2 {
+            crate::h2::end(conn, false);
+        } else {
+            finish(conn, tgid, fd, END_CLOSE);
+        }
         let _ = CONNS.remove(key);
     }
 }
 
 /// `iov[i]` of a user iovec array: (base, len).
 #[inline(always)]
-fn iov_at(iov: u64, i: u64) -> Option<(u64, u64)> {
+pub(crate) fn iov_at(iov: u64, i: u64) -> Option<(u64, u64)> {
     // SAFETY: bpf_probe_read_user checks the address.
     unsafe { bpf_probe_read_user((iov + i * 16) as *const [u64; 2]) }
         .ok()
@@ -257,6 +305,13 @@ pub fn on_exit(
     let Some(conn) = CONNS.get_ptr_mut(conn_key(tgid, fd)) else {
         return;
     };
+    // SAFETY: `conn` points at this connection's value in the LRU map.
+    if unsafe { (*conn).tls } != TLS_NONE {
+        // Ciphertext: the OpenSSL probes see this connection's plaintext (or nobody
+        // does). A call made inside a probed OpenSSL call ties its SSL to this socket.
+        crate::tls::tie(fd);
+        return;
+    }
     let total = ret as u64;
     let read = matches!(nr, NR_READ | NR_RECVFROM | NR_READV | NR_RECVMSG);
     // The first buffer of the call: (base, bytes of the call in it), and the iovec array.
@@ -290,10 +345,82 @@ pub fn on_exit(
         // sendfile: body bytes only, nothing to inspect.
         _ => (0, 0, 0, 0),
     };
+    let call = Call {
+        tgid,
+        fd,
+        target,
+        read,
+        total,
+        buf,
+        len,
+        iov,
+        iov_cnt,
+        now,
+    };
+    dispatch(ctx, &HTTP_TAIL, conn, &call);
+}
+
+/// The bytes of one socket call (or of one OpenSSL call's plaintext).
+pub(crate) struct Call {
+    pub tgid: u32,
+    pub fd: u32,
+    pub target: u32,
+    pub read: bool,
+    /// Bytes the call moved.
+    pub total: u64,
+    /// The first buffer and the call's bytes in it (0: none to look at).
+    pub buf: u64,
+    pub len: u64,
+    /// Vectored calls: the iovec array, and its length with the first buffer's index in
+    /// the high half.
+    pub iov: u64,
+    pub iov_cnt: u64,
+    pub now: u64,
+}
+
+/// Classify a call's bytes on connection `conn`: the cheap cases here, the rest by a
+/// tail call into `tail` (the programs of the caller's type).
+#[inline(always)]
+pub(crate) fn dispatch<C: EbpfContext>(
+    ctx: &C,
+    tail: &ProgramArray,
+    conn: *mut ConnState,
+    call: &Call,
+) {
+    let Call {
+        tgid,
+        fd,
+        target: _,
+        read,
+        total,
+        buf,
+        len,
+        iov,
+        iov_cnt,
+        now,
+    } = *call;
     // SAFETY: `conn` points at this connection's value in the LRU map.
     let c = unsafe { &mut *conn };
     let phase = c.phase;
     if phase == CONN_NOT_HTTP {
+        return;
+    }
+    if phase == CONN_H2 {
+        if buf == 0 {
+            // sendfile: payload bytes the frames announced.
+            crate::h2::skip(conn, total);
+            return;
+        }
+        if job(
+            call,
+            buf,
+            len,
+            iov_cnt,
+            if read { JOB_READ } else { JOB_WRITE },
+        ) {
+            // SAFETY: tail call with the caller's own context.
+            unsafe { tail.tail_call(ctx, TAIL_H2) };
+        }
         return;
     }
     if read {
@@ -333,31 +460,46 @@ pub fn on_exit(
     } else {
         TAIL_START
     };
+    if job(
+        call,
+        buf,
+        len,
+        iov_cnt,
+        if read { JOB_READ } else { JOB_WRITE },
+    ) {
+        // SAFETY: tail call with the caller's own context.
+        unsafe { tail.tail_call(ctx, next) };
+    }
+}
+
+/// Fill this CPU's job slot for a tail call; false when there is none.
+#[inline(always)]
+fn job(call: &Call, buf: u64, len: u64, iov_cnt: u64, kind: u32) -> bool {
     let Some(job) = JOB.get_ptr_mut(0) else {
-        return;
+        return false;
     };
     // SAFETY: this CPU's job slot; no other program runs on this CPU until the tail call.
     unsafe {
         *job = HttpJob {
-            tgid,
-            fd,
-            target,
-            kind: if read { JOB_READ } else { JOB_WRITE },
+            tgid: call.tgid,
+            fd: call.fd,
+            target: call.target,
+            kind,
             buf,
             len,
             off: 0,
-            total,
+            total: call.total,
             before: 0,
-            iov,
+            iov: call.iov,
             iov_cnt: iov_cnt & 0xffff_ffff,
             iov_idx: iov_cnt >> 32,
-            now,
+            now: call.now,
             hops: 0,
             loaded: 0,
             base: 0,
         };
-        HTTP_TAIL.tail_call(ctx, next);
     }
+    true
 }
 
 /// A connection accepted on `listen_fd`: tracked from now on (a reused fd number starts
@@ -512,15 +654,11 @@ fn finish(conn: *mut ConnState, tgid: u32, fd: u32, end: u32) {
         c.ev.tgid = tgid;
         c.ev.fd = fd;
         c.ev.end = end;
-        // No wake-up per event (on a VM each one is an inter-processor interrupt): the
-        // reader drains on a timer, and is woken only when a quarter of the ring is used.
-        let flags = if HTTP_EVENTS.query(BPF_RB_AVAIL_DATA) > RING_WAKEUP_BYTES {
-            BPF_RB_FORCE_WAKEUP
-        } else {
-            BPF_RB_NO_WAKEUP
-        };
         // The kernel copies the event: no struct copy inside the program.
-        if HTTP_EVENTS.output::<HttpEvent>(&c.ev, flags).is_err() {
+        if HTTP_EVENTS
+            .output::<HttpEvent>(&c.ev, wakeup(&HTTP_EVENTS))
+            .is_err()
+        {
             if let Some(k) = k {
                 // SAFETY: this CPU's counters.
                 unsafe { (*k).dropped += 1 };
@@ -649,7 +787,7 @@ fn carry(c: &mut ConnState, w: &Win, kind: u32) {
 
 /// The job and connection of a tail-called program.
 #[inline(always)]
-fn job_and_conn() -> Option<(*mut HttpJob, *mut ConnState)> {
+pub(crate) fn job_and_conn() -> Option<(*mut HttpJob, *mut ConnState)> {
     let job = JOB.get_ptr_mut(0)?;
     // SAFETY: this CPU's job slot, filled by sys_exit (or a program of this chain).
     let (tgid, fd) = unsafe { ((*job).tgid, (*job).fd) };
@@ -661,6 +799,37 @@ fn job_and_conn() -> Option<(*mut HttpJob, *mut ConnState)> {
 /// request line starts a request, whose head `http_head` then scans in the same window.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn http_start(ctx: RawTracePointContext) -> i32 {
+    start(&ctx, &HTTP_TAIL)
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn http_head(ctx: RawTracePointContext) -> i32 {
+    head(&ctx, &HTTP_TAIL)
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn http_h2(ctx: RawTracePointContext) -> i32 {
+    crate::h2::frames(&ctx, &HTTP_TAIL)
+}
+
+/// The same three for the OpenSSL return probes' plaintext.
+#[uretprobe]
+pub fn tls_http_start(ctx: RetProbeContext) -> u32 {
+    start(&ctx, &HTTP_TAIL_TLS) as u32
+}
+
+#[uretprobe]
+pub fn tls_http_head(ctx: RetProbeContext) -> u32 {
+    head(&ctx, &HTTP_TAIL_TLS) as u32
+}
+
+#[uretprobe]
+pub fn tls_http_h2(ctx: RetProbeContext) -> u32 {
+    crate::h2::frames(&ctx, &HTTP_TAIL_TLS) as u32
+}
+
+#[inline(always)]
+fn start<C: EbpfContext>(ctx: &C, tail: &ProgramArray) -> i32 {
     let Some((job, conn)) = job_and_conn() else {
         return 0;
     };
@@ -680,8 +849,10 @@ pub fn http_start(ctx: RawTracePointContext) -> i32 {
             method,
             path_start,
             path_len,
-            ..
+            version_seen,
         } => {
+            // " HTTP/1.x" follows the target: x is its ninth byte.
+            let v10 = version_seen && w.byte(path_start + path_len + 8) == b'0';
             // The exchange before, if any, ends here (with an event when it had a response).
             finish(conn, j.tgid, j.fd, END_NEXT_REQUEST);
             let start_ns = if pending > 0 { c.pending_ns } else { j.now };
@@ -694,13 +865,14 @@ pub fn http_start(ctx: RawTracePointContext) -> i32 {
                 start_ns,
                 pending + j.total,
                 &w,
+                v10,
             );
             // The window starts with the request's first byte.
             j.loaded = 1;
             j.base = 0;
             c.req_head_open = 1;
             // SAFETY: tail call with this program's own context.
-            unsafe { HTTP_TAIL.tail_call(&ctx, TAIL_HEAD) };
+            unsafe { tail.tail_call(ctx, TAIL_HEAD) };
         }
         RequestStart::Partial => {
             // Wait for more: the bytes so far are kept (they fit: see `PENDING`).
@@ -716,6 +888,39 @@ pub fn http_start(ctx: RawTracePointContext) -> i32 {
             if c.phase == CONN_REQUEST {
                 // Body bytes after all (sys_exit suspected a request line).
                 c.ev.req.req_bytes += j.total;
+            } else if c.phase == CONN_NEW && pending == 0 && seen == 1 && w.byte(0) == 0x16 {
+                // One byte of a TLS record, peeked (nginx tells TLS from plain HTTP so):
+                // the same bytes come again.
+            } else if c.phase == CONN_NEW
+                && pending == 0
+                && seen >= 2
+                && h2c::is_tls_record(w.byte(0), w.byte(1))
+            {
+                // A TLS handshake: its plaintext is the OpenSSL probes' when this read is
+                // made inside a probed OpenSSL call, else nobody's.
+                let seen_by_probes = crate::tls::tie(j.fd);
+                c.tls = if seen_by_probes { TLS_SEEN } else { TLS_UNSEEN };
+                if let Some(k) = counters(j.target) {
+                    // SAFETY: this CPU's counters.
+                    unsafe {
+                        if seen_by_probes {
+                            (*k).tls_connections += 1;
+                        } else {
+                            (*k).tls_unseen += 1;
+                        }
+                    }
+                }
+            } else if c.phase == CONN_NEW
+                && pending == 0
+                && seen >= 8
+                && w.word(0) == h2c::PREFACE_WORD
+            {
+                // The HTTP/2 client preface: frames from here on, the preface's bytes
+                // skipped as a payload.
+                crate::h2::begin(c, j);
+                j.off = 0;
+                // SAFETY: tail call with this program's own context.
+                unsafe { tail.tail_call(ctx, TAIL_H2) };
             } else if c.phase == CONN_NEW && (seen >= 14 || pending == 0) {
                 // Not HTTP/1.x: a full line's worth of bytes that is no request line, or
                 // a first read that cannot start one (a TLS record's first byte).
@@ -742,6 +947,7 @@ fn begin(
     start_ns: u64,
     bytes: u64,
     w: &Win,
+    v10: bool,
 ) {
     set(&mut c.ev.tgid, j.tgid);
     set(&mut c.ev.fd, j.fd);
@@ -758,11 +964,12 @@ fn begin(
     set(&mut r.resp_header_bytes, 0);
     set(&mut r.gap_sum_ns, 0);
     set(&mut r.gap_max_ns, 0);
+    let version = if v10 { HTTP_V10 } else { 0 };
     if path_len > HTTP_PATH_MAX {
-        set(&mut r.flags, HTTP_PATH_TRUNCATED);
+        set(&mut r.flags, HTTP_PATH_TRUNCATED | version);
         set(&mut r.path_len, HTTP_PATH_MAX as u32);
     } else {
-        set(&mut r.flags, 0);
+        set(&mut r.flags, version);
         set(&mut r.path_len, path_len as u32);
     }
     // SAFETY: the source is HTTP_PATH_MAX bytes at an offset below 128 of the scratch
@@ -790,8 +997,8 @@ fn begin(
 /// One window of a head: a request's (after its line) or a response's (the status line
 /// first). Loads the window unless `http_start` did, scans it, applies what it found, and
 /// goes on with the next window while the head is open and the call has more bytes.
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn http_head(ctx: RawTracePointContext) -> i32 {
+#[inline(always)]
+fn head<C: EbpfContext>(ctx: &C, tail: &ProgramArray) -> i32 {
     let Some((job, conn)) = job_and_conn() else {
         return 0;
     };
@@ -880,7 +1087,7 @@ pub fn http_head(ctx: RawTracePointContext) -> i32 {
     }
     if next(j) {
         // SAFETY: tail call with this program's own context.
-        unsafe { HTTP_TAIL.tail_call(&ctx, TAIL_HEAD) };
+        unsafe { tail.tail_call(ctx, TAIL_HEAD) };
     }
     0
 }

@@ -15,9 +15,11 @@
 mod cuda;
 mod diag;
 mod failures;
+mod h2;
 mod http;
 mod sched;
 mod tcp;
+mod tls;
 
 use agent_common::{
     log2_bucket, stats_key, Inflight, SyscallStats, TargetSlot, CONFIG_CGROUP_LEVELS,
