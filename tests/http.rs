@@ -7,12 +7,13 @@ use std::{io::Write, net::TcpStream, time::Duration};
 
 use common::{bpf_or_skip, request_count, Agent, Client, Metrics, PyServer};
 
-fn labels<'a>(method: &'a str, route: &'a str, status: &'a str) -> [(&'a str, &'a str); 4] {
+fn labels<'a>(method: &'a str, route: &'a str, status: &'a str) -> [(&'a str, &'a str); 5] {
     [
         ("target", "py"),
         ("http_request_method", method),
         ("http_route", route),
         ("http_response_status_code", status),
+        ("network_protocol_version", "1.1"),
     ]
 }
 

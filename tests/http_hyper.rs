@@ -69,6 +69,7 @@ fn hyper_server_requests_are_counted_exactly() {
             ("http_request_method", "GET"),
             ("http_route", route),
             ("http_response_status_code", status),
+            ("network_protocol_version", "1.1"),
         ]
     };
     assert_eq!(request_count(&m, &[("target", "hyper")]), 200.0);

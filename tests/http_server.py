@@ -14,7 +14,8 @@ Routes:
   GET  /bighead       SSE as /stream, after a 2 KiB head (Content-Type last)
   GET  /split-head    200 "ok", the status line written on its own, then the rest
 Prints the port on stdout, then serves until killed. With the argument "1.0" it speaks
-HTTP/1.0 (a connection per request), as http.server does by default.
+HTTP/1.0 (a connection per request), as http.server does by default; with "tls CERT KEY"
+it serves HTTPS through Python's ssl module.
 """
 import http.server
 import sys
@@ -91,5 +92,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
 if sys.argv[1:] == ["1.0"]:
     Handler.protocol_version = "HTTP/1.0"
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if sys.argv[1:2] == ["tls"]:
+    # HTTPS through the ssl module (OpenSSL's libssl.so.3): "tls CERT KEY".
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()

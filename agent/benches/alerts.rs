@@ -110,6 +110,7 @@ fn snapshot() -> Readings {
                     ttft_p95_seconds: Some(i as f64 / 20.0),
                     oldest_active_request_seconds: None,
                     stream_idle_seconds: None,
+                    ..RequestSummary::default()
                 })
                 .collect(),
             ..HttpPart::default()

@@ -128,6 +128,7 @@ fn main() {
                     let d = d.clone();
                     (0..5).map(move |r| HttpSeries {
                         target: t.clone(),
+                        version: "1.1",
                         method: "GET".into(),
                         route: format!("/v1/r{r}"),
                         status: 200,
@@ -155,6 +156,7 @@ fn main() {
                     ttft_p95_seconds: None,
                     oldest_active_request_seconds: Some(0.1),
                     stream_idle_seconds: None,
+                    ..RequestSummary::default()
                 })
                 .collect(),
             ..HttpPart::default()

@@ -28,6 +28,7 @@ use tokio::{
 
 use crate::{
     base::{CollectorStatus, ProgramStatus, State},
+    collectors::http::TargetProtocols,
     exposition,
     readings::TargetStatus,
     snapshot::Snapshot,
@@ -139,6 +140,8 @@ struct HealthBody<'a> {
     collectors: &'a [CollectorStatus],
     programs: &'a [ProgramStatus],
     targets: &'a [TargetStatus],
+    /// Per target, the protocol probes that see its traffic.
+    protocols: &'a [TargetProtocols],
 }
 
 enum Next {
@@ -212,6 +215,7 @@ fn route(req: &Request<Incoming>, snap: &Snapshot, cache: &MetricsCache) -> Resp
                 collectors: &snap.collectors,
                 programs: &snap.programs,
                 targets: &snap.targets,
+                protocols: &snap.readings.http.protocols,
             };
             let code = if overall == State::Failed {
                 StatusCode::SERVICE_UNAVAILABLE

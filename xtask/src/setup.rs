@@ -12,7 +12,8 @@ use anyhow::{bail, Context, Result};
 /// test workloads, python3 for the test HTTP server, promtool (package prometheus) for
 /// exposition checks, wrk for the HTTP benchmark, iproute2 and nftables for the TCP test's
 /// network namespace and packet loss, aiosmtpd (a real SMTP server) and Alertmanager for
-/// the alerting tests, Chromium for the dashboard test.
+/// the alerting tests, Chromium for the dashboard test, grpcio for the gRPC test and
+/// h2load for the HTTP/2 benchmark.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "gcc",
@@ -25,6 +26,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3-aiosmtpd",
     "prometheus-alertmanager",
     "chromium",
+    // The gRPC server and client of the protocol tests; h2load for the HTTP/2 benchmark.
+    "python3-grpcio",
+    "nghttp2-client",
     // systemd-analyze verify/security on the unit (dpkg-deb comes with dpkg).
     "systemd",
     // The server stacks traced by tests/stacks.rs: FastAPI on uvicorn (h11 and httptools),

@@ -57,11 +57,23 @@ pub(super) fn startup(snap: &Snapshot) -> String {
         .iter()
         .map(|t| t.target.name.as_str())
         .collect();
+    let protocols: Vec<String> = snap
+        .readings
+        .http
+        .protocols
+        .iter()
+        .map(|p| format!("{} ({})", p.target, p.probes.join(", ")))
+        .collect();
     format!(
-        "started: {attached}/{} eBPF programs attached; working: {}; targets: {}; not working: {}",
+        "started: {attached}/{} eBPF programs attached; working: {}; targets: {}; protocol probes: {}; not working: {}",
         snap.programs.len(),
         active.join(", "),
         targets.join(", "),
+        if protocols.is_empty() {
+            "none".to_string()
+        } else {
+            protocols.join("; ")
+        },
         if off.is_empty() {
             "none".to_string()
         } else {

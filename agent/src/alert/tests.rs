@@ -36,6 +36,7 @@ fn summary(target: &str, rate: f64, errors: f64, latency: f64, ttft: f64) -> Req
         ttft_p95_seconds: Some(ttft),
         oldest_active_request_seconds: Some(latency),
         stream_idle_seconds: Some(latency * 10.0),
+        ..RequestSummary::default()
     }
 }
 

@@ -25,6 +25,10 @@ pub const TPOT: &[f64] = &[
 pub const GEN_AI_DURATION: &[f64] = &[
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 ];
+/// Messages per RPC (gRPC streaming calls): powers of 2 up to 4096.
+pub const MESSAGES: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Histogram {

@@ -53,6 +53,9 @@ pub enum Hook {
     Raw(&'static str),
     /// A classic tracepoint (category, event): needs tracefs.
     Tracepoint(&'static str, &'static str),
+    /// Uprobes on a library, attached by their collector per process (`Kernel::track`
+    /// lists them).
+    Uprobe(&'static str),
 }
 
 /// A program of the object and its hook.
@@ -347,6 +350,14 @@ impl Kernel {
         self.essential_health(specs)
     }
 
+    /// List a program its collector attached itself (uprobes, per process), so that its
+    /// status and run time are exported with the others.
+    pub fn track(&mut self, spec: ProgramSpec) {
+        if !self.programs.iter().any(|(p, _)| p.name == spec.name) {
+            self.programs.push((spec, Health::active()));
+        }
+    }
+
     /// Attach process following (once; later calls do nothing).
     pub fn follow_processes(&mut self) {
         if !self.following {
@@ -570,6 +581,9 @@ fn attach(bpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), String> {
             p.load().map_err(|e| format!("load: {}", brief(e)))?;
             p.attach(cat, name)
                 .map_err(|e| format!("attach tracepoint/{cat}/{name}: {e}"))?;
+        }
+        Hook::Uprobe(lib) => {
+            return Err(format!("uprobes on {lib} are attached by their collector"));
         }
     }
     Ok(())

@@ -288,6 +288,7 @@ fn text_encoding_matches_the_prometheus_crate_byte_for_byte() {
     http.readings.http.http = vec![HttpSeries {
         target: "vllm".into(),
         method: "POST".into(),
+        version: "1.1",
         route: "/v1/items/{id}".into(),
         status: 200,
         duration: d,

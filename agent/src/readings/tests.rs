@@ -48,6 +48,7 @@ mod merged_figures {
         HttpSeries {
             target: "vllm".into(),
             method: "POST".into(),
+            version: "1.1",
             route: "/v1/completions".into(),
             status: 200,
             duration,
@@ -73,6 +74,7 @@ mod merged_figures {
             ttft_p95_seconds: None,
             oldest_active_request_seconds: None,
             stream_idle_seconds: None,
+            ..RequestSummary::default()
         }
     }
 

@@ -15,6 +15,7 @@ pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
             ("http_request_method", s.method.as_str()),
             ("http_response_status_code", status.as_str()),
             ("http_route", s.route.as_str()),
+            ("network_protocol_version", s.version),
             ("target", s.target.as_str()),
         ];
         duration.push(fixed_histogram(&l, &s.duration));
@@ -40,7 +41,8 @@ pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
         resp_body,
     ));
     type Field = fn(&RequestSummary) -> Option<u64>;
-    let per_target: [(&str, &str, MetricType, Field); 4] = [
+    rpc(part, out);
+    let per_target: [(&str, &str, MetricType, Field); 9] = [
         (
             "http_server_active_requests",
             "HTTP requests read but not yet answered completely.",
@@ -61,9 +63,39 @@ pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
         ),
         (
             "infersight_http_requests_unanswered_total",
-            "Requests that ended (next request or close) without a response being seen.",
+            "Requests that ended (next request, stream reset or close) without a response being seen.",
             MetricType::COUNTER,
             |r| r.unanswered,
+        ),
+        (
+            "infersight_http_connections_tls_total",
+            "Accepted connections of a target carrying TLS whose plaintext the OpenSSL probes see.",
+            MetricType::COUNTER,
+            |r| r.tls_connections,
+        ),
+        (
+            "infersight_http_connections_tls_unseen_total",
+            "Accepted connections of a target carrying TLS no probe sees (static OpenSSL, rustls, Go, ...): no requests are counted on them.",
+            MetricType::COUNTER,
+            |r| r.tls_unseen_connections,
+        ),
+        (
+            "infersight_http2_connections_total",
+            "Accepted connections of a target that spoke HTTP/2 (h2c, or h2 through OpenSSL).",
+            MetricType::COUNTER,
+            |r| r.h2_connections,
+        ),
+        (
+            "infersight_http2_header_blocks_lost_total",
+            "HTTP/2 header blocks lost (ring buffer full, a gap, undecodable, frames lost track of): each makes its connection's HPACK tables unusable.",
+            MetricType::COUNTER,
+            |r| r.h2_blocks_lost,
+        ),
+        (
+            "infersight_http2_streams_undecoded_total",
+            "HTTP/2 streams that ended on a connection whose HPACK tables were unusable: not counted as requests.",
+            MetricType::COUNTER,
+            |r| r.h2_streams_undecoded,
         ),
     ];
     for (name, help, kind, field) in per_target {
@@ -119,9 +151,20 @@ pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
         gen_duration.push(fixed_histogram(&l, &s.duration));
         chunks.push(counter(&l, s.chunks as f64));
     }
+    for s in &part.rpc_streams {
+        let l = [
+            ("rpc_method", s.method.as_str()),
+            ("rpc_service", s.service.as_str()),
+            ("rpc_system", "grpc"),
+            ("target", s.target.as_str()),
+        ];
+        if s.ttft.count > 0 {
+            ttft.push(fixed_histogram(&l, &s.ttft));
+        }
+    }
     out.push(family(
         "gen_ai_server_time_to_first_token_seconds",
-        "Streaming responses: request fully read to the first response write carrying data.",
+        "Streaming responses: request fully read to the first response write carrying data (gRPC: the first response message).",
         MetricType::HISTOGRAM,
         ttft,
     ));
@@ -178,5 +221,50 @@ pub(super) fn families(part: &HttpPart, out: &mut Vec<MetricFamily>) {
         &part.http_aborted,
         |(t, reason, _)| vec![("reason", reason.to_string()), ("target", t.clone())],
         |(_, _, n)| Some(*n as f64),
+    ));
+}
+
+/// gRPC (OpenTelemetry RPC semantic conventions, Prometheus form).
+fn rpc(part: &HttpPart, out: &mut Vec<MetricFamily>) {
+    let mut duration = Vec::new();
+    for s in &part.rpc {
+        let code = s.code.to_string();
+        let l = [
+            ("rpc_grpc_status_code", code.as_str()),
+            ("rpc_method", s.method.as_str()),
+            ("rpc_service", s.service.as_str()),
+            ("rpc_system", "grpc"),
+            ("target", s.target.as_str()),
+        ];
+        duration.push(fixed_histogram(&l, &s.duration));
+    }
+    out.push(family(
+        "rpc_server_duration_seconds",
+        "Duration of gRPC calls: request headers read to the trailers written.",
+        MetricType::HISTOGRAM,
+        duration,
+    ));
+    let (mut requests, mut responses) = (Vec::new(), Vec::new());
+    for s in &part.rpc_streams {
+        let l = [
+            ("rpc_method", s.method.as_str()),
+            ("rpc_service", s.service.as_str()),
+            ("rpc_system", "grpc"),
+            ("target", s.target.as_str()),
+        ];
+        requests.push(fixed_histogram(&l, &s.requests_per_rpc));
+        responses.push(fixed_histogram(&l, &s.responses_per_rpc));
+    }
+    out.push(family(
+        "rpc_server_requests_per_rpc",
+        "Streaming gRPC methods: request messages per call.",
+        MetricType::HISTOGRAM,
+        requests,
+    ));
+    out.push(family(
+        "rpc_server_responses_per_rpc",
+        "Streaming gRPC methods: response messages per call.",
+        MetricType::HISTOGRAM,
+        responses,
     ));
 }

@@ -1,12 +1,18 @@
-//! HTTP/1.x requests of the targets, classified in the kernel where the socket calls
-//! happen (`agent-ebpf/src/http.rs`, inside the syscall hooks): one ring-buffer event per
-//! completed request, read by a task into per-route series and per-target windows, plus
-//! per-target counters (accepted, ignored, unanswered connections; active requests).
+//! HTTP requests and gRPC calls of the targets, classified in the kernel where the socket
+//! calls happen (`agent-ebpf/src/http.rs`, inside the syscall hooks): one ring-buffer event
+//! per completed HTTP/1.x request; for HTTP/2, header-block fragments and one record per
+//! ended stream (`h2.rs` decodes them); read by tasks into per-route and per-method series
+//! and per-target windows, plus per-target counters (accepted, ignored, TLS, unanswered
+//! connections; active requests). TLS through OpenSSL reaches the same classification
+//! through uprobes on the targets' libssl (`tls.rs`).
 mod conns;
 mod doors;
+mod h2;
 mod metrics;
 mod requests;
 mod route;
+mod rpc;
+mod tls;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -17,13 +23,17 @@ use std::{
 use agent_common::{HttpCounters, CONFIG_HTTP};
 use aya::{
     maps::{MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::RawTracePoint,
+    programs::{RawTracePoint, UProbe},
 };
 use serde::Serialize;
 use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
 
-pub use requests::{decode, HttpSeries, InternalRequests, RequestSummary, Requests, StreamSeries};
+pub use h2::{Exchange, H2Decoder};
+pub use requests::{
+    decode, AllSeries, HttpSeries, InternalRequests, RequestSummary, Requests, StreamSeries,
+};
 pub use route::template;
+pub use rpc::{RpcSeries, RpcStreamSeries};
 
 use super::{Collected, Collector, Tick};
 use crate::{
@@ -32,14 +42,26 @@ use crate::{
         Health,
     },
     config::Config,
-    ebpf::{sum_per_target, Kernel, SYSCALL_HOOKS},
+    ebpf::{sum_per_target, Hook, Kernel, ProgramSpec, SYSCALL_HOOKS},
     targets::{Target, Targets},
 };
+
+/// The protocol probes that see a target's traffic (what `/health` lists per target).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TargetProtocols {
+    pub target: String,
+    /// `http/1.x` and `http/2` (the syscall hooks, plain sockets), and `tls:` with each
+    /// probed libssl the target's processes map.
+    pub probes: Vec<String>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct HttpPart {
     pub http: Vec<HttpSeries>,
     pub streams: Vec<StreamSeries>,
+    pub rpc: Vec<RpcSeries>,
+    pub rpc_streams: Vec<RpcStreamSeries>,
+    pub protocols: Vec<TargetProtocols>,
     pub requests: Vec<RequestSummary>,
     /// Completed requests whose event did not fit in the ring buffer (absent when the
     /// counters cannot be read).
@@ -61,8 +83,10 @@ pub struct Http {
     requests: Arc<Mutex<Requests>>,
     counters: Option<PerCpuArray<MapData, HttpCounters>>,
     ring: Option<RingBuf<MapData>>,
-    /// Holds the head-scanning program the syscall hooks tail-call.
-    _tail: Option<ProgramArray<MapData>>,
+    h2_ring: Option<RingBuf<MapData>>,
+    /// Hold the programs the syscall hooks and the OpenSSL return probe tail-call.
+    _tail: Option<(ProgramArray<MapData>, ProgramArray<MapData>)>,
+    tls: tls::Tls,
     conns: Option<conns::Conns>,
     /// The targets' processes at the last tick (to see which died).
     pids: HashSet<u32>,
@@ -74,11 +98,16 @@ pub struct Http {
 
 /// The programs `sys_exit` tail-calls to classify bytes (`agent-ebpf/src/http.rs`), at
 /// their indexes of `HTTP_TAIL`: loaded, not attached.
-const TAIL_PROGRAMS: [&str; 2] = ["http_start", "http_head"];
+const TAIL_PROGRAMS: [&str; 3] = ["http_start", "http_head", "http_h2"];
 
-fn load_scanner(kernel: &mut Kernel) -> Result<ProgramArray<MapData>, String> {
+type TailArrays = (ProgramArray<MapData>, ProgramArray<MapData>);
+
+fn load_scanner(kernel: &mut Kernel) -> Result<TailArrays, String> {
     let mut tail: ProgramArray<MapData> = kernel
         .take_map("HTTP_TAIL", ProgramArray::try_from)
+        .map_err(|e| e.to_string())?;
+    let mut tail_tls: ProgramArray<MapData> = kernel
+        .take_map("HTTP_TAIL_TLS", ProgramArray::try_from)
         .map_err(|e| e.to_string())?;
     let bpf = kernel.object_mut().ok_or("eBPF is not loaded")?;
     for (index, name) in (0u32..).zip(TAIL_PROGRAMS) {
@@ -95,7 +124,22 @@ fn load_scanner(kernel: &mut Kernel) -> Result<ProgramArray<MapData>, String> {
         tail.set(index, fd, 0)
             .map_err(|e| format!("HTTP_TAIL: {e}"))?;
     }
-    Ok(tail)
+    for (index, name) in (0u32..).zip(tls::TAIL_PROGRAMS) {
+        let p: &mut UProbe = bpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} is missing from the eBPF object"))?
+            .try_into()
+            .map_err(|e| format!("{name}: {e}"))?;
+        p.load().map_err(|e| {
+            tracing::debug!("{name}: {e}");
+            format!("{name}: load: {}", crate::ebpf::brief(e))
+        })?;
+        let fd = p.fd().map_err(|e| format!("{name}: {e}"))?;
+        tail_tls
+            .set(index, fd, 0)
+            .map_err(|e| format!("HTTP_TAIL_TLS: {e}"))?;
+    }
+    Ok((tail, tail_tls))
 }
 
 /// The requests behind the lock, even if a reader panicked while holding it (its data is
@@ -170,7 +214,9 @@ impl Collector for Http {
             requests,
             counters: None,
             ring: None,
+            h2_ring: None,
             _tail: None,
+            tls: tls::Tls::default(),
             conns: None,
             pids: HashSet::new(),
             aborted: BTreeMap::new(),
@@ -193,6 +239,11 @@ impl Collector for Http {
         let maps = kernel
             .take_map("HTTP_COUNTERS", PerCpuArray::try_from)
             .and_then(|c| Ok((c, kernel.take_map("HTTP_EVENTS", RingBuf::try_from)?)))
+            .and_then(|(c, r)| Ok(((c, r), kernel.take_map("H2_EVENTS", RingBuf::try_from)?)))
+            .map(|((c, r), h2r)| {
+                http.h2_ring = Some(h2r);
+                (c, r)
+            })
             .map_err(|e| e.to_string())
             .and_then(|m| Ok((m, load_scanner(kernel)?)))
             // Last: tracing turns on once everything it uses is in place.
@@ -214,16 +265,22 @@ impl Collector for Http {
     }
 
     fn spawn(&mut self, _: &mut Kernel) {
-        let Some(ring) = self.ring.take() else {
+        let (Some(ring), Some(h2_ring)) = (self.ring.take(), self.h2_ring.take()) else {
             return;
         };
-        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long
-        // as the AsyncFd owns the RingBuf.
-        match unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) } {
-            Ok(fd) => {
-                tokio::spawn(read_events(fd, self.requests.clone()));
+        let readers = [
+            (ring, Reader::Http1),
+            (h2_ring, Reader::Http2(Box::default())),
+        ];
+        for (ring, reader) in readers {
+            // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as
+            // long as the AsyncFd owns the RingBuf.
+            match unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) } {
+                Ok(fd) => {
+                    tokio::spawn(read_events(fd, self.requests.clone(), reader));
+                }
+                Err(e) => self.health = Health::failed(format!("ring buffer: {e}")),
             }
-            Err(e) => self.health = Health::failed(format!("ring buffer: {e}")),
         }
     }
 
@@ -241,6 +298,10 @@ impl Collector for Http {
                     sum.accepted += c.accepted;
                     sum.ignored_connections += c.ignored_connections;
                     sum.unanswered += c.unanswered;
+                    sum.tls_connections += c.tls_connections;
+                    sum.tls_unseen += c.tls_unseen;
+                    sum.h2_connections += c.h2_connections;
+                    sum.h2_lost += c.h2_lost;
                 },
             )
             .ok(),
@@ -255,8 +316,9 @@ impl Collector for Http {
         for ((t, _), n) in &self.aborted {
             *aborted.entry(*t).or_default() += n;
         }
+        let protocols = self.protocols(tick);
         let mut r = locked(&self.requests);
-        let (http, streams) = r.series();
+        let all = r.series();
         let mut requests = r.summaries(Instant::now(), &counters, &aborted);
         for (t, o) in held {
             let name = tick.targets.name_of(t);
@@ -269,11 +331,14 @@ impl Collector for Http {
             }
         }
         let part = HttpPart {
-            http,
-            streams,
+            http: all.http,
+            streams: all.streams,
+            rpc: all.rpc,
+            rpc_streams: all.rpc_streams,
+            protocols,
             requests,
             ringbuf_dropped,
-            http_events_discarded: r.malformed + r.discarded,
+            http_events_discarded: r.malformed + r.discarded + r.malformed_h2,
             http_aborted: self
                 .aborted
                 .iter()
@@ -311,6 +376,40 @@ impl Collector for Http {
 }
 
 impl Http {
+    /// Attach the OpenSSL probes to the libraries target processes map, and say per
+    /// target which protocol probes see its traffic.
+    fn protocols(&mut self, tick: &mut Tick<'_>) -> Vec<TargetProtocols> {
+        if !self.health.is_active() || self._tail.is_none() {
+            return Vec::new();
+        }
+        if let Some(bpf) = tick.kernel.object_mut() {
+            self.tls.scan(bpf, tick.members.pids());
+        }
+        if self.tls.any_attached() {
+            for name in tls::PROGRAMS {
+                tick.kernel.track(ProgramSpec {
+                    name,
+                    hook: Hook::Uprobe("libssl.so.3"),
+                    essential: false,
+                });
+            }
+        }
+        tick.targets
+            .iter()
+            .map(|t| {
+                let mut probes = vec!["http/1.x".to_string(), "http/2".to_string()];
+                let pids = tick.members.of(t.index).map(|m| m.pids.clone());
+                for lib in self.tls.libraries_of(pids.unwrap_or_default().into_iter()) {
+                    probes.push(format!("tls: {}", lib.display()));
+                }
+                TargetProtocols {
+                    target: t.name.clone(),
+                    probes,
+                }
+            })
+            .collect()
+    }
+
     /// End the requests the kernel cannot: those of target processes that died since the
     /// last tick, and (at a sweep) those whose connection state was evicted. While any
     /// request is open, the connection states are read: what is open per target.
@@ -359,16 +458,27 @@ impl Http {
 /// when a quarter of the ring is in use (it sends no wake-up per event).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Drain completed-request events on a timer, or sooner when the kernel signals.
-async fn read_events(mut fd: AsyncFd<RingBuf<MapData>>, requests: Arc<Mutex<Requests>>) {
+/// What a ring buffer carries: HTTP/1.x request events, or HTTP/2 records (with the
+/// decoder that keeps the connections' HPACK tables).
+enum Reader {
+    Http1,
+    Http2(Box<H2Decoder>),
+}
+
+/// Drain a ring buffer on a timer, or sooner when the kernel signals.
+async fn read_events(
+    mut fd: AsyncFd<RingBuf<MapData>>,
+    requests: Arc<Mutex<Requests>>,
+    mut reader: Reader,
+) {
     let mut timer = tokio::time::interval(DRAIN_INTERVAL);
     timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = timer.tick() => drain(fd.get_mut(), &requests),
+            _ = timer.tick() => drain(fd.get_mut(), &requests, &mut reader),
             ready = fd.readable_mut() => match ready {
                 Ok(mut guard) => {
-                    drain(guard.get_inner_mut(), &requests);
+                    drain(guard.get_inner_mut(), &requests, &mut reader);
                     guard.clear_ready();
                 }
                 Err(e) => {
@@ -380,10 +490,23 @@ async fn read_events(mut fd: AsyncFd<RingBuf<MapData>>, requests: Arc<Mutex<Requ
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, requests: &Mutex<Requests>) {
+fn drain(ring: &mut RingBuf<MapData>, requests: &Mutex<Requests>, reader: &mut Reader) {
     let now = Instant::now();
     let mut r = locked(requests);
-    while let Some(item) = ring.next() {
-        r.record_bytes(&item, now);
+    match reader {
+        Reader::Http1 => {
+            while let Some(item) = ring.next() {
+                r.record_bytes(&item, now);
+            }
+        }
+        Reader::Http2(d) => {
+            while let Some(item) = ring.next() {
+                if let Some(x) = d.record(&item) {
+                    r.record_h2(&x, now);
+                }
+            }
+            r.h2_losses.clone_from(&d.losses);
+            r.malformed_h2 = d.malformed;
+        }
     }
 }

@@ -5,23 +5,27 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::{HttpCounters, HttpEvent, HTTP_CHUNKED, HTTP_SSE, METHODS};
+use agent_common::{HttpCounters, HttpEvent, HTTP_CHUNKED, HTTP_SSE, HTTP_V10, METHODS};
 
 use serde::Serialize;
 
 use super::{
     doors::ListenPorts,
+    h2::{Exchange, Losses},
     route::{self, RouteSet},
+    rpc::{self, RpcSeries, RpcStreamSeries, TargetRpc},
 };
 use crate::{
     base::histogram::{self, Histogram},
     targets::{Target, Targets},
 };
 
-/// Cumulative HTTP figures of one (target, method, route, status).
+/// Cumulative HTTP figures of one (target, protocol version, method, route, status).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HttpSeries {
     pub target: String,
+    /// "1.0", "1.1" or "2" (`network_protocol_version`).
+    pub version: &'static str,
     pub method: String,
     pub route: String,
     pub status: u16,
@@ -43,7 +47,7 @@ pub struct StreamSeries {
 
 /// One target's requests over the recent window (what alert rules read). A figure that
 /// cannot be known (no requests, no stream) is absent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RequestSummary {
     pub target: String,
     pub active: Option<u64>,
@@ -53,6 +57,16 @@ pub struct RequestSummary {
     pub ignored_connections: Option<u64>,
     /// Cumulative: requests that ended without a response being seen.
     pub unanswered: Option<u64>,
+    /// Cumulative: accepted connections carrying TLS the OpenSSL probes see, and TLS no
+    /// probe sees.
+    pub tls_connections: Option<u64>,
+    pub tls_unseen_connections: Option<u64>,
+    /// Cumulative: accepted connections that spoke HTTP/2 (h2c, or h2 through OpenSSL).
+    pub h2_connections: Option<u64>,
+    /// Cumulative: HTTP/2 header blocks lost (the kernel's ring full, a gap, a block that
+    /// did not decode, frames lost track of), and streams not decoded because of it.
+    pub h2_blocks_lost: Option<u64>,
+    pub h2_streams_undecoded: Option<u64>,
     pub request_rate: Option<f64>,
     /// Share of responses with a 5xx status.
     pub error_ratio: Option<f64>,
@@ -104,10 +118,34 @@ struct Sample {
     ttft: Option<f64>,
 }
 
+/// Every series, sorted: HTTP, streams, gRPC calls, gRPC streaming methods.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AllSeries {
+    pub http: Vec<HttpSeries>,
+    pub streams: Vec<StreamSeries>,
+    pub rpc: Vec<RpcSeries>,
+    pub rpc_streams: Vec<RpcStreamSeries>,
+}
+
+/// One exchange, as HTTP/1.x events and HTTP/2 streams both give it.
+struct Exchange1<'a> {
+    version: &'static str,
+    method: &'a str,
+    path: &'a [u8],
+    status: u16,
+    duration: f64,
+    req_body: u64,
+    resp_body: u64,
+    /// A streaming response (chunked or SSE): its data writes or frames, the first one's
+    /// time after the request was read, and the mean gap between them.
+    stream: Option<(u32, Option<f64>, Option<f64>)>,
+}
+
 #[derive(Default)]
 struct TargetHttp {
     routes: RouteSet,
-    series: BTreeMap<(u8, String, u16), HttpSeries>,
+    rpc: TargetRpc,
+    series: BTreeMap<(&'static str, String, String, u16), HttpSeries>,
     streams: BTreeMap<String, StreamSeries>,
     samples: VecDeque<Sample>,
     total: u64,
@@ -132,6 +170,10 @@ pub struct Requests {
     pub discarded: u64,
     /// The agent's own requests to targets (engine scrapes, health probes), not recorded.
     pub own: u64,
+    /// HTTP/2 header blocks lost and streams not decoded, per target (the decoder's).
+    pub h2_losses: HashMap<u32, Losses>,
+    /// HTTP/2 records the decoder could not read.
+    pub malformed_h2: u64,
 }
 
 impl Requests {
@@ -147,6 +189,8 @@ impl Requests {
             malformed: 0,
             discarded: 0,
             own: 0,
+            h2_losses: HashMap::new(),
+            malformed_h2: 0,
         };
         for t in targets.iter() {
             r.add_target(t);
@@ -172,12 +216,11 @@ impl Requests {
 
     /// Whether a request came in on a port that is not its target's front door; if so
     /// it is counted apart. Unknown ports count as the front door.
-    fn internal(&mut self, ev: &HttpEvent, now: Instant) -> bool {
-        let target = ev.req.target;
+    fn internal(&mut self, target: u32, tgid: u32, listen_fd: u32, now: Instant) -> bool {
         let Some(doors) = self.doors.get(&target) else {
             return false;
         };
-        let Some(port) = self.listen_ports.port(ev.tgid, ev.listen_fd, now) else {
+        let Some(port) = self.listen_ports.port(tgid, listen_fd, now) else {
             return false;
         };
         if doors.contains(&port) {
@@ -226,45 +269,127 @@ impl Requests {
             self.own += 1;
             return;
         }
-        if self.internal(ev, now) {
+        if self.internal(r.target, ev.tgid, ev.listen_fd, now) {
             return;
         }
-        let Some(name) = self.names.get(&r.target) else {
+        let method = METHODS.get(r.method as usize).copied().unwrap_or("");
+        let stream = (r.flags & (HTTP_CHUNKED | HTTP_SSE) != 0).then(|| {
+            let ttft = if r.chunks > 0 {
+                seconds(r.req_end_ns, r.first_data_ns)
+            } else {
+                None
+            };
+            let tpot = (r.chunks > 1).then(|| r.gap_sum_ns as f64 / 1e9 / f64::from(r.chunks - 1));
+            (r.chunks, ttft, tpot)
+        });
+        let x = Exchange1 {
+            version: if r.flags & HTTP_V10 != 0 {
+                "1.0"
+            } else {
+                "1.1"
+            },
+            method,
+            path: &r.path[..path_len],
+            status: r.status,
+            duration,
+            req_body: r.req_bytes.saturating_sub(r.req_header_bytes),
+            resp_body: r.resp_bytes.saturating_sub(r.resp_header_bytes),
+            stream,
+        };
+        self.observe(r.target, &x, now);
+    }
+
+    /// An HTTP/2 stream: a gRPC call, or an HTTP request answered with a response head
+    /// (one reset before it was answered is the kernel's unanswered count).
+    pub fn record_h2(&mut self, x: &Exchange, now: Instant) {
+        let s = &x.stream;
+        if !self.names.contains_key(&x.target) {
+            self.discarded += 1;
+            return;
+        }
+        if is_own(&x.path) {
+            self.own += 1;
+            return;
+        }
+        if self.internal(x.target, x.tgid, x.listen_fd, now) {
+            return;
+        }
+        let Some(name) = self.names.get(&x.target) else {
             return;
         };
-        let t = self.per_target.entry(r.target).or_default();
-        let route = t.routes.admit(
-            route::template(&r.path[..path_len]),
-            r.status,
-            self.route_limit,
-        );
-        let method = if (r.method as usize) < METHODS.len() {
-            r.method
-        } else {
-            0
+        if rpc::is_grpc(&x.content_type) {
+            let t = self.per_target.entry(x.target).or_default();
+            let Some(call) = t.rpc.record(name, x, self.route_limit) else {
+                self.discarded += 1;
+                return;
+            };
+            t.count(now, call.duration, call.error, call.ttft);
+            return;
+        }
+        let Some(status) = x.status else {
+            return;
         };
+        let Some(duration) = seconds(s.req_start_ns, s.resp_end_ns) else {
+            self.discarded += 1;
+            return;
+        };
+        let ct = x.response_content_type.to_ascii_lowercase();
+        let stream = ct.starts_with("text/event-stream").then(|| {
+            let n = s.data_frames;
+            let ttft = if n > 0 {
+                seconds(s.req_end_ns, s.first_data_ns)
+            } else {
+                None
+            };
+            let tpot = (n > 1).then(|| s.gap_sum_ns as f64 / 1e9 / f64::from(n - 1));
+            (n, ttft, tpot)
+        });
+        let e = Exchange1 {
+            version: "2",
+            method: &x.method,
+            path: &x.path,
+            status,
+            duration,
+            req_body: s.req_bytes,
+            resp_body: s.resp_bytes,
+            stream,
+        };
+        self.observe(x.target, &e, now);
+    }
+
+    fn observe(&mut self, target: u32, x: &Exchange1<'_>, now: Instant) {
+        let Some(name) = self.names.get(&target) else {
+            self.discarded += 1;
+            return;
+        };
+        if is_own(x.path) {
+            self.own += 1;
+            return;
+        }
+        let t = self.per_target.entry(target).or_default();
+        let route = t
+            .routes
+            .admit(route::template(x.path), x.status, self.route_limit);
         let series = t
             .series
-            .entry((method, route.clone(), r.status))
+            .entry((x.version, x.method.to_string(), route.clone(), x.status))
             .or_insert_with(|| HttpSeries {
                 target: name.clone(),
-                method: METHODS[method as usize].to_string(),
+                version: x.version,
+                method: x.method.to_string(),
                 route: route.clone(),
-                status: r.status,
+                status: x.status,
                 duration: Histogram::new(histogram::HTTP_DURATION),
                 request_body: Histogram::new(histogram::BODY_SIZE),
                 response_body: Histogram::new(histogram::BODY_SIZE),
             });
+        let duration = x.duration;
         series.duration.observe(duration);
-        series
-            .request_body
-            .observe(r.req_bytes.saturating_sub(r.req_header_bytes) as f64);
-        series
-            .response_body
-            .observe(r.resp_bytes.saturating_sub(r.resp_header_bytes) as f64);
+        series.request_body.observe(x.req_body as f64);
+        series.response_body.observe(x.resp_body as f64);
 
         let mut ttft = None;
-        if r.flags & (HTTP_CHUNKED | HTTP_SSE) != 0 {
+        if let Some((chunks, first, tpot)) = x.stream {
             let s = t
                 .streams
                 .entry(route.clone())
@@ -277,30 +402,16 @@ impl Requests {
                     chunks: 0,
                 });
             s.duration.observe(duration);
-            s.chunks += u64::from(r.chunks);
-            if r.chunks > 0 {
-                ttft = seconds(r.req_end_ns, r.first_data_ns);
-                if let Some(v) = ttft {
-                    s.ttft.observe(v);
-                }
+            s.chunks += u64::from(chunks);
+            ttft = first;
+            if let Some(v) = first {
+                s.ttft.observe(v);
             }
-            if r.chunks > 1 {
-                s.tpot
-                    .observe(r.gap_sum_ns as f64 / 1e9 / f64::from(r.chunks - 1));
+            if let Some(v) = tpot {
+                s.tpot.observe(v);
             }
         }
-        t.total += 1;
-        if r.status >= 500 {
-            t.errors += 1;
-        }
-        if t.samples.len() == MAX_SAMPLES {
-            t.samples.pop_front();
-        }
-        t.samples.push_back(Sample {
-            at: now,
-            duration,
-            ttft,
-        });
+        t.count(now, duration, x.status >= 500, ttft);
     }
 
     /// Requests on ports that are not their target's front door.
@@ -317,19 +428,28 @@ impl Requests {
             .collect()
     }
 
-    pub fn series(&self) -> (Vec<HttpSeries>, Vec<StreamSeries>) {
-        let mut http = Vec::new();
-        let mut streams = Vec::new();
+    pub fn series(&self) -> AllSeries {
+        let mut all = AllSeries::default();
         for t in self.per_target.values() {
-            http.extend(t.series.values().cloned());
-            streams.extend(t.streams.values().cloned());
+            all.http.extend(t.series.values().cloned());
+            all.streams.extend(t.streams.values().cloned());
+            all.rpc.extend(t.rpc.series().cloned());
+            all.rpc_streams.extend(t.rpc.streams().cloned());
         }
-        http.sort_by(|a, b| {
-            (&a.target, &a.route, &a.method, a.status)
-                .cmp(&(&b.target, &b.route, &b.method, b.status))
+        all.http.sort_by(|a, b| {
+            (&a.target, &a.route, &a.method, a.status, a.version)
+                .cmp(&(&b.target, &b.route, &b.method, b.status, b.version))
         });
-        streams.sort_by(|a, b| (&a.target, &a.route).cmp(&(&b.target, &b.route)));
-        (http, streams)
+        all.streams
+            .sort_by(|a, b| (&a.target, &a.route).cmp(&(&b.target, &b.route)));
+        all.rpc.sort_by(|a, b| {
+            (&a.target, &a.service, &a.method, a.code)
+                .cmp(&(&b.target, &b.service, &b.method, b.code))
+        });
+        all.rpc_streams.sort_by(|a, b| {
+            (&a.target, &a.service, &a.method).cmp(&(&b.target, &b.service, &b.method))
+        });
+        all
     }
 
     /// Per-target figures over the window ending `now`, with the kernel's counters.
@@ -384,6 +504,7 @@ impl Requests {
                 (None, None)
             };
             let gone = aborted.get(index).copied().unwrap_or(0);
+            let lost = self.h2_losses.get(index).copied().unwrap_or_default();
             out.push(RequestSummary {
                 target: name.clone(),
                 active: k
@@ -392,6 +513,11 @@ impl Requests {
                 accepted_connections: k.map(|k| k.accepted),
                 ignored_connections: k.map(|k| k.ignored_connections),
                 unanswered: k.map(|k| k.unanswered),
+                tls_connections: k.map(|k| k.tls_connections),
+                tls_unseen_connections: k.map(|k| k.tls_unseen),
+                h2_connections: k.map(|k| k.h2_connections),
+                h2_blocks_lost: k.map(|k| k.h2_lost + lost.blocks),
+                h2_streams_undecoded: k.map(|_| lost.undecoded),
                 request_rate: rate,
                 error_ratio,
                 latency_avg_seconds: avg,
@@ -406,6 +532,24 @@ impl Requests {
         }
         out.sort_by(|a, b| a.target.cmp(&b.target));
         out
+    }
+}
+
+impl TargetHttp {
+    /// One request or call into the window's figures.
+    fn count(&mut self, now: Instant, duration: f64, error: bool, ttft: Option<f64>) {
+        self.total += 1;
+        if error {
+            self.errors += 1;
+        }
+        if self.samples.len() == MAX_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(Sample {
+            at: now,
+            duration,
+            ttft,
+        });
     }
 }
 

@@ -61,7 +61,7 @@ fn series_and_summary() {
             t0,
         );
     }
-    let (http, streams) = c.series();
+    let AllSeries { http, streams, .. } = c.series();
     assert!(streams.is_empty());
     assert_eq!(http.len(), 2);
     assert_eq!(http[0].route, "/items/{id}");
@@ -75,6 +75,7 @@ fn series_and_summary() {
         accepted: 4,
         ignored_connections: 1,
         unanswered: 2,
+        ..HttpCounters::default()
     };
     let s = c.summaries(
         t0 + Duration::from_secs(2),
@@ -100,7 +101,7 @@ fn route_cap_and_decoder() {
     for i in 0..5 {
         c.record(&event(&format!("/r{i}"), 200, 1, 2), now);
     }
-    let routes: Vec<String> = c.series().0.into_iter().map(|s| s.route).collect();
+    let routes: Vec<String> = c.series().http.into_iter().map(|s| s.route).collect();
     assert_eq!(routes, vec!["/r0", "/r1", "/r2", "_OTHER"]);
     c.record_bytes(&[0u8; 10], now);
     assert_eq!(c.malformed, 1);
@@ -128,7 +129,7 @@ fn the_agents_own_requests_are_not_recorded() {
     );
     c.record(&event(&format!("/{marker}"), 200, 1, 2), now);
     assert_eq!(c.own, 2);
-    let routes: Vec<String> = c.series().0.into_iter().map(|s| s.route).collect();
+    let routes: Vec<String> = c.series().http.into_iter().map(|s| s.route).collect();
     assert_eq!(routes, vec![format!("/{marker}"), "/metrics".to_string()]);
 }
 
