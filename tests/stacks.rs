@@ -41,9 +41,15 @@ struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         // Workers die with their parent's process group.
-        let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.child.id())])
-            .status();
+        // The group by its (negative) id, through libc: procps-ng 4.0.2's `kill -TERM
+        // -PGID` signals every process (kill(-1)), this test runner's own included.
+        if let Ok(pgid) = i32::try_from(self.child.id()) {
+            if pgid > 1 {
+                // SAFETY: kill has no memory preconditions; a negative id names the
+                // server's own process group (it was started as a group leader).
+                unsafe { libc::kill(-pgid, libc::SIGTERM) };
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -272,6 +278,7 @@ fn check(server: &Server, pid: u32, keep_alive: bool) {
             ("http_request_method", method),
             ("http_route", route),
             ("http_response_status_code", status),
+            ("network_protocol_version", "1.1"),
         ]
     };
     assert_eq!(
