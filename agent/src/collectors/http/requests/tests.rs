@@ -166,7 +166,7 @@ fn requests_on_ports_that_are_not_the_front_door_are_counted_apart() {
     // Not known (accepted before the agent started), or not a socket: the front door.
     c.record(&on(u32::MAX, "/api/chat"), now);
     c.record(&on(0, "/api/chat"), now);
-    let (http, _) = c.series();
+    let AllSeries { http, .. } = c.series();
     assert_eq!(http.len(), 1, "{http:?}");
     assert_eq!(
         (http[0].route.as_str(), http[0].duration.count),
@@ -186,7 +186,7 @@ fn requests_on_ports_that_are_not_the_front_door_are_counted_apart() {
     for l in [&front, &inner] {
         all.record(&on(fd(l), "/x"), now);
     }
-    assert_eq!(all.series().0[0].duration.count, 2);
+    assert_eq!(all.series().http[0].duration.count, 2);
     assert!(all.internal_requests().is_empty());
     c.remove_target(1);
     assert!(c.internal_requests().is_empty());
