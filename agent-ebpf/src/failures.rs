@@ -16,7 +16,7 @@ use agent_common::{
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 
@@ -58,11 +58,25 @@ struct Pending {
 #[map]
 static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(1024, 0);
 
-/// `exit`/`exit_group` statuses of targeted tasks: a thread's by its tid, a process's
-/// (exit_group) by `GROUP | tgid`.
+/// The last `exit`/`exit_group` call of a targeted process, in the slot `tgid & EXIT_MASK`
+/// (checked against the tgid): an array, not a hash, so keeping and finding it costs an
+/// indexed load on the exit path. Two processes on one slot exiting at once may lose one
+/// status (that process then counts as ended by a signal).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ExitCall {
+    tgid: u32,
+    tid: u32,
+    code: u32,
+    /// 1 for `exit_group` (the process's status), 0 for one thread's `exit`.
+    group: u32,
+}
+
+const EXIT_SLOTS: u32 = 1 << 14;
+const EXIT_MASK: u32 = EXIT_SLOTS - 1;
+
 #[map]
-static EXIT_CODES: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
-const GROUP: u64 = 1 << 32;
+static EXITS: Array<ExitCall> = Array::with_max_entries(EXIT_SLOTS, 0);
 
 #[inline(always)]
 fn read<T>(ctx: &TracePointContext, off: &'static u32) -> Option<T> {
@@ -154,13 +168,24 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
 /// At `sys_enter` of `exit`/`exit_group` by a targeted task: keep its status.
 #[inline(always)]
 pub fn exit_called(ctx: &RawTracePointContext, pid_tgid: u64, nr: u32) {
-    let code = crate::http::syscall_args(ctx)[0] as u32 & 0xff;
-    let key = if nr == NR_EXIT_GROUP {
-        GROUP | (pid_tgid >> 32)
-    } else {
-        pid_tgid & 0xffff_ffff
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let group = (nr == NR_EXIT_GROUP) as u32;
+    let Some(e) = EXITS.get_ptr_mut(tgid & EXIT_MASK) else {
+        return;
     };
-    let _ = EXIT_CODES.insert(key, code, 0);
+    // SAFETY: `e` points into the array map's value.
+    unsafe {
+        // A process's exit_group status is not replaced by one of its threads' exit.
+        if group == 0 && (*e).tgid == tgid && (*e).group != 0 {
+            return;
+        }
+        *e = ExitCall {
+            tgid,
+            tid,
+            code: crate::http::syscall_args(ctx)[0] as u32 & 0xff,
+            group,
+        };
+    }
 }
 
 /// At `sched_process_exit`, in the exiting task (before it leaves the target maps): its
@@ -181,28 +206,29 @@ pub fn task_exit(tgid: u32, tid: u32, last_thread: bool) {
             }
         }
     }
-    // SAFETY: the value is copied out at once.
-    let thread_code = unsafe { EXIT_CODES.get(tid as u64) }.copied();
-    if thread_code.is_some() {
-        let _ = EXIT_CODES.remove(tid as u64);
-    }
     if !last_thread {
         return;
     }
     let Some(t) = crate::target_of(tgid) else {
         return;
     };
-    let group = GROUP | tgid as u64;
-    // SAFETY: the value is copied out at once.
-    let group_code = unsafe { EXIT_CODES.get(group) }.copied();
-    if group_code.is_some() {
-        let _ = EXIT_CODES.remove(group);
+    let mut kind = EXIT_SIGNAL;
+    if let Some(e) = EXITS.get_ptr_mut(tgid & EXIT_MASK) {
+        // SAFETY: `e` points into the array map's value.
+        unsafe {
+            if (*e).tgid == tgid {
+                // The process's exit_group, or this last thread's own exit.
+                if (*e).group != 0 || (*e).tid == tid {
+                    kind = if (*e).code == 0 {
+                        EXIT_ZERO
+                    } else {
+                        EXIT_NONZERO
+                    };
+                }
+                (*e).tgid = 0;
+            }
+        }
     }
-    let kind = match group_code.or(thread_code) {
-        Some(0) => EXIT_ZERO,
-        Some(_) => EXIT_NONZERO,
-        None => EXIT_SIGNAL,
-    };
     if let Some(s) = FAILURE_STATS.get_ptr_mut(t & HTTP_TARGET_MASK) {
         // SAFETY: `s` points at this CPU's value.
         unsafe {
