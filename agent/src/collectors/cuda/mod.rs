@@ -28,7 +28,7 @@ use crate::{
         Health,
     },
     config::Config,
-    ebpf::Kernel,
+    ebpf::{Hook, Kernel, ProgramSpec},
     targets::{Target, Targets},
 };
 
@@ -78,6 +78,8 @@ pub struct Cuda {
     attached: HashSet<(u64, u64)>,
     /// When each process was last looked at.
     scanned: HashMap<u32, Instant>,
+    /// Whether the programs' statuses are recorded with the kernel's.
+    statuses: bool,
     health: Health,
 }
 
@@ -134,12 +136,14 @@ impl Collector for Cuda {
             probes,
             attached: HashSet::new(),
             scanned: HashMap::new(),
+            statuses: false,
             health,
         }
     }
 
     fn collect(&mut self, tick: &mut Tick<'_>) -> Collected<CudaPart> {
         self.scan(tick);
+        self.record_statuses(tick.kernel);
         let cuda = self.series(tick.targets);
         let cuda_errors = self.errors(tick.targets);
         Collected::new(CudaPart { cuda, cuda_errors }, self.health.clone())
@@ -229,6 +233,22 @@ impl Cuda {
                     }
                 }
             }
+        }
+    }
+
+    /// Once the programs are loaded, they are listed with the kernel's programs (with
+    /// their run counts and times).
+    fn record_statuses(&mut self, kernel: &mut Kernel) {
+        if self.statuses || !self.probes.as_ref().is_ok_and(Probes::is_loaded) {
+            return;
+        }
+        self.statuses = true;
+        for name in probes::programs() {
+            kernel.track(ProgramSpec {
+                name,
+                hook: Hook::Uprobe("libcuda.so"),
+                essential: false,
+            });
         }
     }
 

@@ -124,6 +124,11 @@ pub struct Probes {
     loaded: bool,
 }
 
+/// The names of the CUDA programs (for their status and statistics).
+pub fn programs() -> impl Iterator<Item = &'static str> {
+    HOOKS.iter().map(|(name, _)| *name)
+}
+
 impl Probes {
     pub fn take(kernel: &mut Kernel) -> Result<Probes, EbpfError> {
         Ok(Probes {
@@ -131,6 +136,11 @@ impl Probes {
             errors: kernel.take_map("CUDA_ERRORS", PerCpuHashMap::try_from)?,
             loaded: false,
         })
+    }
+
+    /// Whether the programs are loaded (they are on the first attach).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
     }
 
     /// Attach every CUDA hook to the library at `path` (reached through
