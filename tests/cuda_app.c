@@ -1,7 +1,7 @@
 /* Loads a libcuda.so.1 lazily (as inference servers do) and calls the driver API a known
  * number of times with known sizes.
  *
- *   cuda_app LIBRARY [LOOPS] [errors|allocs]
+ *   cuda_app LIBRARY [LOOPS] [errors|allocs|again|child]
  *
  * Prints "ready" and waits for one byte on stdin; dlopens LIBRARY, prints "loaded" and
  * waits for another byte (so the test can see the agent attach); then makes the calls
@@ -13,12 +13,17 @@
  * the stand-in refuses, cuMemAlloc_v2(2 TiB) and cuMemAllocAsync(2 TiB) (out of memory)
  * and cuMemCreate(0 bytes) (invalid value), and ones it grants, 2 x cuMemAllocManaged(4096)
  * and cuMemCreate(4096). With "allocs" (the benchmark's measure of the allocation calls'
- * return probes), each loop is 170 cuMemAlloc_v2(4096) and nothing else. */
+ * return probes), each loop is 170 cuMemAlloc_v2(4096) and nothing else. With "again",
+ * after "done" it waits for another byte and makes the same calls again, until stdin
+ * closes. With "child", the process never loads the library itself: at the first gate it
+ * forks; the child prints "child PID", waits for another byte and goes on as above, while
+ * the parent waits for it and exits with its status. */
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef int (*fn)();
@@ -42,9 +47,23 @@ int main(int argc, char **argv) {
     long loops = argc > 2 ? atol(argv[2]) : 1;
     int errors = argc > 3 && strcmp(argv[3], "errors") == 0;
     int allocs = argc > 3 && strcmp(argv[3], "allocs") == 0;
+    int again = argc > 3 && strcmp(argv[3], "again") == 0;
+    int child = argc > 3 && strcmp(argv[3], "child") == 0;
     printf("ready\n");
     fflush(stdout);
     gate();
+    if (child) {
+        pid_t pid = fork();
+        if (pid < 0) return 7;
+        if (pid > 0) {
+            int status;
+            if (waitpid(pid, &status, 0) != pid) return 7;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 8;
+        }
+        printf("child %d\n", (int)getpid());
+        fflush(stdout);
+        gate();
+    }
     void *lib = dlopen(argv[1], RTLD_NOW);
     if (!lib) {
         fprintf(stderr, "%s\n", dlerror());
@@ -63,6 +82,7 @@ int main(int argc, char **argv) {
        stream_sync = sym(lib, "cuStreamSynchronize");
     char host[1000];
     uint64_t d;
+round:
     for (long l = 0; allocs && l < loops; l++)
         for (int i = 0; i < 170; i++) alloc(&d, (size_t)4096);
     for (long l = 0; !allocs && l < loops; l++) {
@@ -96,5 +116,9 @@ int main(int argc, char **argv) {
     }
     printf("done\n");
     fflush(stdout);
+    if (again) {
+        char c;
+        if (read(0, &c, 1) == 1) goto round;
+    }
     return 0;
 }

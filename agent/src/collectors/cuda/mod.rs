@@ -1,15 +1,20 @@
 //! CUDA driver calls of the targets: finds the libcuda.so each target process maps (servers
-//! load it lazily, so processes are looked at again until it appears), has the uprobes
-//! attached to it once per library file, and turns the kernel counts into series: calls,
-//! bytes, synchronize waits, the allocation calls' error returns by CUresult name, and when
-//! each target last launched work.
+//! load it lazily, and workers come and go, so processes are looked at again every 2 s),
+//! has the uprobes attached in each such process alone (other processes on the host that
+//! use the driver take no trap), detaches them when the process exits or its target is
+//! removed, and turns the kernel counts into series: calls, bytes, synchronize waits, the
+//! allocation calls' error returns by CUresult name, and when each target last launched
+//! work. In host mode every process is a target: the probes go on the library file.
 use std::{
     collections::{HashMap, HashSet},
+    num::NonZeroU32,
     os::unix::fs::MetadataExt,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+mod detach;
 mod errors;
 mod metrics;
 mod probes;
@@ -17,7 +22,8 @@ mod probes;
 use agent_common::{CudaStats, CUDA_MEMCPY_NAMES, HIST_BUCKETS};
 use serde::Serialize;
 
-pub use probes::{attach_floor, ErrorCount, Probes};
+use aya::programs::uprobe::UProbeLink;
+pub use probes::{attach_floor, entry_points, EntryPoint, ErrorCount, ProbeError, Probes};
 
 use super::{Collected, Collector, Tick};
 use crate::{
@@ -29,11 +35,32 @@ use crate::{
     },
     config::Config,
     ebpf::{Hook, Kernel, ProgramSpec},
-    targets::{Target, Targets},
+    targets::{start_time, Target, Targets},
 };
 
-/// How often a process without libcuda.so is looked at again.
+/// How often a target process is looked at again for the libcuda.so files it maps.
 const RESCAN: Duration = Duration::from_secs(2);
+
+/// Most probe links at once. Each is a perf event and an open file of the agent: with the
+/// real driver's 42 probed entry points, about 100 processes. Lowered to half the agent's
+/// open-file limit when that is lower.
+const MAX_LINKS: usize = 4096;
+
+/// Until a process is probed.
+const NOT_YET: &str = "no target process has libcuda.so mapped yet";
+
+/// A library file, by (device, inode).
+type LibKey = (u64, u64);
+
+/// One process's probes on one library.
+struct Probed {
+    target: u32,
+    /// When the process started: a later process with the same PID is another one.
+    started: Option<u64>,
+    /// Dropping them detaches them (quietly: a process that exited has left nothing to
+    /// remove). Empty when attaching failed (not tried again for this process).
+    links: Vec<UProbeLink>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CudaSeries {
@@ -74,12 +101,24 @@ pub struct CudaPart {
 
 pub struct Cuda {
     probes: Result<Probes, Health>,
-    /// Library files attached to, by (device, inode).
-    attached: HashSet<(u64, u64)>,
+    /// Each library file's entry points, resolved once (or why they could not be).
+    libraries: HashMap<LibKey, Result<Arc<[EntryPoint]>, String>>,
+    /// The probes of each target process, by (PID, library).
+    probed: HashMap<(u32, LibKey), Probed>,
+    /// Host mode: the probes on each library file (every process's calls).
+    files: HashMap<LibKey, Vec<UProbeLink>>,
     /// When each process was last looked at.
     scanned: HashMap<u32, Instant>,
+    /// Processes left unprobed because the link limit was reached.
+    left_out: HashSet<u32>,
+    link_limit: usize,
+    /// Whether anything was ever probed: from then on every target's series is published.
+    ever: bool,
+    /// The last attach failure, for the health entry.
+    last_error: Option<String>,
     /// Whether the programs' statuses are recorded with the kernel's.
     statuses: bool,
+    detacher: detach::Detacher,
     health: Health,
 }
 
@@ -129,14 +168,21 @@ impl Collector for Cuda {
             Err(kernel.health())
         };
         let health = match &probes {
-            Ok(_) => Health::unsupported("no target process has libcuda.so mapped yet"),
+            Ok(_) => Health::unsupported(NOT_YET),
             Err(h) => h.clone(),
         };
         Cuda {
             probes,
-            attached: HashSet::new(),
+            libraries: HashMap::new(),
+            probed: HashMap::new(),
+            files: HashMap::new(),
             scanned: HashMap::new(),
+            left_out: HashSet::new(),
+            link_limit: link_limit(),
+            ever: false,
+            last_error: None,
             statuses: false,
+            detacher: detach::Detacher::new(),
             health,
         }
     }
@@ -144,6 +190,9 @@ impl Collector for Cuda {
     fn collect(&mut self, tick: &mut Tick<'_>) -> Collected<CudaPart> {
         self.scan(tick);
         self.record_statuses(tick.kernel);
+        if self.probes.is_ok() {
+            self.health = self.health(tick.targets);
+        }
         let cuda = self.series(tick.targets);
         let cuda_errors = self.errors(tick.targets);
         Collected::new(CudaPart { cuda, cuda_errors }, self.health.clone())
@@ -181,57 +230,176 @@ impl Collector for Cuda {
     }
 
     fn target_removed(&mut self, target: &Target) {
+        // Its processes' probes go now (a process also in another target is probed again
+        // for that one at the next look).
+        for ((pid, _), p) in self.probed.extract_if(|_, p| p.target == target.index) {
+            self.detacher.detach(pid, p.links);
+        }
         if let Ok(p) = self.probes.as_mut() {
             p.forget(target.index);
         }
     }
+
+    fn stop(&mut self, _kernel: &mut Kernel) {
+        // Here and now: detached one by one (the kernel would do the same at exit).
+        self.probed.clear();
+        self.files.clear();
+    }
+}
+
+/// At most `MAX_LINKS`, and half the agent's open-file limit (each link is an open file).
+fn link_limit() -> usize {
+    link_limit_of(&std::fs::read_to_string("/proc/self/limits").unwrap_or_default())
+}
+
+/// The link limit from the text of /proc/self/limits (its soft open-file limit).
+fn link_limit_of(limits: &str) -> usize {
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(MAX_LINKS, |n| MAX_LINKS.min(n / 2))
 }
 
 impl Cuda {
-    /// Look at the target processes (and in host mode the GPU processes) that are due,
-    /// and attach to each new library found.
+    /// Drop the probes of processes that left the targets (exited, left their cgroup, or
+    /// their target was removed), then look at the target processes that are due (in host
+    /// mode the GPU processes) and probe each libcuda.so found in each.
     fn scan(&mut self, tick: &mut Tick<'_>) {
-        let Ok(probes) = self.probes.as_mut() else {
+        let Cuda {
+            probes,
+            libraries,
+            probed,
+            files,
+            scanned,
+            left_out,
+            link_limit,
+            ever,
+            last_error,
+            detacher,
+            ..
+        } = self;
+        let Ok(probes) = probes.as_mut() else {
             return;
         };
         let Some(bpf) = tick.kernel.object_mut() else {
             return;
         };
+        let host = tick.targets.is_host();
+        // Each process and its target (the first that has it).
+        let mut members: HashMap<u32, u32> = HashMap::new();
+        if host {
+            for pid in tick.gpu_pids {
+                members.insert(*pid, agent_common::HOST_TARGET);
+            }
+        } else {
+            for t in tick.targets.iter() {
+                for pid in tick.members.of(t.index).map_or(&[][..], |m| &m.pids[..]) {
+                    members.entry(*pid).or_insert(t.index);
+                }
+            }
+        }
+        for ((pid, _), p) in probed.extract_if(|(pid, _), p| members.get(pid) != Some(&p.target)) {
+            detacher.detach(pid, p.links);
+        }
+        scanned.retain(|pid, _| members.contains_key(pid));
+        left_out.retain(|pid| members.contains_key(pid));
         let now = Instant::now();
-        let pids: HashSet<u32> = tick
-            .members
-            .pids()
-            .chain(tick.gpu_pids.iter().copied())
-            .collect();
-        self.scanned.retain(|pid, _| pids.contains(pid));
-        for pid in pids {
-            if self
-                .scanned
-                .get(&pid)
-                .is_some_and(|t| now.duration_since(*t) < RESCAN)
+        for (&pid, &target) in &members {
+            // Not while its old links are being detached (its calls would run the programs
+            // twice), nor before it is due.
+            if detacher.is_pending(pid)
+                || scanned
+                    .get(&pid)
+                    .is_some_and(|t| now.duration_since(*t) < RESCAN)
             {
                 continue;
             }
-            self.scanned.insert(pid, now);
+            scanned.insert(pid, now);
+            let started = start_time(pid);
+            // The PID now names another process: the old one's probes go.
+            for (_, old) in probed.extract_if(|(p, _), x| *p == pid && x.started != started) {
+                detacher.detach(pid, old.links);
+            }
             for lib in libcuda_of(pid) {
                 let Ok(meta) = std::fs::metadata(&lib) else {
                     continue;
                 };
-                if !self.attached.insert((meta.dev(), meta.ino())) {
+                let key = (meta.dev(), meta.ino());
+                if probed.contains_key(&(pid, key)) || (host && files.contains_key(&key)) {
                     continue;
                 }
-                match probes.attach(bpf, &lib) {
-                    Ok(n) => {
-                        tracing::info!("CUDA: {n} entry points attached in {}", lib.display());
-                        self.health = Health::active();
-                    }
+                let points = match libraries
+                    .entry(key)
+                    .or_insert_with(|| entry_points(&lib).map(Arc::from).map_err(|e| e.to_string()))
+                {
+                    Ok(p) => p.clone(),
                     Err(e) => {
-                        tracing::warn!("CUDA: {}: {e}", lib.display());
-                        if self.attached.len() == 1 {
-                            self.health = Health::failed(format!("{}: {e}", lib.display()));
+                        *last_error = Some(e.clone());
+                        continue;
+                    }
+                };
+                if host {
+                    match probes.attach(bpf, &lib, &points, None) {
+                        Ok(links) => {
+                            tracing::info!(
+                                "CUDA: {} entry points attached in {} (every process)",
+                                links.len(),
+                                lib.display()
+                            );
+                            files.insert(key, links);
+                            *ever = true;
+                        }
+                        Err(e) => {
+                            tracing::warn!("CUDA: {}: {e}", lib.display());
+                            *last_error = Some(format!("{}: {e}", lib.display()));
+                            files.insert(key, Vec::new());
                         }
                     }
+                    continue;
                 }
+                // Links being detached still hold their files.
+                let in_use: usize =
+                    probed.values().map(|p| p.links.len()).sum::<usize>() + detacher.pending();
+                if in_use + points.len() > *link_limit {
+                    if left_out.insert(pid) {
+                        tracing::warn!(
+                            "CUDA: process {pid} not probed: {in_use} of at most {link_limit} probe links in use"
+                        );
+                    }
+                    continue;
+                }
+                left_out.remove(&pid);
+                let Some(one) = NonZeroU32::new(pid) else {
+                    continue;
+                };
+                let start = Instant::now();
+                let links = match probes.attach(bpf, &lib, &points, Some(one)) {
+                    Ok(links) => {
+                        tracing::info!(
+                            "CUDA: {} entry points attached in process {pid} in {} ms, {}",
+                            links.len(),
+                            start.elapsed().as_millis(),
+                            lib.display()
+                        );
+                        *ever = true;
+                        links
+                    }
+                    Err(e) => {
+                        tracing::warn!("CUDA: process {pid}, {}: {e}", lib.display());
+                        *last_error = Some(format!("process {pid}, {}: {e}", lib.display()));
+                        Vec::new()
+                    }
+                };
+                probed.insert(
+                    (pid, key),
+                    Probed {
+                        target,
+                        started,
+                        links,
+                    },
+                );
             }
         }
     }
@@ -250,6 +418,63 @@ impl Cuda {
                 essential: false,
             });
         }
+    }
+
+    /// Active once anything was probed, saying how many processes of each target are
+    /// probed now; before, why not.
+    fn health(&self, targets: &Targets) -> Health {
+        if targets.is_host() {
+            return match (self.files.values().any(|l| !l.is_empty()), &self.last_error) {
+                (true, _) => Health {
+                    reason: Some(
+                        "host mode: probes on the library file (every process that maps it)"
+                            .to_string(),
+                    ),
+                    ..Health::active()
+                },
+                (false, Some(e)) => Health::failed(e.clone()),
+                (false, None) => Health::unsupported(NOT_YET),
+            };
+        }
+        if !self.ever {
+            return match &self.last_error {
+                Some(e) => Health::failed(e.clone()),
+                None => Health::unsupported(NOT_YET),
+            };
+        }
+        let mut reason = format!(
+            "processes probed: {}",
+            targets
+                .iter()
+                .map(|t| format!("{} {}", t.name, self.probed_in(t.index)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !self.left_out.is_empty() {
+            reason += &format!(
+                "; {} not probed (at most {} probe links)",
+                self.left_out.len(),
+                self.link_limit
+            );
+        }
+        let pending = self.detacher.pending();
+        if pending > 0 {
+            reason += &format!("; {pending} probe links being detached");
+        }
+        Health {
+            reason: Some(reason),
+            ..Health::active()
+        }
+    }
+
+    /// How many processes of target `index` are probed now.
+    fn probed_in(&self, index: u32) -> usize {
+        self.probed
+            .iter()
+            .filter(|(_, p)| p.target == index && !p.links.is_empty())
+            .map(|((pid, _), _)| *pid)
+            .collect::<HashSet<u32>>()
+            .len()
     }
 
     /// Every target's counts, once a library is attached.
@@ -345,6 +570,21 @@ fn series(target: &str, s: &CudaStats, clock: Clock) -> CudaSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_link_limit_is_half_the_open_file_limit_at_most() {
+        let limits = |soft: &str| {
+            format!(
+                "Limit                     Soft Limit           Hard Limit           Units\n\
+                 Max processes             63704                63704                processes\n\
+                 Max open files            {soft:<20} 524288               files\n"
+            )
+        };
+        assert_eq!(link_limit_of(&limits("1024")), 512);
+        assert_eq!(link_limit_of(&limits("65536")), MAX_LINKS);
+        assert_eq!(link_limit_of(&limits("unlimited")), MAX_LINKS);
+        assert_eq!(link_limit_of(""), MAX_LINKS);
+    }
 
     #[test]
     fn launch_times_are_wall_clock_and_absent_before_the_first() {

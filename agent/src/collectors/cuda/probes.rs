@@ -1,14 +1,53 @@
-//! Attaching the CUDA driver uprobes to a libcuda.so and reading their per-target counts.
-use std::path::Path;
+//! The CUDA driver uprobes: each library's entry points resolved once (file offsets from
+//! its dynamic symbols), attached per target process, so that the kernel puts the
+//! breakpoints only in that process's memory (in host mode, on the library file for every
+//! process), and their per-target counts.
+use std::{collections::HashMap, fs::File, num::NonZeroU32, path::Path};
 
 use agent_common::{cuda_error_key_parts, CudaStats, CUDA_ERROR_CALLS};
 use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap},
-    programs::{uprobe::UProbeScope, UProbe},
+    programs::{
+        uprobe::{UProbeLink, UProbeScope},
+        ProgramError, UProbe,
+    },
     Ebpf,
 };
+use object::{Object, ObjectKind, ObjectSection, ObjectSymbol};
 
 use crate::ebpf::{brief, sum_per_target, EbpfError, Kernel};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("eBPF is not loaded")]
+    NotLoaded,
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("{name}: {source}")]
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
+    #[error("{name}: load: {reason}")]
+    Load { name: &'static str, reason: String },
+    #[error("{path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a readable ELF object: {source}")]
+    Elf {
+        path: String,
+        source: object::read::Error,
+    },
+    #[error("{path}: defines none of the CUDA entry points")]
+    NoEntryPoint { path: String },
+    #[error("{symbol}: {source}")]
+    Attach {
+        symbol: &'static str,
+        source: ProgramError,
+    },
+}
 
 /// Each program and the driver entry points it is attached to. The `_ptsz`/`_ptds`
 /// variants are the per-thread-default-stream entry points (`--default-stream
@@ -117,16 +156,94 @@ pub struct ErrorCount {
     pub count: u64,
 }
 
-/// The uprobe programs (loaded on first use, attached per library) and their counts.
-pub struct Probes {
-    stats: PerCpuArray<MapData, CudaStats>,
-    errors: PerCpuHashMap<MapData, u64, u64>,
-    loaded: bool,
+/// One probe: a program and the file offset of the entry point it is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryPoint {
+    pub program: &'static str,
+    pub symbol: &'static str,
+    pub offset: u64,
 }
 
 /// The names of the CUDA programs (for their status and statistics).
 pub fn programs() -> impl Iterator<Item = &'static str> {
     HOOKS.iter().map(|(name, _)| *name)
+}
+
+/// Every probe `HOOKS` asks for that the library at `path` defines, with its file offset
+/// (what the kernel attaches uprobes by), read once per library: only the ELF headers and
+/// the symbol tables are read, not the whole file.
+pub fn entry_points(path: &Path) -> Result<Vec<EntryPoint>, ProbeError> {
+    let shown = || path.display().to_string();
+    let file = File::open(path).map_err(|source| ProbeError::Open {
+        path: shown(),
+        source,
+    })?;
+    let cache = object::read::ReadCache::new(file);
+    let obj = object::File::parse(&cache).map_err(|source| ProbeError::Elf {
+        path: shown(),
+        source,
+    })?;
+    let wanted: Vec<&'static str> = HOOKS.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+    let mut found: HashMap<&'static str, u64> = HashMap::new();
+    // The driver exports its entry points (dynamic symbols); a library with a symbol
+    // table has them there too.
+    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
+        if !sym.is_definition() {
+            continue;
+        }
+        let Some(name) = sym
+            .name()
+            .ok()
+            .and_then(|n| wanted.iter().copied().find(|w| *w == n))
+        else {
+            continue;
+        };
+        if found.contains_key(name) {
+            continue;
+        }
+        // A shared object's symbol value is a virtual address: its file offset is where
+        // its section lies in the file.
+        let offset = if matches!(obj.kind(), ObjectKind::Dynamic | ObjectKind::Executable) {
+            sym.section_index()
+                .and_then(|i| obj.section_by_index(i).ok())
+                .and_then(|sec| {
+                    let (file_offset, _) = sec.file_range()?;
+                    sym.address()
+                        .checked_sub(sec.address())?
+                        .checked_add(file_offset)
+                })
+        } else {
+            Some(sym.address())
+        };
+        if let Some(offset) = offset {
+            found.insert(name, offset);
+        }
+    }
+    let points: Vec<EntryPoint> = HOOKS
+        .iter()
+        .flat_map(|(program, symbols)| {
+            symbols.iter().filter_map(|symbol| {
+                Some(EntryPoint {
+                    program,
+                    symbol,
+                    offset: *found.get(symbol)?,
+                })
+            })
+        })
+        .collect();
+    if points.is_empty() {
+        return Err(ProbeError::NoEntryPoint { path: shown() });
+    }
+    Ok(points)
+}
+
+/// The uprobe programs (loaded on first use, attached per process) and their counts.
+pub struct Probes {
+    stats: PerCpuArray<MapData, CudaStats>,
+    errors: PerCpuHashMap<MapData, u64, u64>,
+    loaded: bool,
+    /// The program the kernel refused to load, and why.
+    refused: Option<(&'static str, String)>,
 }
 
 impl Probes {
@@ -135,6 +252,7 @@ impl Probes {
             stats: kernel.take_map("CUDA_STATS", PerCpuArray::try_from)?,
             errors: kernel.take_map("CUDA_ERRORS", PerCpuHashMap::try_from)?,
             loaded: false,
+            refused: None,
         })
     }
 
@@ -143,42 +261,67 @@ impl Probes {
         self.loaded
     }
 
-    /// Attach every CUDA hook to the library at `path` (reached through
-    /// /proc/PID/root, so it works across mount namespaces). Returns how many entry points
-    /// were attached; an error when none could be.
-    pub fn attach(&mut self, bpf: &mut Ebpf, path: &Path) -> Result<usize, String> {
-        if !self.loaded {
-            for (name, _) in HOOKS {
-                let p: &mut UProbe = bpf
-                    .program_mut(name)
-                    .ok_or_else(|| format!("program {name} is missing"))?
-                    .try_into()
-                    .map_err(|e| format!("{name}: {e}"))?;
-                p.load()
-                    .map_err(|e| format!("{name}: load: {}", brief(e)))?;
-            }
-            self.loaded = true;
+    /// Load the programs on first use; a program the kernel refused is not tried again.
+    fn load(&mut self, bpf: &mut Ebpf) -> Result<(), ProbeError> {
+        if self.loaded {
+            return Ok(());
         }
-        let mut attached = 0;
+        if let Some((name, reason)) = &self.refused {
+            return Err(ProbeError::Load {
+                name,
+                reason: reason.clone(),
+            });
+        }
+        for (name, _) in HOOKS {
+            if let Err(e) = uprobe(bpf, name)?.load() {
+                let reason = brief(e);
+                self.refused = Some((name, reason.clone()));
+                return Err(ProbeError::Load { name, reason });
+            }
+        }
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Attach the probes at `points` of the library at `path` (reached through
+    /// /proc/PID/root, so it works across mount namespaces): in process `pid` only (the
+    /// kernel puts the breakpoints in its memory alone, and runs the programs for its
+    /// threads alone), or with `None` in every process that maps the library. The links
+    /// are the caller's: dropping one detaches it. An error when none could be attached;
+    /// an entry point that fails alone is left out (logged).
+    pub fn attach(
+        &mut self,
+        bpf: &mut Ebpf,
+        path: &Path,
+        points: &[EntryPoint],
+        pid: Option<NonZeroU32>,
+    ) -> Result<Vec<UProbeLink>, ProbeError> {
+        self.load(bpf)?;
+        let scope = pid.map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let mut links = Vec::with_capacity(points.len());
         let mut last_err = None;
-        for (name, symbols) in HOOKS {
-            let Some(p) = bpf.program_mut(name) else {
-                continue;
-            };
-            let p: &mut UProbe = p.try_into().map_err(|e| format!("{name}: {e}"))?;
-            for sym in *symbols {
-                // Every process mapping the library fires the probe; the kernel side counts
-                // only the targets' calls.
-                match p.attach(*sym, path, UProbeScope::AllProcesses) {
-                    Ok(_) => attached += 1,
-                    Err(e) => last_err = Some(format!("{sym}: {e}")),
+        for p in points {
+            let prog = uprobe(bpf, p.program)?;
+            match prog
+                .attach(p.offset, path, scope)
+                .and_then(|id| prog.take_link(id))
+            {
+                Ok(link) => links.push(link),
+                Err(source) => {
+                    tracing::debug!("CUDA: {} in {}: {source}", p.symbol, path.display());
+                    last_err = Some(ProbeError::Attach {
+                        symbol: p.symbol,
+                        source,
+                    });
                 }
             }
         }
-        if attached == 0 {
-            return Err(last_err.unwrap_or_else(|| "no CUDA entry point found".into()));
+        if links.is_empty() {
+            return Err(last_err.unwrap_or_else(|| ProbeError::NoEntryPoint {
+                path: path.display().to_string(),
+            }));
         }
-        Ok(attached)
+        Ok(links)
     }
 
     /// Per-target CUDA counts summed over CPUs.
@@ -249,33 +392,48 @@ impl Probes {
     }
 }
 
+/// A program of the object as a uprobe.
+fn uprobe<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, ProbeError> {
+    bpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| ProbeError::Program { name, source })
+}
+
 /// The benchmark's floor: the empty `noop_uprobe` on every entry point `Probes::attach`
 /// would probe, and with `returns` the empty `noop_uretprobe` where it puts return
-/// probes. Returns how many were attached.
-pub fn attach_floor(kernel: &mut Kernel, path: &Path, returns: bool) -> Result<usize, String> {
-    let bpf = kernel.object_mut().ok_or("eBPF is not loaded")?;
+/// probes; in process `pid` only, or with `None` in every process. Returns how many
+/// were attached (the links stay with the programs, detached when the kernel object is
+/// dropped).
+pub fn attach_floor(
+    kernel: &mut Kernel,
+    path: &Path,
+    returns: bool,
+    pid: Option<NonZeroU32>,
+) -> Result<usize, ProbeError> {
+    let points = entry_points(path)?;
+    let bpf = kernel.object_mut().ok_or(ProbeError::NotLoaded)?;
+    let scope = pid.map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
     let mut attached = 0;
     for (program, on_return) in [("noop_uprobe", false), ("noop_uretprobe", true)] {
         if on_return && !returns {
             continue;
         }
-        let p: &mut UProbe = bpf
-            .program_mut(program)
-            .ok_or_else(|| format!("program {program} is missing"))?
-            .try_into()
-            .map_err(|e| format!("{program}: {e}"))?;
-        p.load()
-            .map_err(|e| format!("{program}: load: {}", brief(e)))?;
-        let mut symbols: Vec<&str> = HOOKS
+        let p = uprobe(bpf, program)?;
+        p.load().map_err(|e| ProbeError::Load {
+            name: program,
+            reason: brief(e),
+        })?;
+        let mut offsets: Vec<u64> = points
             .iter()
-            .filter(|(name, _)| RETURN_HOOKS.contains(name) == on_return)
-            .flat_map(|(_, s)| s.iter().copied())
+            .filter(|e| RETURN_HOOKS.contains(&e.program) == on_return)
+            .map(|e| e.offset)
             .collect();
-        symbols.sort_unstable();
-        symbols.dedup();
-        attached += symbols
+        offsets.sort_unstable();
+        offsets.dedup();
+        attached += offsets
             .into_iter()
-            .filter(|sym| p.attach(*sym, path, UProbeScope::AllProcesses).is_ok())
+            .filter(|offset| p.attach(*offset, path, scope).is_ok())
             .count();
     }
     Ok(attached)
