@@ -1,7 +1,7 @@
 //! Detaching probe links off the tick thread. Releasing a uprobe link waits for the
 //! kernel's RCU grace periods under its global trace-event lock: ≈ 115 ms per link on the
 //! 2-vCPU test VM, one link after another whatever the number of threads (measured), so
-//! one process's 21–42 links would hold the tick, or the API call that removes a target,
+//! one process's 21–39 links would hold the tick, or the API call that removes a target,
 //! for seconds. A thread of its own closes them in the order they come.
 use std::{
     collections::HashMap,

@@ -42,7 +42,7 @@ use crate::{
 const RESCAN: Duration = Duration::from_secs(2);
 
 /// Most probe links at once. Each is a perf event and an open file of the agent: with the
-/// real driver's 42 probed entry points, about 100 processes. Lowered to half the agent's
+/// real driver's 39 probed entry points, about 100 processes. Lowered to half the agent's
 /// open-file limit when that is lower.
 const MAX_LINKS: usize = 4096;
 
