@@ -368,3 +368,33 @@ fn threads_sharing_an_in_flight_slot_keep_both_calls() {
         .unwrap();
     assert!((0.99..1.1).contains(&sum), "{sum}");
 }
+
+/// Run-time statistics turned on host-wide by the sysctl (as the systemd unit's
+/// privileged ExecStartPre does, so the agent needs no CAP_SYS_ADMIN) are read too.
+#[test]
+fn run_statistics_turned_on_by_the_sysctl_are_read() {
+    if !bpf_or_skip("run_statistics_turned_on_by_the_sysctl_are_read") {
+        return;
+    }
+    const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(SYSCTL).unwrap();
+    std::fs::write(SYSCTL, "1").unwrap();
+    let mut w = Workload::spawn(100, 0, 0, false);
+    let arg = format!("{}=loop", w.pid());
+    let agent = Agent::start(&["--pid", &arg, "--no-host"]);
+    w.release();
+    w.finish(LIMIT);
+    agent.settle();
+    let m = agent.metrics();
+    std::fs::write(SYSCTL, before.trim()).unwrap();
+    let runs = m.get(
+        "infersight_ebpf_program_run_count_total",
+        &[("program", "sys_enter")],
+    );
+    assert!(runs.is_some_and(|r| r >= 100.0), "{runs:?}");
+    let time = m.get(
+        "infersight_ebpf_program_run_time_seconds_total",
+        &[("program", "sys_enter")],
+    );
+    assert!(time.is_some_and(|t| t > 0.0), "{time:?}");
+}

@@ -6,6 +6,7 @@
 //! (`ProgramSpec`), take their maps (`Kernel::take_map`) and read them. Loading never
 //! stops the agent: whatever cannot be done is recorded as a program's or collector's
 //! health (unsupported without privileges, failed otherwise).
+pub mod detach;
 mod log;
 mod sys;
 mod targets;
@@ -181,7 +182,7 @@ struct Loaded {
     bpf: Ebpf,
     maps: TargetMaps,
     /// Keeps BPF run-time statistics on while the agent runs.
-    stats_fd: Option<OwnedFd>,
+    _stats_fd: Option<OwnedFd>,
     /// The kernel programs' diagnostics, until the reader task takes them.
     log: Option<log::KernelLog>,
 }
@@ -260,7 +261,7 @@ impl Kernel {
             loaded: Some(Loaded {
                 bpf,
                 maps,
-                stats_fd,
+                _stats_fd: stats_fd,
                 log,
             }),
             health,
@@ -442,7 +443,7 @@ impl Kernel {
                 let info = self
                     .loaded
                     .as_ref()
-                    .filter(|l| l.stats_fd.is_some() && health.is_active())
+                    .filter(|_| self.stats_note.is_none() && health.is_active())
                     .and_then(|l| l.bpf.program(spec.name))
                     .and_then(|p: &Program| p.info().ok());
                 ProgramStatus {

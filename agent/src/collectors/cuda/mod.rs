@@ -14,7 +14,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-mod detach;
 mod errors;
 mod metrics;
 mod probes;
@@ -34,7 +33,7 @@ use crate::{
         Health,
     },
     config::Config,
-    ebpf::{Hook, Kernel, ProgramSpec},
+    ebpf::{detach::Detacher, Hook, Kernel, ProgramSpec},
     targets::{start_time, Target, Targets},
 };
 
@@ -118,7 +117,7 @@ pub struct Cuda {
     last_error: Option<String>,
     /// Whether the programs' statuses are recorded with the kernel's.
     statuses: bool,
-    detacher: detach::Detacher,
+    detacher: Detacher,
     health: Health,
 }
 
@@ -182,7 +181,7 @@ impl Collector for Cuda {
             ever: false,
             last_error: None,
             statuses: false,
-            detacher: detach::Detacher::new(),
+            detacher: Detacher::new("CUDA"),
             health,
         }
     }

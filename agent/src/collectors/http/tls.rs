@@ -23,7 +23,7 @@ use aya::{
     Ebpf,
 };
 
-use crate::ebpf::brief;
+use crate::ebpf::{brief, detach::Detacher};
 
 /// How often a target process without a probed libssl is looked at again.
 const RESCAN: Duration = Duration::from_secs(2);
@@ -62,6 +62,8 @@ pub struct Tls {
     attached: HashSet<(u32, u64, u64)>,
     /// Per target process: its probes' links, to detach when it is gone.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Detaches the links of gone processes off the tick thread (started on first use).
+    detacher: Option<Detacher>,
     /// (process, file) pairs whose attach failed (not tried again).
     failed: HashSet<(u32, u64, u64)>,
     scanned: HashMap<u32, Instant>,
@@ -108,12 +110,16 @@ impl Tls {
             .copied()
             .collect();
         for pid in gone {
-            for (name, link) in self.links.remove(&pid).unwrap_or_default() {
-                if let Ok(p) = program(bpf, name) {
-                    // The process is gone: its perf events go with the links.
-                    let _ = p.detach(link);
-                }
-            }
+            let links = self
+                .links
+                .remove(&pid)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(name, link)| program(bpf, name).ok()?.take_link(link).ok())
+                .collect();
+            self.detacher
+                .get_or_insert_with(|| Detacher::new("TLS"))
+                .detach(pid, links);
         }
         for pid in pids {
             if self

@@ -1,8 +1,9 @@
-//! Detaching probe links off the tick thread. Releasing a uprobe link waits for the
-//! kernel's RCU grace periods under its global trace-event lock: ≈ 115 ms per link on the
-//! 2-vCPU test VM, one link after another whatever the number of threads (measured), so
-//! one process's 21–39 links would hold the tick, or the API call that removes a target,
-//! for seconds. A thread of its own closes them in the order they come.
+//! Detaching per-process uprobe links off the tick thread (the CUDA and OpenSSL probes).
+//! Releasing a uprobe link waits for the kernel's RCU grace periods under its global
+//! trace-event lock: ≈ 115 ms per link on the 2-vCPU test VM, one link after another
+//! whatever the number of threads (measured), so one process's 10–39 links would hold the
+//! tick, or the API call that removes a target, for seconds. A thread of its own closes
+//! them in the order they come.
 use std::{
     collections::HashMap,
     sync::{mpsc, Arc, Mutex, PoisonError},
@@ -16,14 +17,17 @@ use aya::programs::uprobe::UProbeLink;
 type Pending = Arc<Mutex<HashMap<u32, usize>>>;
 
 pub struct Detacher {
+    /// Whose links these are, for the log and the thread's name.
+    owner: &'static str,
     /// To the detaching thread, started on first use.
     tx: Option<mpsc::Sender<(u32, Vec<UProbeLink>)>>,
     pending: Pending,
 }
 
 impl Detacher {
-    pub fn new() -> Detacher {
+    pub fn new(owner: &'static str) -> Detacher {
         Detacher {
+            owner,
             tx: None,
             pending: Arc::default(),
         }
@@ -63,13 +67,17 @@ impl Detacher {
         if self.tx.is_none() {
             let (tx, rx) = mpsc::channel();
             let pending = self.pending.clone();
+            let owner = self.owner;
             match thread::Builder::new()
-                .name("cuda-detach".into())
-                .spawn(move || run(&rx, &pending))
+                .name(format!("{owner}-detach"))
+                .spawn(move || run(owner, &rx, &pending))
             {
                 Ok(_) => self.tx = Some(tx),
                 Err(e) => {
-                    tracing::warn!("CUDA: no thread to detach probes on ({e}): detaching inline");
+                    tracing::warn!(
+                        "{}: no thread to detach probes on ({e}): detaching inline",
+                        self.owner
+                    );
                     return None;
                 }
             }
@@ -80,14 +88,14 @@ impl Detacher {
 
 /// Dropping a link detaches it; errors are ignored (a process that exited has left
 /// nothing to remove).
-fn run(rx: &mpsc::Receiver<(u32, Vec<UProbeLink>)>, pending: &Pending) {
+fn run(owner: &str, rx: &mpsc::Receiver<(u32, Vec<UProbeLink>)>, pending: &Pending) {
     while let Ok((pid, links)) = rx.recv() {
         let n = links.len();
         let start = Instant::now();
         drop(links);
         done(pending, pid, n);
         tracing::debug!(
-            "CUDA: process {pid}: {n} probe links detached in {} ms",
+            "{owner}: process {pid}: {n} probe links detached in {} ms",
             start.elapsed().as_millis()
         );
     }
