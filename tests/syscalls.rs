@@ -236,7 +236,9 @@ fn host_mode_metrics_parse_and_report_programs() {
             "sched_wakeup",
             "sched_wakeup_new",
             "tcp_retransmit_skb",
-            "inet_sock_set_state"
+            "inet_sock_set_state",
+            "mark_victim",
+            "signal_generate"
         ]
     );
     assert_eq!(v["targets"][0]["name"], "host");

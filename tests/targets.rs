@@ -314,6 +314,7 @@ fn a_pid_target_does_not_follow_a_reused_pid() {
     if !bpf_or_skip("a_pid_target_does_not_follow_a_reused_pid") {
         return;
     }
+    let _turn = common::turn();
     let first = Workload::spawn(10, 0, 0, false);
     let pid = first.pid();
     let arg = format!("{pid}=victim");
@@ -341,6 +342,7 @@ fn a_stale_pid_file_is_not_followed_to_a_later_process() {
     if !bpf_or_skip("a_stale_pid_file_is_not_followed") {
         return;
     }
+    let _turn = common::turn();
     let dir = std::env::temp_dir().join(format!("infersight-stale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("svc.pid");

@@ -663,14 +663,20 @@ pub fn next_pid(pid: u32) {
 /// A workload (as `Workload::spawn`) that gets PID `pid`, a PID another process had;
 /// tried again until it lands (another process may take it first).
 pub fn workload_with_pid(pid: u32, getppid: u32) -> Workload {
+    let mut holder = String::from("a process that was quicker");
     for _ in 0..50 {
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            holder = comm.trim().to_string();
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
         next_pid(pid);
         let w = Workload::spawn(getppid, 0, 0, false);
         if w.pid() == pid {
             return w;
         }
     }
-    panic!("PID {pid} never came round again");
+    panic!("PID {pid} never came round again: taken by {holder}");
 }
 
 pub fn free_port() -> u16 {
@@ -768,7 +774,9 @@ pub fn shipped_rules(names: &[&str], channel: &str, edits: &[(&str, &str)]) -> S
     out
 }
 
-/// Tests whose millisecond comparisons need the machine's two CPUs take turns.
+/// Tests that must not overlap take turns: millisecond comparisons that need the
+/// machine's two CPUs, and tests that hand a freed PID out again through ns_last_pid
+/// (one rewinding the counter lets any thread of another take the PID it waits for).
 pub fn turn() -> std::sync::MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock()
