@@ -164,3 +164,20 @@ fn leave(ctx: &TracePointContext, target: u32, now: u64) {
         }
     }
 }
+
+/// Empty programs on the same tracepoints: the cost floor `cargo xtask bench sched`
+/// compares against.
+#[tracepoint(category = "sched", name = "sched_switch")]
+pub fn noop_sched_switch(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_wakeup")]
+pub fn noop_sched_wakeup(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_wakeup_new")]
+pub fn noop_sched_wakeup_new(_ctx: TracePointContext) -> u32 {
+    0
+}

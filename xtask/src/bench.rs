@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 pub const NAMES: &[&str] = &[
-    "syscalls", "http", "cuda", "alerts", "store", "engines", "failures",
+    "syscalls", "sched", "http", "cuda", "alerts", "store", "engines", "failures",
 ];
 
 const BEGIN: &str = "<!-- summary: written by `cargo xtask bench` -->";

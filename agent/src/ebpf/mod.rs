@@ -110,6 +110,26 @@ pub const FLOOR_PROGRAMS: &[ProgramSpec] = &[
     },
 ];
 
+/// Empty programs on the scheduler tracepoints the `sched` collector uses: the scheduler
+/// benchmark's cost floor.
+pub const SCHED_FLOOR_PROGRAMS: &[ProgramSpec] = &[
+    ProgramSpec {
+        name: "noop_sched_switch",
+        hook: Hook::Tracepoint("sched", "sched_switch"),
+        essential: true,
+    },
+    ProgramSpec {
+        name: "noop_sched_wakeup",
+        hook: Hook::Tracepoint("sched", "sched_wakeup"),
+        essential: true,
+    },
+    ProgramSpec {
+        name: "noop_sched_wakeup_new",
+        hook: Hook::Tracepoint("sched", "sched_wakeup_new"),
+        essential: true,
+    },
+];
+
 /// Tracepoint record offsets the kernel programs read, as (global in the object, category,
 /// event, field): read from tracefs `format` files at load time; the object's defaults
 /// (this kernel's) stay where a file cannot be read.
