@@ -356,7 +356,8 @@ impl Http {
 }
 
 /// How often the event reader drains the ring buffer; the kernel wakes it earlier only
-/// when a quarter of the ring is in use (it sends no wake-up per event).
+/// when 512 KiB of it are in use (half of `ebpf::HTTP_RING_BYTES`; it sends no wake-up per
+/// event).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Drain completed-request events on a timer, or sooner when the kernel signals.
