@@ -176,15 +176,23 @@ struct Config {
     ns: [Vec<f64>; 2],
     /// eBPF (run time, runs) per placement.
     cost: [(u64, u64); 2],
+    /// The same per program (switch, wake-up, wake-up of a new task), per placement.
+    per_program: [[(u64, u64); 3]; 2],
 }
 
 fn measured(child: PingPong, kernel: &Kernel, specs: &[ProgramSpec], c: &mut Config, p: usize) {
     let before = kernel.program_statuses();
     let ns = child.run();
-    let (t, n) = cost(&before, &kernel.program_statuses(), specs);
+    let after = kernel.program_statuses();
+    let (t, n) = cost(&before, &after, specs);
     c.ns[p].push(ns);
     c.cost[p].0 += t;
     c.cost[p].1 += n;
+    for (i, spec) in specs.iter().enumerate().take(3) {
+        let (t, n) = cost(&before, &after, std::slice::from_ref(spec));
+        c.per_program[p][i].0 += t;
+        c.per_program[p][i].1 += n;
+    }
 }
 
 fn run(trips: u64, rounds: usize) {
@@ -278,6 +286,32 @@ fn run(trips: u64, rounds: usize) {
             );
         }
         ratios[p] = common::median(&mut other.ns[p]) / f;
+    }
+    println!("\neBPF ns per run of each program (BPF run-time statistics), ping-pong on one CPU; runs per round trip in brackets:\n");
+    println!("| program | floor (empty) | agent, another process targeted | agent, the ping-pong targeted |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (i, name) in ["sched_switch", "sched_wakeup", "sched_wakeup_new"]
+        .iter()
+        .enumerate()
+    {
+        let cell = |c: &Config| {
+            let (t, n) = c.per_program[0][i];
+            if n == 0 {
+                "– (0)".to_string()
+            } else {
+                format!(
+                    "{:.0} ({:.2})",
+                    t as f64 / n as f64,
+                    n as f64 / (trips as f64 * rounds as f64)
+                )
+            }
+        };
+        println!(
+            "| `{name}` | {} | {} | {} |",
+            cell(&floor),
+            cell(&other),
+            cell(&traced)
+        );
     }
     for (p, place) in PLACEMENTS.iter().enumerate() {
         common::goal(
