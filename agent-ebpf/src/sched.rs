@@ -1,12 +1,15 @@
 //! Scheduler figures of the targets from `sched_switch` and `sched_wakeup(_new)`:
 //! run-queue latency (runnable → on a CPU), on-CPU and off-CPU time. Only target threads
-//! have state; for every other task each hook costs one target check or one hash miss.
+//! have state. These hooks run on every context switch and wake-up of the host, so the
+//! path for everyone else is short: the record's pid read straight from the record, one
+//! inlined array lookup (`THREAD_SLOTS`) instead of a hash lookup, and no clock read.
 use agent_common::{log2_bucket, SchedStats, ThreadSched, HTTP_TARGETS, HTTP_TARGET_MASK};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::TracePointContext,
+    EbpfContext,
 };
 
 use crate::{read_global, target_of};
@@ -31,6 +34,18 @@ static SCHED_STATS: PerCpuArray<SchedStats> = PerCpuArray::with_max_entries(HTTP
 #[map]
 static THREADS: LruHashMap<u32, ThreadSched> = LruHashMap::with_max_entries(65536, 0);
 
+/// The filter in front of `THREADS`: slot `tid & THREAD_SLOT_MASK` holds the tid of the
+/// target thread with an entry there, `SLOT_SHARED` once two such threads landed on it, or
+/// 0. A task whose slot holds neither its tid nor `SLOT_SHARED` has no entry, and its
+/// switches and wake-ups end after this lookup. Slots are not cleared when a thread
+/// exits: a stale one costs a later task with the same slot one hash miss per event.
+#[map]
+static THREAD_SLOTS: Array<u32> = Array::with_max_entries(THREAD_SLOTS_N, 0);
+
+const THREAD_SLOTS_N: u32 = 1 << 16;
+const THREAD_SLOT_MASK: u32 = THREAD_SLOTS_N - 1;
+const SLOT_SHARED: u32 = u32::MAX;
+
 static NEW_THREAD: ThreadSched = ThreadSched {
     target: 0,
     _pad: 0,
@@ -50,12 +65,52 @@ fn read<T>(ctx: &TracePointContext, off: &'static u32) -> Option<T> {
     unsafe { ctx.read_at::<T>(read_global(off) as usize) }.ok()
 }
 
+/// A pid field of the record at `off`: loaded straight from the record when the offset is
+/// `usual` (the verifier needs a constant offset for that), else through the helper.
+#[inline(always)]
+fn read_pid(ctx: &TracePointContext, off: &'static u32, usual: usize) -> Option<u32> {
+    if read_global(off) as usize == usual {
+        // SAFETY: tracepoint programs may read their record directly at a constant,
+        // aligned offset; `usual` is inside every kernel's record for these events.
+        return Some(unsafe { *(ctx.as_ptr() as *const u8).add(usual).cast::<u32>() });
+    }
+    read::<i32>(ctx, off).map(|p| p as u32)
+}
+
+/// Whether `tid` may have an entry in `THREADS` (false for every task but a target's
+/// threads, whose slots `leave` sets).
+#[inline(always)]
+fn may_be_tracked(tid: u32) -> bool {
+    match THREAD_SLOTS.get(tid & THREAD_SLOT_MASK) {
+        Some(&slot) => tid != 0 && (slot == tid || slot == SLOT_SHARED),
+        None => false,
+    }
+}
+
+/// Mark `tid`'s slot (done on each switch-out of a target thread: a mark lost to a race
+/// with another CPU comes back at the thread's next switch).
+#[inline(always)]
+fn mark(tid: u32) {
+    if let Some(slot) = THREAD_SLOTS.get_ptr_mut(tid & THREAD_SLOT_MASK) {
+        // SAFETY: `slot` points into the array map's value.
+        unsafe {
+            let cur = *slot;
+            if cur != tid && cur != SLOT_SHARED {
+                *slot = if cur == 0 { tid } else { SLOT_SHARED };
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn wakeup(ctx: &TracePointContext) {
-    let Some(tid) = read::<i32>(ctx, &WAKEUP_PID_OFFSET) else {
+    let Some(tid) = read_pid(ctx, &WAKEUP_PID_OFFSET, 24) else {
         return;
     };
-    if let Some(t) = THREADS.get_ptr_mut(tid as u32) {
+    if !may_be_tracked(tid) {
+        return;
+    }
+    if let Some(t) = THREADS.get_ptr_mut(tid) {
         // SAFETY: `t` points into the map value; a thread's entry is written by the hooks
         // of its own state changes, which the scheduler serializes.
         unsafe {
@@ -90,10 +145,13 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
             leave(&ctx, target, now);
         }
     }
-    let Some(next) = read::<i32>(&ctx, &SWITCH_NEXT_PID_OFFSET) else {
+    let Some(next) = read_pid(&ctx, &SWITCH_NEXT_PID_OFFSET, 56) else {
         return 0;
     };
-    let Some(t) = THREADS.get_ptr_mut(next as u32) else {
+    if !may_be_tracked(next) {
+        return 0;
+    }
+    let Some(t) = THREADS.get_ptr_mut(next) else {
         return 0;
     };
     if now == 0 {
@@ -135,6 +193,7 @@ fn leave(ctx: &TracePointContext, target: u32, now: u64) {
     // inside the kernel (at a cond_resched) is reported with TASK_REPORT_MAX, not 0.
     let sleeping = (read_global(&SWITCH_REPORT_MAX) as i64).wrapping_sub(1);
     let preempted = read::<i64>(ctx, &SWITCH_PREV_STATE_OFFSET).is_some_and(|s| s & sleeping == 0);
+    mark(prev);
     let t = match THREADS.get_ptr_mut(prev) {
         Some(t) => t,
         None => {
@@ -163,4 +222,21 @@ fn leave(ctx: &TracePointContext, target: u32, now: u64) {
             (*t).off_cpu_since_ns = now;
         }
     }
+}
+
+/// Empty programs on the same tracepoints: the cost floor `cargo xtask bench sched`
+/// compares against.
+#[tracepoint(category = "sched", name = "sched_switch")]
+pub fn noop_sched_switch(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_wakeup")]
+pub fn noop_sched_wakeup(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_wakeup_new")]
+pub fn noop_sched_wakeup_new(_ctx: TracePointContext) -> u32 {
+    0
 }

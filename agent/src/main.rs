@@ -68,6 +68,7 @@ enum Sub {
 }
 
 fn main() -> ExitCode {
+    infersight::base::memory::limit_arenas();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -70,8 +70,8 @@ enum Task {
     },
     /// Benchmarks, printed as ratios measured side by side in one run.
     Bench {
-        /// Which benchmark: syscalls, http, cuda, alerts or store; none runs them all and
-        /// writes the summary table at the top of BENCHMARKS.md.
+        /// Which benchmark (one of `bench::NAMES`); none runs them all. The summary table at
+        /// the top of BENCHMARKS.md gets the goal lines of those that ran.
         name: Option<String>,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -158,11 +158,7 @@ fn main() -> Result<()> {
             setup::ensure()?;
             match name.as_deref() {
                 None | Some("all") => bench::all(&root),
-                Some(n) if bench::NAMES.contains(&n) => {
-                    let mut a = vec!["bench", "-p", "infersight", "--bench", n, "--"];
-                    a.extend(args.iter().map(String::as_str));
-                    cargo(&a)
-                }
+                Some(n) if bench::NAMES.contains(&n) => bench::one(&root, n, &args),
                 Some(other) => bail!(
                     "unknown benchmark {other:?} (known: {})",
                     bench::NAMES.join(", ")

@@ -33,6 +33,9 @@ use crate::{
     targets::{TargetError, Targets},
 };
 
+/// How often the allocator's free memory goes back to the system.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("--listen {addr}: cannot listen: {source}")]
@@ -227,6 +230,7 @@ pub async fn run(config: Config, over: Overrides) -> Result<(), AgentError> {
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
         .then(|| std::time::Duration::from_micros(watchdog_usec / 2));
     let mut last_ping = Instant::now();
+    let mut last_trim = Instant::now();
 
     let mut ticker = tokio::time::interval(config.agent.tick);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -240,6 +244,10 @@ pub async fn run(config: Config, over: Overrides) -> Result<(), AgentError> {
                 if watchdog.is_some_and(|every| last_ping.elapsed() >= every) {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
                     last_ping = Instant::now();
+                }
+                if last_trim.elapsed() >= TRIM_EVERY {
+                    crate::base::memory::trim();
+                    last_trim = Instant::now();
                 }
             }
             Some((cmd, reply)) = commands.recv() => {

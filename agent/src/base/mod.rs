@@ -4,6 +4,7 @@
 //! imports from the rest of the crate.
 pub mod family;
 pub mod histogram;
+pub mod memory;
 pub mod redact;
 pub mod signal;
 

@@ -455,7 +455,8 @@ impl Http {
 }
 
 /// How often the event reader drains the ring buffer; the kernel wakes it earlier only
-/// when a quarter of the ring is in use (it sends no wake-up per event).
+/// when 512 KiB of it are in use (half of `ebpf::HTTP_RING_BYTES`; it sends no wake-up per
+/// event).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What a ring buffer carries: HTTP/1.x request events, or HTTP/2 records (with the

@@ -108,14 +108,30 @@ pub fn decode(bytes: &[u8]) -> Option<HttpEvent> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<HttpEvent>()) })
 }
 
+/// Milliseconds from `epoch` to `now`, wrapping at 2^32 (49 days).
+fn millis_since(epoch: Instant, now: Instant) -> u32 {
+    now.saturating_duration_since(epoch).as_millis() as u32
+}
+
 fn seconds(from_ns: u64, to_ns: u64) -> Option<f64> {
     (to_ns >= from_ns && from_ns != 0).then(|| (to_ns - from_ns) as f64 / 1e9)
 }
 
+/// A request in the percentile window: 12 bytes, so that the `MAX_SAMPLES` kept per target
+/// stay small (this window is most of the agent's heap under load).
 struct Sample {
-    at: Instant,
-    duration: f64,
-    ttft: Option<f64>,
+    /// Milliseconds since `Requests::epoch`, wrapping (only ages within the window count).
+    at_ms: u32,
+    /// Microseconds, at most `NO_VALUE - 1` (71 minutes).
+    duration_us: u32,
+    /// Microseconds; `NO_VALUE` when the response streamed nothing.
+    ttft_us: u32,
+}
+
+const NO_VALUE: u32 = u32::MAX;
+
+fn micros(seconds: f64) -> u32 {
+    (seconds * 1e6).round().clamp(0.0, f64::from(NO_VALUE - 1)) as u32
 }
 
 /// Every series, sorted: HTTP, streams, gRPC calls, gRPC streaming methods.
@@ -155,6 +171,8 @@ struct TargetHttp {
 }
 
 pub struct Requests {
+    /// Origin of the samples' times.
+    epoch: Instant,
     names: HashMap<u32, String>,
     /// The front-door ports of the targets that have some (the others: every port).
     doors: HashMap<u32, Vec<u16>>,
@@ -179,6 +197,7 @@ pub struct Requests {
 impl Requests {
     pub fn new(targets: &Targets, route_limit: usize, window: Duration) -> Requests {
         let mut r = Requests {
+            epoch: Instant::now(),
             names: HashMap::new(),
             doors: HashMap::new(),
             listen_ports: ListenPorts::default(),
@@ -323,7 +342,12 @@ impl Requests {
                 self.discarded += 1;
                 return;
             };
-            t.count(now, call.duration, call.error, call.ttft);
+            t.count(
+                millis_since(self.epoch, now),
+                call.duration,
+                call.error,
+                call.ttft,
+            );
             return;
         }
         let Some(status) = x.status else {
@@ -411,7 +435,12 @@ impl Requests {
                 s.tpot.observe(v);
             }
         }
-        t.count(now, duration, x.status >= 500, ttft);
+        t.count(
+            millis_since(self.epoch, now),
+            duration,
+            x.status >= 500,
+            ttft,
+        );
     }
 
     /// Requests on ports that are not their target's front door.
@@ -467,10 +496,12 @@ impl Requests {
         for (index, name) in &self.names {
             let t = self.per_target.entry(*index).or_default();
             let horizon = now.checked_sub(self.window);
+            let now_ms = millis_since(self.epoch, now);
+            let window_ms = u32::try_from(self.window.as_millis()).unwrap_or(u32::MAX);
             while t
                 .samples
                 .front()
-                .is_some_and(|s| horizon.is_some_and(|h| s.at < h))
+                .is_some_and(|s| now_ms.wrapping_sub(s.at_ms) > window_ms)
             {
                 t.samples.pop_front();
             }
@@ -491,8 +522,17 @@ impl Requests {
                 }
                 _ => (None, None),
             };
-            let mut d: Vec<f64> = t.samples.iter().map(|s| s.duration).collect();
-            let mut f: Vec<f64> = t.samples.iter().filter_map(|s| s.ttft).collect();
+            let mut d: Vec<f64> = t
+                .samples
+                .iter()
+                .map(|s| f64::from(s.duration_us) / 1e6)
+                .collect();
+            let mut f: Vec<f64> = t
+                .samples
+                .iter()
+                .filter(|s| s.ttft_us != NO_VALUE)
+                .map(|s| f64::from(s.ttft_us) / 1e6)
+                .collect();
             d.sort_by(f64::total_cmp);
             f.sort_by(f64::total_cmp);
             let avg = (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64);
@@ -537,18 +577,23 @@ impl Requests {
 
 impl TargetHttp {
     /// One request or call into the window's figures.
-    fn count(&mut self, now: Instant, duration: f64, error: bool, ttft: Option<f64>) {
+    fn count(&mut self, at_ms: u32, duration: f64, error: bool, ttft: Option<f64>) {
         self.total += 1;
         if error {
             self.errors += 1;
         }
         if self.samples.len() == MAX_SAMPLES {
             self.samples.pop_front();
+        } else if self.samples.len() == self.samples.capacity()
+            && self.samples.len() >= MAX_SAMPLES / 2
+        {
+            // Grow to the cap, not past it (doubling would leave most of the last step unused).
+            self.samples.reserve_exact(MAX_SAMPLES - self.samples.len());
         }
         self.samples.push_back(Sample {
-            at: now,
-            duration,
-            ttft,
+            at_ms,
+            duration_us: micros(duration),
+            ttft_us: ttft.map_or(NO_VALUE, micros),
         });
     }
 }

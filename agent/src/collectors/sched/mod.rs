@@ -15,7 +15,8 @@ use crate::{
     targets::Targets,
 };
 
-const PROGRAMS: &[ProgramSpec] = &[
+/// The scheduler programs (public for the scheduler benchmark).
+pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "sched_switch",
         hook: Hook::Tracepoint("sched", "sched_switch"),
