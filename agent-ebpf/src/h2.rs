@@ -124,7 +124,7 @@ fn conn_record(c: &ConnState, kind: u32, lost: u8, now: u64) {
     set(&mut h.len, 0);
     set(&mut h.listen_fd, c.ev.listen_fd);
     set(&mut h.ts, now);
-    let _ = H2_EVENTS.output::<H2Head>(&*h, wakeup(&H2_EVENTS));
+    let _ = H2_EVENTS.output::<H2Head>(&*h, wakeup(&H2_EVENTS, HEAD));
 }
 
 /// The preface was read: frames follow. Its 24 bytes are skipped as a payload.
@@ -429,7 +429,7 @@ fn done(c: &mut ConnState, j: &HttpJob, d: usize, st: *mut H2Stream, k: &H2Key) 
     let answered = v.flags & S_RESP_HEADERS != 0;
     let target = v.head.target;
     let sent = H2_EVENTS
-        .output::<H2Stream>(&*v, wakeup(&H2_EVENTS))
+        .output::<H2Stream>(&*v, wakeup(&H2_EVENTS, core::mem::size_of::<H2Stream>()))
         .is_ok();
     let _ = H2_STREAMS.remove(*k);
     c.h2.closed[d & 1] += 1;
@@ -483,7 +483,9 @@ fn fragment(c: &mut ConnState, j: &HttpJob, d: usize, p: u64, take: u64) -> u64 
     let sent = ok && {
         // SAFETY: the record's head and its first `n` data bytes, inside the value.
         let bytes = unsafe { core::slice::from_raw_parts(f as *const u8, HEAD + n) };
-        H2_EVENTS.output::<[u8]>(bytes, wakeup(&H2_EVENTS)).is_ok()
+        H2_EVENTS
+            .output::<[u8]>(bytes, wakeup(&H2_EVENTS, HEAD + n))
+            .is_ok()
     };
     if !sent {
         // The gap in `seq` tells userspace; the count tells the operator.

@@ -65,7 +65,11 @@ pub(crate) const TAIL_H2: u32 = 2;
 pub(crate) static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(16384, 0);
 
 const RING_BYTES: u32 = 2 << 20;
-const RING_WAKEUP_BYTES: u64 = RING_BYTES as u64 / 4;
+/// Unread bytes at which a record wakes the reader (a quarter of the smaller ring: the
+/// agent sizes the request ring to 1 MiB at load).
+const RING_WAKEUP_BYTES: u64 = 256 << 10;
+/// Ring buffer records carry an 8-byte header, and sizes round up to 8.
+const RING_RECORD_HEADER: u64 = 8;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -73,11 +77,15 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 #[map]
 pub(crate) static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
-/// Whether a record is to wake the reader: only when a quarter of the ring is in use (on
-/// a VM each wake-up is an inter-processor interrupt; the reader drains on a timer).
+/// Whether a record of `len` bytes is to wake the reader: only the record that takes the
+/// unread bytes past `RING_WAKEUP_BYTES`. The reader drains on a timer besides. A wake-up
+/// is an interrupt (on a VM, an exit to the hypervisor): sent for every record while the
+/// ring is that full, it cost several µs per request as soon as the reader lagged.
 #[inline(always)]
-pub(crate) fn wakeup(ring: &RingBuf) -> u64 {
-    if ring.query(BPF_RB_AVAIL_DATA) > RING_WAKEUP_BYTES {
+pub(crate) fn wakeup(ring: &RingBuf, len: usize) -> u64 {
+    let unread = ring.query(BPF_RB_AVAIL_DATA);
+    let after = unread + ((len as u64 + RING_RECORD_HEADER + 7) & !7);
+    if unread <= RING_WAKEUP_BYTES && after > RING_WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
@@ -656,7 +664,10 @@ fn finish(conn: *mut ConnState, tgid: u32, fd: u32, end: u32) {
         c.ev.end = end;
         // The kernel copies the event: no struct copy inside the program.
         if HTTP_EVENTS
-            .output::<HttpEvent>(&c.ev, wakeup(&HTTP_EVENTS))
+            .output::<HttpEvent>(
+                &c.ev,
+                wakeup(&HTTP_EVENTS, core::mem::size_of::<HttpEvent>()),
+            )
             .is_err()
         {
             if let Some(k) = k {

@@ -258,8 +258,8 @@ impl Kernel {
         }
         // The request events' ring buffer is mapped into the agent (twice over, for
         // wrap-around reads) and counts in its RSS: 1 MiB holds 5 000 events, 0.13 s of
-        // 40 000 requests/s; the reader drains it every 50 ms, and at once when half of it
-        // is in use.
+        // 40 000 requests/s; the reader drains it every 50 ms, and at once when 256 KiB
+        // are unread.
         loader.map_max_entries("HTTP_EVENTS", HTTP_RING_BYTES);
         let report_max = sys::report_max();
         if let Some(v) = &report_max {

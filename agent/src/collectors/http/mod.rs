@@ -454,9 +454,8 @@ impl Http {
     }
 }
 
-/// How often the event reader drains the ring buffer; the kernel wakes it earlier only
-/// when 512 KiB of it are in use (half of `ebpf::HTTP_RING_BYTES`; it sends no wake-up per
-/// event).
+/// How often the event reader drains a ring buffer; the kernel wakes it earlier once, with
+/// the record that takes the unread bytes past 256 KiB (it sends no wake-up per event).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What a ring buffer carries: HTTP/1.x request events, or HTTP/2 records (with the
@@ -479,8 +478,10 @@ async fn read_events(
             _ = timer.tick() => drain(fd.get_mut(), &requests, &mut reader),
             ready = fd.readable_mut() => match ready {
                 Ok(mut guard) => {
-                    drain(guard.get_inner_mut(), &requests, &mut reader);
+                    // Cleared first: a wake-up that comes while draining is kept for the
+                    // next turn (the kernel sends one per crossing of its threshold).
                     guard.clear_ready();
+                    drain(guard.get_inner_mut(), &requests, &mut reader);
                 }
                 Err(e) => {
                     tracing::error!("HTTP event reader stopped: {e}");
@@ -493,18 +494,23 @@ async fn read_events(
 
 fn drain(ring: &mut RingBuf<MapData>, requests: &Mutex<Requests>, reader: &mut Reader) {
     let now = Instant::now();
-    let mut r = locked(requests);
     match reader {
         Reader::Http1 => {
+            let mut r = locked(requests);
             while let Some(item) = ring.next() {
                 r.record_bytes(&item, now);
             }
         }
         Reader::Http2(d) => {
+            // HPACK decoding is the slow part: done before taking the lock the request
+            // reader and the tick share.
+            let mut done = Vec::new();
             while let Some(item) = ring.next() {
-                if let Some(x) = d.record(&item) {
-                    r.record_h2(&x, now);
-                }
+                done.extend(d.record(&item));
+            }
+            let mut r = locked(requests);
+            for x in &done {
+                r.record_h2(x, now);
             }
             r.h2_losses.clone_from(&d.losses);
             r.malformed_h2 = d.malformed;
