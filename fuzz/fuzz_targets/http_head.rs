@@ -16,31 +16,40 @@ use libfuzzer_sys::fuzz_target;
 /// httparse split them (names exact up to case, at most three spaces or tabs before a
 /// value).
 fn expected(head: &str) -> (i64, u64) {
-    let mut cl = -1;
+    // The first Content-Length line alone counts, whatever its value (a second one could
+    // only disagree).
+    let mut cl = None;
     let mut flags = 0;
     for line in head.split("\r\n").skip(1) {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         let ws = value.len() - value.trim_start_matches([' ', '\t']).len();
+        let name = name.to_ascii_lowercase();
+        if name == "content-length" && cl.is_none() {
+            let digits: String = value[ws.min(3)..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .take(15)
+                .collect();
+            cl = Some(if ws > 3 || digits.is_empty() {
+                -1
+            } else {
+                digits.parse().unwrap_or(-1)
+            });
+            continue;
+        }
         if ws > 3 {
             continue;
         }
         let value = value[ws..].to_ascii_lowercase();
-        match name.to_ascii_lowercase().as_str() {
-            "content-length" if cl < 0 => {
-                let digits: String = value.chars().take_while(char::is_ascii_digit).take(15).collect();
-                cl = digits.parse().unwrap_or(-1);
-                if digits.is_empty() {
-                    cl = -1;
-                }
-            }
+        match name.as_str() {
             "content-type" if value.starts_with("text/event-strea") => flags |= HTTP_SSE as u64,
             "transfer-encoding" if value.starts_with("chunked") => flags |= HTTP_CHUNKED as u64,
             _ => {}
         }
     }
-    (cl, flags)
+    (cl.unwrap_or(-1), flags)
 }
 
 /// CRLF line ends only (the kernel does not take a bare LF as a line end).
@@ -67,9 +76,13 @@ fuzz_target!(|data: &[u8]| {
     let start = request_start(&w);
     let _ = status_line(&w);
 
+    // httparse skips empty lines before a request line (RFC 9112 §2.2 lets a server do
+    // so); the kernel looks for the request line at the first byte of a read, a limit the
+    // README states. Such inputs are left out of the comparison (not of the no-panic check).
+    let leading_empty_line = matches!(data.first(), Some(b'\r' | b'\n'));
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
-    if let Ok(httparse::Status::Complete(len)) = req.parse(data) {
+    if let (Ok(httparse::Status::Complete(len)), false) = (req.parse(data), leading_empty_line) {
         let ours = METHODS.iter().position(|m| Some(*m) == req.method);
         if let (Some(code), true, true) = (ours, len <= PRE + SCAN, crlf_only(&data[..len])) {
             let path = req.path.unwrap_or("");
