@@ -23,7 +23,6 @@ use std::{
 };
 
 use infersight::{
-    base::ProgramStatus,
     collectors::failures,
     config::{TargetRequest, TargetSpec},
     targets::Targets,
@@ -122,21 +121,6 @@ fn targets(pid: u32) -> Targets {
     .expect("resolve target")
 }
 
-/// (run time, run count) of each named program between two readings.
-fn cost(before: &[ProgramStatus], after: &[ProgramStatus], name: &str) -> (u64, u64) {
-    before
-        .iter()
-        .zip(after)
-        .filter(|(_, a)| a.name == name)
-        .map(|(b, a)| {
-            (
-                a.run_time_ns.unwrap_or(0) - b.run_time_ns.unwrap_or(0),
-                a.run_count.unwrap_or(0) - b.run_count.unwrap_or(0),
-            )
-        })
-        .fold((0, 0), |s, c| (s.0 + c.0, s.1 + c.1))
-}
-
 const PROGRAMS: [&str; 2] = ["signal_generate", "sched_process_exit"];
 
 fn run(ops: u64, rounds: usize) {
@@ -165,7 +149,7 @@ fn run(ops: u64, rounds: usize) {
             let ns = child.run();
             let after = traced.kernel.program_statuses();
             for (sum, p) in costs.iter_mut().zip(PROGRAMS) {
-                let c = cost(&before, &after, p);
+                let c = common::cost(&before, &after, |n| n == p);
                 sum.0 += c.0;
                 sum.1 += c.1;
             }
@@ -193,13 +177,7 @@ fn run(ops: u64, rounds: usize) {
     }
     let med =
         |v: &[[f64; 3]], i: usize| common::median(&mut v.iter().map(|r| r[i]).collect::<Vec<_>>());
-    let per_run = |c: (u64, u64)| {
-        if c.1 == 0 {
-            f64::NAN
-        } else {
-            c.0 as f64 / c.1 as f64
-        }
-    };
+    let per_run = common::per_run;
     println!(
         "\nfailures benchmark: {ops} signals of each kind and {} fork+exit per run, median of {rounds} interleaved rounds\n",
         (ops / 20).max(1)

@@ -24,10 +24,9 @@ use std::{
 };
 
 use infersight::{
-    base::ProgramStatus,
     collectors::sched,
     config::{TargetRequest, TargetSpec},
-    ebpf::{Kernel, Options, ProgramSpec, SCHED_FLOOR_PROGRAMS},
+    ebpf::{Kernel, ProgramSpec, SCHED_FLOOR_PROGRAMS},
     targets::Targets,
 };
 
@@ -149,26 +148,11 @@ fn targets(pid: u32) -> Targets {
 /// The kernel object loaded for `targets` with `specs` attached (and process following,
 /// so that the ping-pong's second process is a target when the first is).
 fn attach(targets: &Targets, specs: &[ProgramSpec]) -> Kernel {
-    let mut kernel = Kernel::load(targets, Options::default());
+    let mut kernel = Kernel::load(targets, common::options());
     kernel.follow_processes();
     let h = kernel.attach(specs);
     assert!(h.reason.is_none(), "programs did not attach: {h:?}");
     kernel
-}
-
-/// (run time, run count) summed over the programs named in `specs`.
-fn cost(before: &[ProgramStatus], after: &[ProgramStatus], specs: &[ProgramSpec]) -> (u64, u64) {
-    before
-        .iter()
-        .zip(after)
-        .filter(|(_, a)| specs.iter().any(|s| s.name == a.name))
-        .map(|(b, a)| {
-            (
-                a.run_time_ns.unwrap_or(0) - b.run_time_ns.unwrap_or(0),
-                a.run_count.unwrap_or(0) - b.run_count.unwrap_or(0),
-            )
-        })
-        .fold((0, 0), |s, c| (s.0 + c.0, s.1 + c.1))
 }
 
 #[derive(Default)]
@@ -184,12 +168,12 @@ fn measured(child: PingPong, kernel: &Kernel, specs: &[ProgramSpec], c: &mut Con
     let before = kernel.program_statuses();
     let ns = child.run();
     let after = kernel.program_statuses();
-    let (t, n) = cost(&before, &after, specs);
+    let (t, n) = common::cost(&before, &after, |n| specs.iter().any(|s| s.name == n));
     c.ns[p].push(ns);
     c.cost[p].0 += t;
     c.cost[p].1 += n;
     for (i, spec) in specs.iter().enumerate().take(3) {
-        let (t, n) = cost(&before, &after, std::slice::from_ref(spec));
+        let (t, n) = common::cost(&before, &after, |n| n == spec.name);
         c.per_program[p][i].0 += t;
         c.per_program[p][i].1 += n;
     }
@@ -245,13 +229,7 @@ fn run(trips: u64, rounds: usize) {
     let _ = bystander.kill();
     let _ = bystander.wait();
 
-    let per_run = |c: (u64, u64)| {
-        if c.1 == 0 {
-            f64::NAN
-        } else {
-            c.0 as f64 / c.1 as f64
-        }
-    };
+    let per_run = common::per_run;
     println!(
         "\nsched benchmark: one-byte round trips over two pipes between two untargeted processes ({trips} per run on one CPU, {} on two), median of {rounds} interleaved rounds\n",
         (trips / 10).max(1)

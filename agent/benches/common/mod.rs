@@ -275,3 +275,32 @@ pub fn options() -> infersight::ebpf::Options {
         ..Default::default()
     }
 }
+
+/// eBPF (run time in ns, runs) between two readings of the program statuses, summed over
+/// the programs `pick` selects.
+pub fn cost(
+    before: &[infersight::base::ProgramStatus],
+    after: &[infersight::base::ProgramStatus],
+    pick: impl Fn(&str) -> bool,
+) -> (u64, u64) {
+    before
+        .iter()
+        .zip(after)
+        .filter(|(_, a)| pick(&a.name))
+        .map(|(b, a)| {
+            (
+                a.run_time_ns.unwrap_or(0) - b.run_time_ns.unwrap_or(0),
+                a.run_count.unwrap_or(0) - b.run_count.unwrap_or(0),
+            )
+        })
+        .fold((0, 0), |s, c| (s.0 + c.0, s.1 + c.1))
+}
+
+/// ns per run of a (run time, runs) pair; NaN when nothing ran.
+pub fn per_run(c: (u64, u64)) -> f64 {
+    if c.1 == 0 {
+        f64::NAN
+    } else {
+        c.0 as f64 / c.1 as f64
+    }
+}
