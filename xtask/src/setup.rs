@@ -29,11 +29,15 @@ const APT_PACKAGES: &[&str] = &[
     // The gRPC server and client of the protocol tests; h2load for the HTTP/2 benchmark.
     "python3-grpcio",
     "nghttp2-client",
+    // The test CA and the benchmark's certificate (openssl CLI).
+    "openssl",
     // systemd-analyze verify/security on the unit (dpkg-deb comes with dpkg).
     "systemd",
     // The server stacks traced by tests/stacks.rs: FastAPI on uvicorn (h11 and httptools),
     // aiohttp, Node, Go net/http (built by the test) and nginx in front.
     "python3-uvicorn",
+    // uvicorn's event loop in vLLM and SGLang (a Suggests only), used by `bench sse`.
+    "python3-uvloop",
     "python3-fastapi",
     "python3-httptools",
     "python3-aiohttp",
