@@ -224,9 +224,18 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
     Ok(out)
 }
 
+/// Bounds on an expression's shape: the parser and the evaluator recurse once per level,
+/// and an expression nested without end would overflow the stack.
+const MAX_NESTING: usize = 32;
+const MAX_OPERATORS: usize = 256;
+
 struct Parser {
     toks: Vec<(Tok, usize)>,
     pos: usize,
+    /// Parentheses open around the current position.
+    nesting: usize,
+    /// `and`/`or` operators read so far.
+    operators: usize,
 }
 
 impl Parser {
@@ -267,10 +276,23 @@ impl Parser {
         }
     }
 
+    /// Step over an `and`/`or`, failing past `MAX_OPERATORS`.
+    fn operator(&mut self) -> Result<(), ParseError> {
+        self.operators += 1;
+        if self.operators > MAX_OPERATORS {
+            return Err(ParseError {
+                column: self.column(),
+                message: format!("more than {MAX_OPERATORS} \"and\"/\"or\" operators"),
+            });
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
     fn expr(&mut self) -> Result<Expr, ParseError> {
         let mut e = self.and()?;
         while self.keyword("or") {
-            self.pos += 1;
+            self.operator()?;
             e = Expr::Or(Box::new(e), Box::new(self.and()?));
         }
         Ok(e)
@@ -279,7 +301,7 @@ impl Parser {
     fn and(&mut self) -> Result<Expr, ParseError> {
         let mut e = self.cmp()?;
         while self.keyword("and") {
-            self.pos += 1;
+            self.operator()?;
             e = Expr::And(Box::new(e), Box::new(self.cmp()?));
         }
         Ok(e)
@@ -326,8 +348,16 @@ impl Parser {
         let column = self.column();
         match self.next() {
             Tok::Sym("(") => {
+                self.nesting += 1;
+                if self.nesting > MAX_NESTING {
+                    return Err(ParseError {
+                        column,
+                        message: format!("parentheses nested deeper than {MAX_NESTING}"),
+                    });
+                }
                 let e = self.expr()?;
                 self.expect(")", "\")\"")?;
+                self.nesting -= 1;
                 Ok(e)
             }
             Tok::Ident(name) if name != "and" && name != "or" => {
@@ -483,6 +513,8 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
     let mut p = Parser {
         toks: lex(src)?,
         pos: 0,
+        nesting: 0,
+        operators: 0,
     };
     let e = p.expr()?;
     if p.peek() != &Tok::End {

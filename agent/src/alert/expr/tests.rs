@@ -415,3 +415,20 @@ fn a_signal_keeps_at_most_max_series_least_recently_seen_dropped_first() {
     h.record(&series(1..n + 2), 2.0);
     assert_eq!(ids(&h), (1..n + 1).collect::<Vec<_>>());
 }
+
+#[test]
+fn nesting_and_operator_counts_are_bounded() {
+    let deep = format!("{}x > 1{}", "(".repeat(33), ")".repeat(33));
+    assert_eq!(
+        parse(&deep).unwrap_err().to_string(),
+        "column 33: parentheses nested deeper than 32"
+    );
+    let ok = format!("{}x > 1{}", "(".repeat(32), ")".repeat(32));
+    assert!(parse(&ok).is_ok());
+    // A stack-deep input the fuzzer found: thousands of "(".
+    assert!(parse(&"(".repeat(4000)).is_err());
+    let chain = |n: usize| vec!["x > 1"; n + 1].join(" and ");
+    assert!(parse(&chain(256)).is_ok());
+    let e = parse(&chain(257)).unwrap_err().to_string();
+    assert!(e.ends_with("more than 256 \"and\"/\"or\" operators"), "{e}");
+}
