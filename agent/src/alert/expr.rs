@@ -267,7 +267,7 @@ impl Parser {
         matches!(self.peek(), Tok::Ident(s) if s == k)
     }
     /// Step over `sym`, or fail saying `expected`.
-    fn expect(&mut self, sym: &'static str, expected: &str) -> Result<(), ParseError> {
+    fn eat(&mut self, sym: &'static str, expected: &str) -> Result<(), ParseError> {
         if self.peek() == &Tok::Sym(sym) {
             self.pos += 1;
             Ok(())
@@ -356,7 +356,7 @@ impl Parser {
                     });
                 }
                 let e = self.expr()?;
-                self.expect(")", "\")\"")?;
+                self.eat(")", "\")\"")?;
                 self.nesting -= 1;
                 Ok(e)
             }
@@ -405,9 +405,9 @@ impl Parser {
         let matchers = self.matchers()?;
         let e = match range {
             Some(func) => {
-                self.expect("[", "\"[\" and a window (e.g. [5m])")?;
+                self.eat("[", "\"[\" and a window (e.g. [5m])")?;
                 let window = self.window()?;
-                self.expect("]", "\"]\"")?;
+                self.eat("]", "\"]\"")?;
                 Expr::Range {
                     func,
                     name,
@@ -422,7 +422,7 @@ impl Parser {
                 column,
             },
         };
-        self.expect(")", "\")\"")?;
+        self.eat(")", "\")\"")?;
         Ok(e)
     }
 
