@@ -364,15 +364,7 @@ fn h2c_concurrent_streams_large_headers_and_a_reset_are_counted_exactly() {
     assert_eq!(request_count(&m, &l("GET", "/error", "500")), 10.0);
     assert_eq!(request_count(&m, &l("GET", "/sleep/{id}", "200")), 10.0);
     assert_eq!(request_count(&m, &l("POST", "/upload", "200")), 5.0);
-    let post = l("POST", "/upload", "200");
-    assert_eq!(
-        m.get("http_server_request_body_size_bytes_sum", &post),
-        Some(50_000.0)
-    );
-    assert_eq!(
-        m.get("http_server_response_body_size_bytes_sum", &post),
-        Some(25.0)
-    );
+    common::assert_body_sums(&m, &l("POST", "/upload", "200"), 50_000.0, 25.0);
     let sleep = mean(
         &m,
         "http_server_request_duration_seconds",
@@ -731,15 +723,7 @@ fn https_mix(agent: &Agent, port: u16, target: &str, streams: usize) {
         request_count(&m, &l("GET", "/stream", "200")),
         streams as f64
     );
-    let post = l("POST", "/upload", "200");
-    assert_eq!(
-        m.get("http_server_request_body_size_bytes_sum", &post),
-        Some(200_000.0)
-    );
-    assert_eq!(
-        m.get("http_server_response_body_size_bytes_sum", &post),
-        Some(12.0)
-    );
+    common::assert_body_sums(&m, &l("POST", "/upload", "200"), 200_000.0, 12.0);
     let kernel = mean(
         &m,
         "http_server_request_duration_seconds",

@@ -233,15 +233,7 @@ fn check(server: &ServerGroup, pid: u32, keep_alive: bool) {
     assert_eq!(request_count(&m, &l("GET", "/items/{id}", "200")), 150.0);
     assert_eq!(request_count(&m, &l("POST", "/upload", "200")), 5.0);
     assert_eq!(request_count(&m, &l("GET", "/stream", "200")), 3.0);
-    let post = l("POST", "/upload", "200");
-    assert_eq!(
-        m.get("http_server_request_body_size_bytes_sum", &post),
-        Some(500_000.0)
-    );
-    assert_eq!(
-        m.get("http_server_response_body_size_bytes_sum", &post),
-        Some(30.0)
-    );
+    common::assert_body_sums(&m, &l("POST", "/upload", "200"), 500_000.0, 30.0);
     let kernel_sleep = mean(
         &m,
         "http_server_request_duration_seconds",

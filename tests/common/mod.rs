@@ -849,3 +849,17 @@ pub fn within_1ms(what: &str, kernel: f64, client: f64) {
         "{what}: kernel {kernel}, client {client}"
     );
 }
+
+/// The request and response body-size sums of one request series.
+pub fn assert_body_sums(m: &Metrics, labels: &[(&str, &str)], request: f64, response: f64) {
+    assert_eq!(
+        m.get("http_server_request_body_size_bytes_sum", labels),
+        Some(request),
+        "request bytes of {labels:?}"
+    );
+    assert_eq!(
+        m.get("http_server_response_body_size_bytes_sum", labels),
+        Some(response),
+        "response bytes of {labels:?}"
+    );
+}
