@@ -1,6 +1,6 @@
 //! Request tracing beyond plain HTTP/1.x, against real servers and clients: gRPC
 //! (grpcio), HTTP/2 without TLS (hyper), HTTPS through OpenSSL (Python's ssl module and
-//! nginx), and a TLS server no probe can see (rustls). Counts are exact; durations and
+//! nginx), and a TLS server no probe can see (Go's crypto/tls). Counts are exact; durations and
 //! times to the first token or message agree with the client's within a millisecond.
 //! Needs root (eBPF); see `common::bpf_or_skip`.
 mod common;
@@ -22,7 +22,7 @@ use common::{
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Bytes, service::service_fn, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 
 /// Debian's interpreter: python3-grpcio is its module, and its ssl links libssl.so.3.
 const PYTHON: &str = "/usr/bin/python3";
@@ -494,27 +494,6 @@ fn certificate() -> &'static (PathBuf, PathBuf, Vec<u8>) {
     })
 }
 
-/// The leaf certificate as DER (for the rustls server).
-fn leaf_der() -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(["x509", "-outform", "DER", "-in"])
-        .arg(&certificate().0)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success());
-    out.stdout
-}
-
-fn key_der() -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
-        .arg(&certificate().1)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success());
-    out.stdout
-}
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -839,44 +818,13 @@ fn https_through_nginx_is_traced_like_plain_http() {
 
 // ---- TLS no probe sees -------------------------------------------------------------------
 
-/// An HTTPS/1.1 server on rustls in this process (no libssl anywhere): answers every
-/// request on a connection with 200 "ok".
-fn start_rustls_server() -> u16 {
-    let cfg = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(leaf_der())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der())),
-            )
-            .unwrap(),
-    );
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for tcp in listener.incoming().flatten() {
-            let cfg = cfg.clone();
-            std::thread::spawn(move || {
-                let conn = rustls::ServerConnection::new(cfg).unwrap();
-                let mut s = BufReader::new(rustls::StreamOwned::new(conn, tcp));
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if s.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == "\r\n" {
-                        let w = s.get_mut();
-                        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                        let _ = w.flush();
-                    }
-                }
-            });
-        }
-    });
-    port
+/// An HTTPS server on Go's crypto/tls (as Ollama's; no libssl anywhere), in a process of
+/// its own so that the target is the server alone: it answers every request with "ok".
+fn start_go_tls_server() -> ServerGroup {
+    let (cert, key, _) = certificate();
+    let mut cmd = Command::new(common::go_binary("go_tls_app"));
+    cmd.arg(cert).arg(key);
+    spawn_printing_port(cmd)
 }
 
 #[test]
@@ -885,13 +833,14 @@ fn tls_no_probe_sees_is_counted_unseen_without_request_signals_or_a_false_alert(
         return;
     }
     let _turn = turn();
-    let port = start_rustls_server();
+    let server = start_go_tls_server();
+    let port = server.port;
     let rules = "[[rule]]\nname = \"NoTraffic\"\nexpr = \"http_request_rate == 0\"\nseverity = \"critical\"\n";
     let dir = common::AlertDir::new(
         "tls-unseen",
         rules,
         "[http]\nwindow = \"1s\"\n[engines]\nenabled = false\n",
-        &std::process::id().to_string(),
+        &server.child.id().to_string(),
     );
     let args: Vec<String> = dir.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -12,7 +12,6 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -85,22 +84,6 @@ fn uvicorn(http: &str, workers: u32) -> ServerGroup {
             "warning",
         ]);
     spawn_on_port(cmd, port)
-}
-
-fn go_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("infersight-go-app");
-        let status = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(servers().join("go_app.go"))
-            .env("GO111MODULE", "off")
-            .status()
-            .expect("run go build (Debian package golang-go)");
-        assert!(status.success(), "go build");
-        out
-    })
 }
 
 /// The client's time to the first streamed bytes, and the events read.
@@ -316,7 +299,7 @@ fn go_net_http() {
         return;
     }
     let _turn = turn();
-    let s = spawn_printing_port(Command::new(go_binary()));
+    let s = spawn_printing_port(Command::new(common::go_binary("go_app")));
     check(&s, s.child.id(), true);
 }
 
@@ -328,7 +311,7 @@ fn go_keep_alive_requests_are_all_counted() {
         return;
     }
     let _turn = turn();
-    let s = spawn_printing_port(Command::new(go_binary()));
+    let s = spawn_printing_port(Command::new(common::go_binary("go_app")));
     let target = format!("{}=go", s.child.id());
     let agent = Agent::start(&["--pid", &target, "--no-host"]);
     agent.settle();

@@ -863,3 +863,27 @@ pub fn assert_body_sums(m: &Metrics, labels: &[(&str, &str)], request: f64, resp
         "response bytes of {labels:?}"
     );
 }
+
+/// `tests/servers/NAME.go` built once per test binary (Debian's golang-go, no modules).
+pub fn go_binary(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("infersight-{name}"));
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.iter().any(|b| b == name) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/servers")
+            .join(format!("{name}.go"));
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(src)
+            .env("GO111MODULE", "off")
+            .status()
+            .expect("run go build (Debian package golang-go)");
+        assert!(status.success(), "go build {name}");
+        built.push(name.to_string());
+    }
+    out
+}
